@@ -1,0 +1,168 @@
+"""The `relabel` command: parses arguments and calls the library; nothing else happens here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import RelabelError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except RelabelError as exc:
+        if args.debug:
+            raise
+        print(f"relabel: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("relabel: interrupted; files already written are complete (rerun with --resume to go on)", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relabel",
+        description="Measure and remove the labeling bias of galaxy morphology catalogs.",
+    )
+    parser.add_argument("--version", action="version", version=f"relabel {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_simulate(sub)
+    _add_bias(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_run(sub)
+    _add_report(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _command(sub, name: str, help: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    # SUPPRESS keeps a top-level `relabel --debug CMD` from being reset by the subcommand's default.
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks for errors")
+    p.set_defaults(func=func)
+    return p
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=None, default=_json_default))
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# --- simulate ---------------------------------------------------------------------------
+
+def _add_simulate(sub) -> None:
+    p = _command(sub, "simulate", "simulate a survey with GalSim: catalog, cutouts, truth, workflow", _simulate)
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    p.add_argument("--n", type=int, default=2000, help="number of galaxies (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", choices=["tiles", "files"], default="tiles",
+                   help="cutouts packed in tile cubes (default) or one FITS file per galaxy")
+    p.add_argument("--size", type=int, default=64, help="cutout size in pixels (default 64)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT_DIR")
+
+
+def _simulate(args) -> int:
+    from .simulate import simulate_survey
+
+    paths = simulate_survey(args.out_dir, n=args.n, seed=args.seed, layout=args.layout, size=args.size,
+                            workers=args.workers, overwrite=args.overwrite)
+    print(f"catalog:  {paths.catalog}\ntruth:    {paths.truth}\nworkflow: {paths.workflow}")
+    return 0
+
+
+# --- bias -------------------------------------------------------------------------------
+
+def _add_bias(sub) -> None:
+    p = _command(sub, "bias", "the labeling-bias metric L of a label column (FITS or Parquet)", _bias)
+    p.add_argument("table", type=Path, metavar="TABLE")
+    p.add_argument("--config", type=Path, help="workflow file with the column mapping")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _bias(args) -> int:
+    raise RelabelError("relabel bias is not wired yet")
+
+
+# --- train / evaluate -------------------------------------------------------------------
+
+def _add_train(sub) -> None:
+    p = _command(sub, "train", "train a biased or de-biased classifier on a catalog's labels", _train)
+    p.add_argument("catalog", type=Path, metavar="CATALOG")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--method", choices=["biased", "debiased"], required=True)
+    p.add_argument("--out", type=Path, required=True)
+
+
+def _train(args) -> int:
+    raise RelabelError("relabel train is not wired yet")
+
+
+def _add_evaluate(sub) -> None:
+    p = _command(sub, "evaluate", "L and accuracy of a model on its held-out rows", _evaluate)
+    p.add_argument("catalog", type=Path, metavar="CATALOG")
+    p.add_argument("--model", type=Path, required=True)
+
+
+def _evaluate(args) -> int:
+    raise RelabelError("relabel evaluate is not wired yet")
+
+
+# --- run --------------------------------------------------------------------------------
+
+def _add_run(sub) -> None:
+    p = _command(sub, "run", "re-label a catalog with a model on a Dask cluster; Parquet out", _run)
+    p.add_argument("catalog", type=Path, metavar="CATALOG")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+
+
+def _run(args) -> int:
+    raise RelabelError("relabel run is not wired yet")
+
+
+# --- report / demo ----------------------------------------------------------------------
+
+def _add_report(sub) -> None:
+    p = _command(sub, "report", "figures and numbers of a run: bias before and after", _report)
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+
+
+def _report(args) -> int:
+    raise RelabelError("relabel report is not wired yet")
+
+
+def _add_demo(sub) -> None:
+    p = _command(sub, "demo", "simulate, train, run and report, small, on a LocalCluster", _demo)
+    p.add_argument("dir", type=Path, nargs="?", default=Path("relabel-demo"), metavar="DIR")
+
+
+def _demo(args) -> int:
+    raise RelabelError("relabel demo is not wired yet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Errors a user can act on: the CLI shows their message once, without a traceback."""
+
+
+class RelabelError(Exception):
+    """Base class of every error caused by the user's input, not by a bug."""
+
+
+class ConfigError(RelabelError):
+    """A workflow file or option is missing, mistyped or inconsistent."""
+
+
+class CatalogError(RelabelError):
+    """A catalog file, HDU, column or value cannot be used."""
+
+
+class CheckpointError(RelabelError):
+    """A model checkpoint is unreadable, unsafe or does not fit the data."""
+
+
+class OutputError(RelabelError):
+    """The output location cannot be written as asked (exists, other run, ...)."""

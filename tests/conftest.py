@@ -1,0 +1,69 @@
+"""Shared fixtures: small real FITS/Parquet files, built here rather than mocked."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import pytest
+
+WORKFLOW_YAML = textwrap.dedent(
+    """\
+    name: tiny
+    catalog: {path: catalog.fits, hdu: 1, id: OBJID, ra: RA, dec: DEC, passthrough: [MAG_R]}
+    labels:
+      probabilities:
+        - {column: P_EL, class: elliptical, threshold: 0.8}
+        - {column: P_CS, class: spiral, threshold: 0.8}
+    intrinsic: [ABS_MAG, R50_KPC]
+    observables:
+      - {column: RESOLUTION, best: high}
+      - {column: REDSHIFT, best: low}
+    cutouts: {layout: tiles, root: ., size: 16, bands: [r]}
+    """
+)
+
+
+def write_tiny_catalog(path: Path, n: int = 40, seed: int = 0) -> np.ndarray:
+    """A catalog in the simulator's column layout with random values, tiles of 16 rows."""
+    rng = np.random.default_rng(seed)
+    data = np.zeros(
+        n,
+        dtype=[
+            ("OBJID", ">i8"), ("RA", ">f8"), ("DEC", ">f8"), ("P_EL", ">f4"), ("P_CS", ">f4"),
+            ("ABS_MAG", ">f4"), ("R50_KPC", ">f4"), ("RESOLUTION", ">f4"), ("REDSHIFT", ">f4"),
+            ("MAG_R", ">f4"), ("TILE", "S20"), ("TILE_INDEX", ">i4"),
+        ],
+    )
+    data["OBJID"] = 1000 + np.arange(n)
+    data["RA"] = rng.uniform(0, 360, n)
+    data["DEC"] = rng.uniform(-30, 30, n)
+    p = rng.uniform(0, 1, n).astype("f4")
+    data["P_EL"], data["P_CS"] = p, 1 - p
+    for col in ("ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
+        data[col] = rng.normal(size=n)
+    data["TILE"] = [f"tiles/tile_{i // 16:05d}.fits".encode() for i in range(n)]
+    data["TILE_INDEX"] = np.arange(n) % 16
+    fitsio.write(str(path), data, extname="CATALOG", clobber=True)
+    return data
+
+
+def write_tiles(root: Path, n: int = 40, size: int = 16, seed: int = 0) -> np.ndarray:
+    """Tile cubes (n_i, 1, size, size) matching :func:`write_tiny_catalog`'s TILE/TILE_INDEX."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n, 1, size, size)).astype(np.float32)
+    (root / "tiles").mkdir(parents=True, exist_ok=True)
+    for t in range(0, n, 16):
+        fitsio.write(str(root / "tiles" / f"tile_{t // 16:05d}.fits"), images[t : t + 16], clobber=True)
+    return images
+
+
+@pytest.fixture
+def tiny_survey(tmp_path: Path):
+    """A 40-row catalog, its tiles of 16x16 cutouts and a workflow file, in tmp_path."""
+    data = write_tiny_catalog(tmp_path / "catalog.fits")
+    images = write_tiles(tmp_path)
+    (tmp_path / "workflow.yaml").write_text(WORKFLOW_YAML)
+    return tmp_path, data, images
