@@ -22,7 +22,7 @@ from .errors import ConfigError
 BEST_ENDS = ("low", "high")
 LAYOUTS = ("tiles", "files")
 
-BIAS_DEFAULTS = {"log2_bins_int": 4, "bins_obs": 5, "n_boot": 20, "n_per_bin": None, "null": 10, "seed": 0}
+BIAS_DEFAULTS = {"log2_bins_int": 4, "bins_obs": 5, "n_boot": 20, "n_per_bin": None, "n_null": 10, "seed": 0}
 TRAIN_DEFAULTS = {"epochs": 12, "batch_size": 128, "lambda": 10.0, "val_fraction": 0.25, "seed": 0}
 RUN_DEFAULTS = {"shard_size": 2048, "batch_size": 256}
 CLUSTER_DEFAULTS = {"kind": "local"}
@@ -174,7 +174,7 @@ class Workflow:
         )
 
         bias = check.section(data.get("bias"), "bias", BIAS_DEFAULTS)
-        for key in ("log2_bins_int", "n_boot", "null", "seed"):
+        for key in ("log2_bins_int", "n_boot", "n_null", "seed"):
             check.non_negative_int(bias[key], f"bias.{key}")
         check.positive_int(bias["bins_obs"], "bias.bins_obs")
         if bias["n_per_bin"] is not None:

@@ -34,7 +34,7 @@ def write_tiny_catalog(path: Path, n: int = 40, seed: int = 0) -> np.ndarray:
         dtype=[
             ("OBJID", ">i8"), ("RA", ">f8"), ("DEC", ">f8"), ("P_EL", ">f4"), ("P_CS", ">f4"),
             ("ABS_MAG", ">f4"), ("R50_KPC", ">f4"), ("RESOLUTION", ">f4"), ("REDSHIFT", ">f4"),
-            ("MAG_R", ">f4"), ("TILE", "S20"), ("TILE_INDEX", ">i4"),
+            ("MAG_R", ">f4"), ("TILE", "S32"), ("TILE_INDEX", ">i4"),
         ],
     )
     data["OBJID"] = 1000 + np.arange(n)

@@ -62,7 +62,9 @@ def test_per_object_files_and_their_faults(tmp_path):
     fitsio.write(str(tmp_path / "a.fits"), good)
     fitsio.write(str(tmp_path / "b.fits"), good[None].repeat(3, axis=0))  # 3 bands
     fitsio.write(str(tmp_path / "c.fits"), good[:8])
-    fitsio.write(str(tmp_path / "empty.fits"), np.zeros(0, "f4"))
+    from astropy.io import fits
+
+    fits.PrimaryHDU().writeto(tmp_path / "empty.fits")
     (tmp_path / "trunc.fits").write_bytes((tmp_path / "a.fits").read_bytes()[:3000])
     rows = pd.DataFrame({"CUTOUT": ["a.fits", "b.fits", "c.fits", "empty.fits", "trunc.fits", "missing.fits"]})
     got = FileSource(CutoutSpec(layout="files", root=tmp_path, size=16)).read(rows)
