@@ -42,7 +42,7 @@ class Catalog:
         chunks = list(self.iter_chunks(columns, chunk_rows))
         if not chunks:
             return self.read(columns, 0, 0)
-        return pd.concat(chunks, copy=False)
+        return pd.concat(chunks)
 
     def require(self, columns: Sequence[str], numeric: Sequence[str] = (), what: str = "the workflow") -> None:
         """Fail with the missing names and the available ones, or a non-numeric column.
