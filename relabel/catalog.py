@@ -32,6 +32,14 @@ class Catalog:
     def dtype(self, column: str) -> np.dtype:
         raise NotImplementedError
 
+    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
+        """The given row numbers (any order) of ``columns``, indexed by row number."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return self.read(columns, 0, 0)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        return self.read(columns, lo, hi).loc[rows]
+
     def iter_chunks(self, columns: Sequence[str], chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
         """Yield consecutive row ranges of ``columns``: whole-table work in bounded memory."""
         for start in range(0, self.nrows, chunk_rows):
@@ -107,6 +115,23 @@ class FitsCatalog(Catalog):
         with fitsio.FITS(str(self.path)) as fits:
             rec = fits[self.hdu].read(columns=columns, rows=np.arange(start, stop))
         return pd.DataFrame({c: _to_native(rec[c]) for c in columns}, index=index)
+
+    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
+        import fitsio
+
+        self.require(columns, what="this read")
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return self.read(columns, 0, 0)
+        if rows.min() < 0 or rows.max() >= self.nrows:
+            raise CatalogError(f"{self.path}: row numbers outside the table's {self.nrows} rows")
+        columns = list(dict.fromkeys(columns))
+        order = np.argsort(rows, kind="stable")
+        with fitsio.FITS(str(self.path)) as fits:
+            rec = fits[self.hdu].read(columns=columns, rows=rows[order])
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return pd.DataFrame({c: _to_native(rec[c])[inverse] for c in columns}, index=pd.Index(rows))
 
 
 class ParquetCatalog(Catalog):

@@ -135,13 +135,35 @@ def _evaluate(args) -> int:
 
 def _add_run(sub) -> None:
     p = _command(sub, "run", "re-label a catalog with a model on a Dask cluster; Parquet out", _run)
-    p.add_argument("catalog", type=Path, metavar="CATALOG")
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("catalog", type=Path, metavar="CATALOG", help="FITS (or Parquet) catalog")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint from `relabel train`")
+    p.add_argument("--out", type=Path, required=True, help="output folder (a Parquet dataset)")
+    p.add_argument("--config", type=Path, help="workflow file (default: the mapping recorded in the checkpoint)")
+    p.add_argument("--cluster", choices=["local", "slurm", "none"], default="local",
+                   help="local: a LocalCluster (default); slurm: workers as SLURM jobs; none: in this process")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="attach to a running Dask scheduler instead")
+    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: 2 on CPU, 1 per GPU)")
+    p.add_argument("--threads-per-worker", type=int, help="tasks each worker runs at once (default 1)")
+    p.add_argument("--dashboard-address", default="127.0.0.1:8787",
+                   help="where the LocalCluster dashboard listens (default 127.0.0.1:8787; a busy port picks another)")
+    p.add_argument("--shard-size", type=int, help="rows per shard (default: workflow run.shard_size)")
+    p.add_argument("--batch-size", type=int, help="cutouts per forward pass (default: workflow run.batch_size)")
+    p.add_argument("--resume", action="store_true", help="complete an interrupted run: skip shards already written")
+    p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run")
+    p.add_argument("--no-bias", action="store_true", help="skip L of the original and new labels in the summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run(args) -> int:
-    raise RelabelError("relabel run is not wired yet")
+    from .clusters import ClusterOptions
+    from .pipeline import run_catalog
+
+    opts = ClusterOptions(kind=args.cluster, scheduler=args.scheduler, workers=args.workers,
+                          threads_per_worker=args.threads_per_worker, dashboard_address=args.dashboard_address)
+    run_catalog(args.catalog, args.model, args.out, workflow=args.config, cluster=opts, shard_size=args.shard_size,
+                batch_size=args.batch_size, resume=args.resume, overwrite=args.overwrite,
+                progress=not args.no_progress, bias=not args.no_bias)
+    return 0
 
 
 # --- report / demo ----------------------------------------------------------------------

@@ -67,3 +67,30 @@ def tiny_survey(tmp_path: Path):
     images = write_tiles(tmp_path)
     (tmp_path / "workflow.yaml").write_text(WORKFLOW_YAML)
     return tmp_path, data, images
+
+
+def write_untrained_checkpoint(path: Path, size: int = 16, seed: int = 0, workflow: dict | None = None) -> Path:
+    """A small untrained network saved as a real checkpoint: pipeline tests need a model, not a good one."""
+    import torch
+    import yaml
+
+    from relabel.model import CheckpointMeta, MorphologyCNN, save_checkpoint
+
+    torch.manual_seed(seed)
+    arch = {"name": "MorphologyCNN", "n_bands": 1, "n_classes": 2, "width": 8}
+    net = MorphologyCNN(1, 2, width=8)
+    meta = CheckpointMeta(
+        classes=["elliptical", "spiral"], bands=["r"], size=size,
+        normalisation={"name": "arcsinh", "offset": [0.0], "scale": [1.0]}, architecture=arch,
+        workflow=workflow if workflow is not None else yaml.safe_load(WORKFLOW_YAML),
+    )
+    save_checkpoint(net, meta, path)
+    return path
+
+
+@pytest.fixture
+def tiny_run(tiny_survey):
+    """The tiny survey plus an untrained checkpoint for it."""
+    root, data, images = tiny_survey
+    model = write_untrained_checkpoint(root / "model.pt")
+    return root, data, images, model
