@@ -1,0 +1,265 @@
+"""Evaluation of a checkpoint on a catalog: labeling bias and accuracy, on the rows it did not train on.
+
+Every label set is measured with the same L (:func:`relabel.bias.bias_with_errors`,
+the workflow's bins, bootstrap and null repetitions): the catalog's labels as
+the field uses them (thresholds, uncertain objects dropped), the model's labels
+(argmax) and probabilities on *all* evaluated objects, and, with a truth table,
+the true classes on the labels' confident subset (dropping uncertain objects is
+itself a selection that depends on resolution) and on all objects. Accuracy
+and class fractions are also given per quartile of the first observable,
+worst-observed quartile first (lowest resolution when high values are best).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import status as st
+from .bias import bias_with_errors
+from .config import Workflow, load_workflow
+from .cutouts import open_cutout_source
+from .errors import CatalogError, ConfigError
+from .infer import predict_rows
+from .labels import NO_CLASS, table_labels
+from .model import load_checkpoint
+from .train import read_table, resolve_device, validation_mask
+
+TRUTH_CLASS_COLUMN = "TRUE_CLASS"
+
+
+def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False, *, workflow=None,
+                   device: str | None = "auto", batch_size: int = 256) -> dict[str, Any]:
+    """L and accuracy of a model's predictions on a catalog, as one JSON-ready dict.
+
+    Parameters
+    ----------
+    catalog_path
+        The catalog (FITS or Parquet) with the workflow's columns.
+    model_path
+        A checkpoint written by :func:`relabel.train.train_model`.
+    truth
+        Optional table (Parquet/CSV path or DataFrame) with the catalog's id column
+        (or ``OBJID``) and ``TRUE_CLASS``: the simulator's ``truth.parquet``.
+    all_rows
+        Evaluate every row, not only the held-out ones the checkpoint's split names.
+    workflow
+        Column mapping; default the one recorded in the checkpoint, its relative paths
+        taken from the catalog's folder.
+
+    Returns
+    -------
+    dict
+        ``n`` (objects evaluated), ``n_confident`` (with a label passing its threshold),
+        ``classes``; ``L_labels``, ``null_L_labels`` (confident subset),
+        ``L_model``, ``null_L_model`` (argmax, all objects), ``L_model_soft``,
+        ``null_L_model_soft`` (probabilities), ``L_model_confident`` (argmax on the
+        confident subset), ``L_truth_confident``, ``L_truth``, each with ``_std``
+        and ``excess_`` (L minus null L) companions; ``accuracy_labels`` (model vs
+        confident labels), ``accuracy_truth`` (model vs truth, all objects),
+        ``accuracy_truth_labels`` (confident labels vs truth); per quartile of the
+        first observable (worst first): ``accuracy_truth_by_quartile``,
+        ``accuracy_truth_labels_by_quartile``, ``fraction_by_quartile``,
+        ``true_fraction_by_quartile``, ``label_fraction_by_quartile`` ({class: [4 values]});
+        ``quartile_edges``. Truth-based fields are None without ``truth``.
+
+    Raises
+    ------
+    CheckpointError
+        The checkpoint is unreadable or does not fit the workflow's cutouts.
+    CatalogError
+        Missing columns; truth without the id or ``TRUE_CLASS`` column.
+    BiasError
+        Too few objects for the bins.
+    """
+    catalog_path = Path(catalog_path)
+    model, meta = load_checkpoint(model_path, resolve_device(device))
+    if workflow is None:
+        if not meta.workflow:
+            raise ConfigError(f"checkpoint {model_path} records no workflow mapping: give the workflow")
+        workflow = Workflow.from_dict(meta.workflow, base_dir=catalog_path.parent,
+                                      source=f"the workflow recorded in {model_path}")
+    elif not isinstance(workflow, Workflow):
+        workflow = load_workflow(workflow)
+    meta.check_input(workflow.cutouts.bands, workflow.cutouts.size, source=f"the cutouts of {catalog_path}")
+
+    table, dropped = read_table(catalog_path, workflow)
+    id_column = workflow.catalog.id
+    if not all_rows:
+        split = meta.split
+        if not split:
+            raise ConfigError(f"checkpoint {model_path} records no training split: evaluate with all_rows")
+        held_out = validation_mask(table[id_column].to_numpy(), split["seed"], split["val_fraction"])
+        table = table[held_out].reset_index(drop=True)
+
+    with open_cutout_source(workflow) as source:
+        predictions = predict_rows(table, source, model, meta, batch_size=batch_size)
+    usable = np.isin(predictions.status, st.PREDICTED)
+    for name, count in pd.Series(predictions.status[~usable]).value_counts().items():
+        dropped[f"cutout_{name}"] = int(count)
+    table = table[usable].reset_index(drop=True)
+    probs = predictions.probabilities[usable].astype(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within rounding; L wants [0, 1]
+    predicted = probs.argmax(axis=1)
+    classes = list(meta.classes)
+
+    codes, label_classes = table_labels(table, workflow.labels)
+    codes = _recode(codes, label_classes, classes)
+    confident = codes >= 0
+    intrinsic = table[workflow.intrinsic]
+    observables = table[workflow.observable_columns]
+    ends = [o.best for o in workflow.observables]
+    params = workflow.bias
+
+    def bias(rows: np.ndarray, labels: np.ndarray, n_classes: int | None, names) -> dict:
+        result = bias_with_errors(intrinsic[rows], observables[rows], labels, n_classes, params["log2_bins_int"],
+                                  params["bins_obs"], ends, n_boot=params["n_boot"], seed=params["seed"],
+                                  n_null=params["n_null"], classes=names)
+        return {"L": result.L, "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
+                "excess": result.excess}
+
+    everyone = np.ones(len(table), dtype=bool)
+    out: dict[str, Any] = {
+        "n": int(len(table)),
+        "n_confident": int(confident.sum()),
+        "rows": "all" if all_rows else "held-out",
+        "classes": classes,
+        "model": str(model_path),
+        "model_hash": meta.content_hash,
+        "method": meta.method,
+        "lambda": meta.lam,
+        "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
+        "dropped": dropped,
+    }
+    _put(out, "labels", bias(confident, codes[confident], len(classes), classes))
+    _put(out, "model", bias(everyone, predicted, len(classes), classes))
+    _put(out, "model_soft", bias(everyone, probs, None, classes))
+    _put(out, "model_confident", bias(confident, predicted[confident], len(classes), classes))
+    out["accuracy_labels"] = float((predicted[confident] == codes[confident]).mean()) if confident.any() else None
+
+    quartile, edges = observable_quartiles(observables.iloc[:, 0].to_numpy(), ends[0])
+    out["quartile_observable"] = workflow.observable_columns[0]
+    out["quartile_edges"] = edges
+    out["fraction_by_quartile"] = _fractions(predicted, quartile, classes)
+    out["label_fraction_by_quartile"] = _fractions(np.where(confident, codes, len(classes)), quartile,
+                                                   classes + ["no confident label"])
+
+    truth_codes = None
+    if truth is not None:
+        true_names = _truth_classes(truth, table[id_column], id_column)
+        truth_classes = classes + sorted(set(true_names) - set(classes))
+        truth_codes = pd.Categorical(true_names, categories=truth_classes).codes.astype(np.int64)
+        _put(out, "truth_confident", bias(confident, truth_codes[confident], len(truth_classes), truth_classes))
+        _put(out, "truth", bias(everyone, truth_codes, len(truth_classes), truth_classes))
+        right = predicted == truth_codes
+        labels_right = codes == truth_codes
+        out["accuracy_truth"] = float(right.mean())
+        out["accuracy_truth_labels"] = float(labels_right[confident].mean()) if confident.any() else None
+        out["accuracy_truth_by_quartile"] = [float(right[quartile == q].mean()) for q in range(4)]
+        out["accuracy_truth_labels_by_quartile"] = [
+            float(labels_right[(quartile == q) & confident].mean()) if ((quartile == q) & confident).any() else None
+            for q in range(4)]
+        out["true_fraction_by_quartile"] = _fractions(truth_codes, quartile, truth_classes)
+    else:
+        for key in ("truth_confident", "truth"):
+            _put(out, key, None)
+        for key in ("accuracy_truth", "accuracy_truth_labels", "accuracy_truth_by_quartile",
+                    "accuracy_truth_labels_by_quartile", "true_fraction_by_quartile"):
+            out[key] = None
+    return out
+
+
+def observable_quartiles(values: np.ndarray, best: str) -> tuple[np.ndarray, list[float]]:
+    """Quartile 0..3 of each object, worst-observed first, and the 5 edges in that order.
+
+    Examples
+    --------
+    >>> q, edges = observable_quartiles(np.arange(8.0), "high")
+    >>> q.tolist(), edges
+    ([0, 0, 1, 1, 2, 2, 3, 3], [0.0, 1.75, 3.5, 5.25, 7.0])
+    """
+    edges = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0])
+    quartile = np.clip(np.searchsorted(edges[1:4], values, side="right"), 0, 3)
+    if best == "low":
+        return 3 - quartile, [float(e) for e in edges[::-1]]
+    return quartile, [float(e) for e in edges]
+
+
+def format_evaluation(result: dict) -> str:
+    """A few readable lines of :func:`evaluate_model`'s result."""
+    def num(key):
+        value = result.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lines = [
+        f"{result['n']} {result['rows']} objects ({result['n_confident']} with a confident label), "
+        f"model {result['method']} lambda {result['lambda']:g}, {result['bins']} bins",
+        f"L labels      {num('L_labels')} (null {num('null_L_labels')}, excess {num('excess_L_labels')})",
+        f"L model       {num('L_model')} (null {num('null_L_model')}, excess {num('excess_L_model')})",
+        f"L model soft  {num('L_model_soft')} (null {num('null_L_model_soft')}, excess {num('excess_L_model_soft')})",
+        f"accuracy vs labels {num('accuracy_labels')}",
+    ]
+    if result.get("accuracy_truth") is not None:
+        lines.append(f"L truth (confident subset) {num('L_truth_confident')} (null {num('null_L_truth_confident')})")
+        lines.append(f"accuracy vs truth {num('accuracy_truth')} (labels' own: {num('accuracy_truth_labels')})")
+        by_q = ", ".join(f"{a:.3f}" for a in result["accuracy_truth_by_quartile"])
+        lines.append(f"accuracy vs truth per {result['quartile_observable']} quartile (worst first): {by_q}")
+    for name, values in result["fraction_by_quartile"].items():
+        true = (result.get("true_fraction_by_quartile") or {}).get(name)
+        text = ", ".join(f"{v:.3f}" for v in values)
+        lines.append(f"fraction {name} per quartile: {text}"
+                     + (f" (true {', '.join(f'{v:.3f}' for v in true)})" if true else ""))
+    return "\n".join(lines)
+
+
+def _put(out: dict, name: str, values: dict | None) -> None:
+    values = values or {}
+    out[f"L_{name}"] = values.get("L")
+    out[f"L_{name}_std"] = values.get("L_std")
+    out[f"null_L_{name}"] = values.get("null_L")
+    out[f"null_L_{name}_std"] = values.get("null_L_std")
+    out[f"excess_L_{name}"] = values.get("excess")
+
+
+def _recode(codes: np.ndarray, label_classes: list[str], classes: list[str]) -> np.ndarray:
+    """Label codes in the model's class order; objects without a confident label keep NO_CLASS."""
+    if label_classes == classes:
+        return codes
+    unknown = sorted(set(label_classes) - set(classes))
+    if unknown:
+        raise ConfigError(f"the workflow's label classes {label_classes} include {unknown}, "
+                          f"which the model does not predict (its classes: {classes})")
+    lookup = np.array([classes.index(c) for c in label_classes] + [NO_CLASS])
+    return lookup[np.where(codes >= 0, codes, len(label_classes))]
+
+
+def _fractions(codes: np.ndarray, quartile: np.ndarray, names: list[str]) -> dict[str, list[float]]:
+    out = {}
+    for k, name in enumerate(names):
+        out[name] = [float((codes[quartile == q] == k).mean()) if (quartile == q).any() else None for q in range(4)]
+    return out
+
+
+def _truth_classes(truth, ids: pd.Series, id_column: str) -> np.ndarray:
+    if not isinstance(truth, pd.DataFrame):
+        path = Path(truth)
+        if not path.exists():
+            raise CatalogError(f"truth table {path} does not exist")
+        truth = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        where = str(path)
+    else:
+        where = "the truth table"
+    key = id_column if id_column in truth.columns else "OBJID"
+    if key not in truth.columns or TRUTH_CLASS_COLUMN not in truth.columns:
+        raise CatalogError(f"{where} needs columns {id_column} (or OBJID) and {TRUTH_CLASS_COLUMN}; "
+                           f"it has {', '.join(map(str, truth.columns))}")
+    lookup = truth.set_index(key)[TRUTH_CLASS_COLUMN]
+    found = ids.map(lookup)
+    missing = int(found.isna().sum())
+    if missing:
+        raise CatalogError(f"{where} has no {TRUTH_CLASS_COLUMN} for {missing} of the {len(ids)} evaluated objects "
+                           f"(e.g. {id_column} {ids[found.isna()].iloc[0]})")
+    return found.astype(str).str.strip().to_numpy()

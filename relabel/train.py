@@ -1,0 +1,575 @@
+"""Training: a biased or de-biased classifier from a catalog's labels, written as a checkpoint.
+
+``biased`` is what the field does: cross-entropy on the thresholded labels of the
+confidently labelled objects (hard classes, because that is what catalogs
+publish and what the paper trains on; the vote fractions themselves carry the
+same resolution bias). ``debiased`` adds lambda times the differentiable
+labeling-bias term of :mod:`relabel.debias` on the soft predictions of *all*
+training objects, the uncertain ones included (at low resolution spirals mostly
+become "uncertain" rather than mislabelled, so leaving them out would hide the
+very objects the penalty must move). Cross-entropy stays on the confident ones.
+
+Rows are split into training and validation by a hash of their object id and
+the seed (:func:`validation_mask`), so the split is the same whatever the
+catalog's row order, and ``relabel evaluate`` finds the held-out rows again from
+the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import status as st
+from .catalog import open_catalog
+from .config import Workflow, load_workflow
+from .cutouts import open_cutout_source
+from .debias import BiasPenalty
+from .errors import ConfigError
+from .labels import NO_CLASS, table_labels
+from .model import (
+    CheckpointMeta,
+    MorphologyCNN,
+    autocast_for,
+    dihedral_augment,
+    estimate_normalisation,
+    normalise,
+    predict_proba,
+    save_checkpoint,
+)
+
+METHODS = ("biased", "debiased")
+SPLIT_SCHEME = "splitmix64(id ^ seed)"
+#: Objects per cell the bias term's running averages span by default (see ``momentum`` of :func:`train_model`).
+CELL_MEMORY = 64
+#: Cutouts read per call to the cutout source while filling the training cache.
+READ_CHUNK = 2048
+#: Training cutouts the sky level and noise are estimated from.
+NORMALISATION_SAMPLE = 2000
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` wrote and measured."""
+
+    path: Path
+    meta: CheckpointMeta
+    history: list[dict]
+    best_epoch: int
+    seconds_per_epoch: float
+    stop_reason: str
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------- split
+
+
+def validation_mask(ids, seed: int, val_fraction: float) -> np.ndarray:
+    """True for the rows held out for validation: a fixed pseudo-random share of object ids.
+
+    The choice depends only on each object's id and the seed, not on the row order
+    or on which other rows are present.
+
+    Examples
+    --------
+    >>> mask = validation_mask(np.arange(100_000), seed=0, val_fraction=0.25)
+    >>> round(float(mask.mean()), 2)
+    0.25
+    >>> bool((validation_mask([7, 3], 0, 0.25) == validation_mask([3, 7], 0, 0.25)[::-1]).all())
+    True
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ids = np.asarray(ids).astype(np.int64).view(np.uint64)
+    seed_mix = np.full(ids.shape, (int(seed) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = ids ^ seed_mix
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    uniform = (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+    return uniform < val_fraction
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class LabelledCutouts:
+    """The usable rows of a catalog: normalised cutouts (a memory-mapped cache) and their columns."""
+
+    ids: np.ndarray
+    images: np.ndarray  # float32 (n, bands, size, size), normalised
+    codes: np.ndarray  # int64 class codes, NO_CLASS for objects passing no threshold
+    classes: list[str]
+    intrinsic: pd.DataFrame  # (n, d), the catalog's dtypes (L's medians are taken in them)
+    observables: pd.DataFrame  # (n, m)
+    is_val: np.ndarray
+    normalisation: dict
+    dropped: dict
+    table: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_table(catalog_path, workflow: Workflow, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict]:
+    """The columns training and evaluation use, without rows that have NaN in a label, intrinsic or observable column."""
+    catalog = open_catalog(catalog_path, hdu=workflow.catalog.hdu)
+    numeric = list(dict.fromkeys(workflow.intrinsic + workflow.observable_columns))
+    label_columns = workflow.labels.columns
+    source_columns = open_cutout_source(workflow).columns
+    columns = list(dict.fromkeys([workflow.catalog.id, *label_columns, *numeric, *source_columns, *extra]))
+    catalog.require(columns, numeric=numeric, what="training/evaluation")
+    table = catalog.read_all(columns).reset_index(drop=True)
+    dropped = {}
+    for column in [*label_columns, *numeric]:
+        if table[column].dtype.kind == "f":
+            bad = table[column].isna().to_numpy()
+            if bad.any():
+                dropped[f"nan_{column}"] = int(bad.sum())
+                table = table[~bad]
+    return table.reset_index(drop=True), dropped
+
+
+def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fraction: float, cache_dir=None,
+                          normalisation: dict | None = None, progress: bool = True) -> LabelledCutouts:
+    """Read a catalog's labels, binning columns and cutouts; estimate the normalisation unless given.
+
+    The cutouts go to a memory-mapped ``.npy`` file in ``cache_dir`` (default: a
+    temporary folder removed with the process's temporary files), so a survey larger
+    than memory trains without holding every image in RAM.
+    """
+    table, dropped = read_table(catalog_path, workflow)
+    codes, classes = table_labels(table, workflow.labels)
+    size, n_bands = workflow.cutouts.size, len(workflow.cutouts.bands)
+    temporary = cache_dir is None
+    cache_dir = Path(tempfile.mkdtemp(prefix="relabel-train-")) if temporary else Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"cutouts-{os.getpid()}.npy"
+    images = np.lib.format.open_memmap(cache, mode="w+", dtype=np.float32, shape=(len(table), n_bands, size, size))
+    if temporary:
+        # The mapping outlives its directory entry (POSIX): the cache disappears with the process, however it ends.
+        with contextlib.suppress(OSError):
+            cache.unlink()
+            cache_dir.rmdir()
+    status = np.empty(len(table), dtype=object)
+    bar = _progress(range(0, len(table), READ_CHUNK), progress, "reading cutouts")
+    with open_cutout_source(workflow) as source:
+        for start in bar:
+            rows = table.iloc[start:start + READ_CHUNK]
+            cut = source.read(rows)
+            images[start:start + len(rows)] = cut.images
+            status[start:start + len(rows)] = cut.status
+    usable = np.isin(status, st.PREDICTED)
+    for name, count in pd.Series(status[~usable]).value_counts().items():
+        dropped[f"cutout_{name}"] = int(count)
+    is_val = validation_mask(table[workflow.catalog.id].to_numpy(), seed, val_fraction)
+    if normalisation is None:
+        train_rows = np.flatnonzero(usable & ~is_val)
+        if len(train_rows) == 0:
+            raise ConfigError(f"{catalog_path}: no training row has a usable cutout (dropped: {dropped})")
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(train_rows, min(NORMALISATION_SAMPLE, len(train_rows)), replace=False))
+        normalisation = estimate_normalisation(images[sample])
+    for start in range(0, len(table), READ_CHUNK):
+        images[start:start + READ_CHUNK] = normalise(images[start:start + READ_CHUNK], normalisation)
+    images.flush()
+    keep = np.flatnonzero(usable)
+    return LabelledCutouts(
+        ids=table[workflow.catalog.id].to_numpy()[keep],
+        images=images if keep.size == len(table) else _RowView(images, keep),
+        codes=codes[keep],
+        classes=classes,
+        intrinsic=table[workflow.intrinsic].iloc[keep].reset_index(drop=True),
+        observables=table[workflow.observable_columns].iloc[keep].reset_index(drop=True),
+        is_val=is_val[keep],
+        normalisation=normalisation,
+        dropped=dropped,
+        table=table.iloc[keep].reset_index(drop=True),
+    )
+
+
+class _RowView:
+    """Rows ``keep`` of an array, indexable like the array (avoids copying a memory map)."""
+
+    def __init__(self, array: np.ndarray, keep: np.ndarray):
+        self.array, self.keep = array, keep
+        self.shape = (len(keep), *array.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, index):
+        return self.array[self.keep[index]]
+
+
+# --------------------------------------------------------------------------- bins of the penalty
+
+
+def penalty_cells(intrinsic, observables, best, log2_bins_int: int, bins_obs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Intrinsic leaf (n,) and observable bin (n, m) of each object, exactly as L bins them.
+
+    The leaves come from :func:`relabel.bias.bin_fractions` (the same k-d tree of
+    median splits). Inside each leaf, each observable is stably sorted and cut at
+    ``round(linspace(0, n_leaf, bins_obs + 1))``, as L does; the penalty needs the
+    cell of every single object, which L only ever counts.
+
+    Examples
+    --------
+    >>> leaf, obs_bin = penalty_cells(np.zeros(4), np.array([4.0, 3.0, 2.0, 1.0]), ["low"], 0, 2)
+    >>> leaf.tolist(), obs_bin[:, 0].tolist()
+    ([0, 0, 0, 0], [1, 1, 0, 0])
+    """
+    from .bias import bin_fractions
+
+    observables = _columns(observables)
+    n = len(observables)
+    placeholder = np.zeros(n, dtype=np.intp)
+    leaf = bin_fractions(intrinsic, observables, placeholder, 1, log2_bins_int, bins_obs, best).leaf.astype(np.int64)
+    n_leaf = np.bincount(leaf, minlength=1 << log2_bins_int)
+    start = np.cumsum(n_leaf) - n_leaf
+    cuts = np.round(np.linspace(0, n_leaf, bins_obs + 1)).astype(np.int64)  # (B + 1, leaves)
+    obs_bin = np.empty((n, observables.shape[1]), dtype=np.int64)
+    for j, column in enumerate(observables.columns):
+        order = np.argsort(observables[column].to_numpy(), kind="stable")
+        rows = order[np.argsort(leaf[order], kind="stable")]
+        rank = np.arange(n) - start[leaf[rows]]
+        obs_bin[rows, j] = (rank[None, :] >= cuts[1:bins_obs, leaf[rows]]).sum(axis=0)
+    return leaf, obs_bin
+
+
+def _columns(values) -> pd.DataFrame:
+    if isinstance(values, pd.DataFrame):
+        return values.reset_index(drop=True)
+    values = np.asarray(values)
+    return pd.DataFrame(values if values.ndim == 2 else values[:, None])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None: the GPU when one is present, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
+    return device
+
+
+def train_model(catalog_path, workflow, method: str, out, epochs: int | None = None, batch_size: int | None = None,
+                lam: float | None = None, seed: int | None = None, val_fraction: float | None = None,
+                device: str | torch.device | None = "auto", progress: bool = True, *,
+                log2_bins_int: int | None = None, bins_obs: int | None = None, width: int = 16,
+                lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 2, patience: int = 4,
+                momentum: float | None = None, accuracy_tolerance: float = 0.05, cache_dir=None,
+                data: LabelledCutouts | None = None) -> TrainResult:
+    """Train a classifier on a catalog's labels and write its checkpoint to ``out``.
+
+    Parameters
+    ----------
+    catalog_path
+        FITS or Parquet catalog with the workflow's columns.
+    workflow
+        A :class:`relabel.config.Workflow` or the path of a workflow file.
+    method
+        ``biased`` (cross-entropy on confident labels) or ``debiased`` (plus ``lam`` x B).
+    epochs, batch_size, lam, seed, val_fraction
+        Default to the workflow's ``train`` section.
+    device
+        ``auto`` (GPU if present), ``cpu``, ``cuda``, ``cuda:1``...
+    log2_bins_int, bins_obs
+        Binning of the bias term (and of L on validation); default the workflow's ``bias`` section.
+    warmup_epochs
+        lambda rises linearly from 0 over these epochs (the network first learns the
+        classes, then the penalty flattens them; a full penalty from the start
+        can collapse it to one class).
+    patience
+        Stop after this many epochs past the warm-up without a better validation criterion.
+    momentum
+        Decay per batch of the running cell averages of the bias term. Default: the
+        average spans about :data:`CELL_MEMORY` objects per cell (``1 - 1 / steps``
+        with ``steps = CELL_MEMORY * cells per observable / batch_size``), at most half an epoch.
+    accuracy_tolerance
+        Collapse guard: an epoch is eligible as the best one only if its validation
+        accuracy (against the confident labels) is within this of the run's best
+        accuracy; a model predicting one class has L = 0 and must not win on L.
+        For ``debiased``, epochs of the lambda warm-up are not eligible either.
+    data
+        Already loaded cutouts (to train several models on one cache); must come from the same seed and split.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ConfigError
+        Unknown method, bad option values, no labelled training rows.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(workflow, Workflow):
+        workflow = load_workflow(workflow)
+    options = workflow.train
+    epochs = int(options["epochs"] if epochs is None else epochs)
+    batch_size = int(options["batch_size"] if batch_size is None else batch_size)
+    lam = float(options["lambda"] if lam is None else lam) if method == "debiased" else 0.0
+    seed = int(options["seed"] if seed is None else seed)
+    val_fraction = float(options["val_fraction"] if val_fraction is None else val_fraction)
+    log2_bins_int = int(workflow.bias["log2_bins_int"] if log2_bins_int is None else log2_bins_int)
+    bins_obs = int(workflow.bias["bins_obs"] if bins_obs is None else bins_obs)
+    if epochs < 1 or batch_size < 2:
+        raise ConfigError(f"need epochs >= 1 and batch_size >= 2, got {epochs} and {batch_size}")
+    if lam < 0:
+        raise ConfigError(f"lambda must be >= 0, got {lam}")
+    device = resolve_device(device)
+    log = _Log(progress)
+
+    torch.manual_seed(seed)
+    if data is None:
+        data = load_labelled_cutouts(catalog_path, workflow, seed, val_fraction, cache_dir, progress=progress)
+    n_classes = len(data.classes)
+    train_rows = np.flatnonzero(~data.is_val)
+    val_rows = np.flatnonzero(data.is_val)
+    labelled = data.codes >= 0
+    if method == "biased":
+        train_rows = train_rows[labelled[train_rows]]
+    if int(labelled[train_rows].sum()) == 0:
+        raise ConfigError(f"{catalog_path}: no training row has a label passing its threshold")
+    if len(val_rows) == 0:
+        raise ConfigError(f"{catalog_path}: the validation split is empty (val_fraction={val_fraction})")
+
+    reference_bins = [0 if o.best == "low" else bins_obs - 1 for o in workflow.observables]
+    ends = [o.best for o in workflow.observables]
+    leaf, obs_bin = penalty_cells(data.intrinsic.iloc[train_rows], data.observables.iloc[train_rows], ends,
+                                  log2_bins_int, bins_obs)
+    cell_leaf = torch.as_tensor(leaf, dtype=torch.long)
+    cell_bin = torch.as_tensor(obs_bin, dtype=torch.long)
+    steps_per_epoch = max(1, len(train_rows) // batch_size)
+    if momentum is None:
+        memory_steps = min(CELL_MEMORY * (2**log2_bins_int) * bins_obs / batch_size, steps_per_epoch / 2)
+        momentum = 1.0 - 1.0 / max(memory_steps, 1.0)
+    penalty = BiasPenalty(2**log2_bins_int, bins_obs, reference_bins, n_classes, momentum=momentum, device=device)
+
+    n_bands, size = len(workflow.cutouts.bands), workflow.cutouts.size
+    architecture = {"name": "MorphologyCNN", "n_bands": n_bands, "n_classes": n_classes, "width": width,
+                    "blocks": [1, 1, 1, 1], "stem_stride": 2, "dropout": 0.2}
+    model = MorphologyCNN(**{k: v for k, v in architecture.items() if k != "name"}).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = _one_cycle(optimiser, steps_per_epoch * epochs, warmup_steps=steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.as_tensor(data.codes, dtype=torch.long)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    log(f"training {method} model: {len(train_rows)} training objects ({int(labelled[train_rows].sum())} labelled), "
+        f"{len(val_rows)} validation, classes {data.classes}, lambda {lam:g}, device {device}")
+    history: list[dict] = []
+    states: list[dict] = []  # every epoch's weights (a few MB each): the best one is only known at the end
+    # The penalty is at full strength from epoch warmup_epochs + 1; a run that short keeps its last epoch.
+    first_eligible = min(warmup_epochs + 1, epochs) if method == "debiased" else 1
+    stop_reason = f"reached {epochs} epochs"
+    step_seconds = []
+    for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
+        sums = {"ce": 0.0, "bias": 0.0, "loss": 0.0}
+        bar = _progress(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{epochs}")
+        for step in bar:
+            t_step = time.perf_counter()
+            batch = np.sort(order[step * batch_size:(step + 1) * batch_size])
+            ramp = min(1.0, (epoch + step / steps_per_epoch) / warmup_epochs) if warmup_epochs > 0 else 1.0
+            lam_now = lam * ramp
+            x = dihedral_augment(torch.from_numpy(np.ascontiguousarray(data.images[batch])), generator).to(device)
+            y = codes[batch].to(device)
+            with autocast_for(device):
+                logits = model(x)
+            logits = logits.float()
+            has_label = y >= 0
+            ce = nn.functional.cross_entropy(logits[has_label], y[has_label]) if has_label.any() else logits.sum() * 0
+            loss = ce
+            bias_value = torch.zeros(())
+            if method == "debiased":
+                positions = np.searchsorted(train_rows, batch)
+                bias_value = penalty(torch.softmax(logits, dim=1), cell_leaf[positions].to(device),
+                                     cell_bin[positions].to(device))
+                loss = ce + lam_now * bias_value
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            sums["ce"] += float(ce.detach())
+            sums["bias"] += float(bias_value.detach())
+            sums["loss"] += float(loss.detach())
+            step_seconds.append(time.perf_counter() - t_step)
+        train_seconds = time.perf_counter() - t0
+
+        record = {"epoch": epoch + 1, "lambda": lam * (min(1.0, (epoch + 1) / warmup_epochs) if warmup_epochs else 1.0),
+                  "train_ce": sums["ce"] / steps_per_epoch, "train_bias": sums["bias"] / steps_per_epoch,
+                  "train_loss": sums["loss"] / steps_per_epoch, "seconds": train_seconds}
+        record.update(validation_metrics(model, data, val_rows, workflow, log2_bins_int, bins_obs))
+        soft_L = record["val_L_soft"]
+        record["criterion"] = record["val_ce"] + (lam * soft_L if math.isfinite(soft_L) else 0.0)
+        history.append(record)
+        states.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        log(_epoch_line(record, epochs))
+        best_epoch, _ = select_epoch(history, first_eligible, accuracy_tolerance)
+        if best_epoch is not None and epoch + 1 - best_epoch >= patience:
+            stop_reason = f"no better validation criterion for {patience} epochs"
+            break
+
+    best_epoch, guarded = select_epoch(history, first_eligible, accuracy_tolerance)
+    if not guarded:
+        log(f"warning: no epoch after the warm-up kept its validation accuracy within {accuracy_tolerance:g} of the "
+            f"best ({max(h['val_accuracy'] for h in history):.4f}); keeping epoch {best_epoch}, the most accurate one. "
+            f"lambda {lam:g} is probably too large (a collapse towards one class), or train for more epochs")
+    model.load_state_dict(states[best_epoch - 1])
+    model.eval()
+
+    seconds = [h["seconds"] for h in history]
+    best_record = history[best_epoch - 1]
+    meta = CheckpointMeta(
+        classes=list(data.classes),
+        bands=list(workflow.cutouts.bands),
+        size=int(size),
+        normalisation=data.normalisation,
+        architecture=architecture,
+        method=method,
+        lam=lam,
+        binning={"log2_bins_int": log2_bins_int, "bins_obs": bins_obs, "intrinsic": list(workflow.intrinsic),
+                 "observables": [{"column": o.column, "best": o.best} for o in workflow.observables],
+                 "momentum": momentum, "warmup_epochs": warmup_epochs},
+        workflow=workflow_record(workflow),
+        metrics={"best_epoch": best_epoch, "collapse_guard_passed": guarded, "best": best_record, "history": history, "stop_reason": stop_reason,
+                 "seconds_per_epoch": float(np.mean(seconds)), "seconds_per_step": float(np.median(step_seconds)),
+                 "device": str(device), "batch_size": batch_size, "epochs": epochs, "lr": lr,
+                 "weight_decay": weight_decay, "accuracy_tolerance": accuracy_tolerance, "patience": patience},
+        split={"scheme": SPLIT_SCHEME, "seed": seed, "val_fraction": val_fraction, "id_column": workflow.catalog.id,
+               "catalog": str(Path(catalog_path).resolve()), "n_train": int(len(train_rows)),
+               "n_train_labelled": int(labelled[train_rows].sum()), "n_val": int(len(val_rows)),
+               "dropped": data.dropped},
+    )
+    path = Path(out)
+    save_checkpoint(model, meta, path)
+    log(f"best epoch {best_epoch} ({stop_reason}); checkpoint {path} sha256 {meta.content_hash[:12]}")
+    return TrainResult(path=path, meta=meta, history=history, best_epoch=best_epoch,
+                       seconds_per_epoch=float(np.mean(seconds)), stop_reason=stop_reason, model=model)
+
+
+def select_epoch(history: list[dict], first_eligible: int, accuracy_tolerance: float) -> tuple[int | None, bool]:
+    """The epoch (1-based) with the lowest validation criterion among the eligible ones, and whether any was.
+
+    Eligible: from ``first_eligible`` on, with validation accuracy at least the run's
+    best minus ``accuracy_tolerance``. Marks each record's ``eligible``. When none
+    is, falls back to the most accurate epoch from ``first_eligible`` on (None
+    before that epoch is reached) and returns False.
+
+    Examples
+    --------
+    >>> h = [{"epoch": 1, "val_accuracy": 0.90, "criterion": 0.5},
+    ...      {"epoch": 2, "val_accuracy": 0.60, "criterion": 0.1},   # collapsed: L = 0, accuracy gone
+    ...      {"epoch": 3, "val_accuracy": 0.89, "criterion": 0.3}]
+    >>> select_epoch(h, first_eligible=1, accuracy_tolerance=0.05)
+    (3, True)
+    """
+    top = max(h["val_accuracy"] for h in history)
+    candidates = [h for h in history if h["epoch"] >= first_eligible]
+    for h in history:
+        h["eligible"] = bool(h["epoch"] >= first_eligible and h["val_accuracy"] >= top - accuracy_tolerance)
+    eligible = [h for h in candidates if h["eligible"]]
+    if eligible:
+        return min(eligible, key=lambda h: (h["criterion"], h["epoch"]))["epoch"], True
+    if not candidates:
+        return None, True
+    return max(candidates, key=lambda h: (h["val_accuracy"], -h["epoch"]))["epoch"], False
+
+
+def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray, workflow: Workflow,
+                       log2_bins_int: int, bins_obs: int, batch_size: int = 256) -> dict:
+    """Cross-entropy and accuracy on the labelled validation rows, and L (soft and argmax) of the predictions on all."""
+    from .bias import BiasError, labeling_bias
+
+    probs = np.concatenate([
+        predict_proba(model, torch.from_numpy(np.ascontiguousarray(data.images[rows[i:i + batch_size]])), batch_size)
+        for i in range(0, len(rows), batch_size)
+    ])
+    codes = data.codes[rows]
+    has = codes >= 0
+    picked = np.clip(probs[has, codes[has]], 1e-12, 1.0)
+    ends = [o.best for o in workflow.observables]
+    intrinsic, observables = data.intrinsic.iloc[rows], data.observables.iloc[rows]
+    try:
+        soft = labeling_bias(intrinsic, observables, probs, None, log2_bins_int, bins_obs, ends)
+        hard = labeling_bias(intrinsic, observables, probs.argmax(axis=1), probs.shape[1], log2_bins_int, bins_obs, ends)
+    except BiasError:
+        # Too few validation objects for these bins: the criterion falls back to cross-entropy alone.
+        soft = hard = math.nan
+    return {"val_ce": float(-np.log(picked).mean()), "val_accuracy": float((probs[has].argmax(1) == codes[has]).mean()),
+            "val_L_soft": float(soft), "val_L": float(hard),
+            "val_fractions": np.bincount(probs.argmax(1), minlength=probs.shape[1]).astype(float).tolist()}
+
+
+def workflow_record(workflow: Workflow) -> dict:
+    """The workflow mapping as a checkpoint records it (plain JSON); paths in it resolve against the catalog's folder."""
+    return _jsonable(workflow.raw)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _one_cycle(optimiser, total_steps: int, warmup_steps: int):
+    """Linear warm-up of the learning rate over the first epoch, then cosine decay to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+
+
+def _epoch_line(r: dict, epochs: int) -> str:
+    return (f"epoch {r['epoch']}/{epochs}: loss {r['train_loss']:.4f} (ce {r['train_ce']:.4f}, B {r['train_bias']:.4f}, "
+            f"lambda {r['lambda']:g}) | val ce {r['val_ce']:.4f} acc {r['val_accuracy']:.4f} "
+            f"L {r['val_L']:.4f} L_soft {r['val_L_soft']:.4f} | {r['seconds']:.1f} s")
+
+
+class _Log:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, file=sys.stderr, mininterval=1.0)
