@@ -139,8 +139,9 @@ def _add_run(sub) -> None:
     p.add_argument("--model", type=Path, required=True, help="checkpoint from `relabel train`")
     p.add_argument("--out", type=Path, required=True, help="output folder (a Parquet dataset)")
     p.add_argument("--config", type=Path, help="workflow file (default: the mapping recorded in the checkpoint)")
-    p.add_argument("--cluster", choices=["local", "slurm", "none"], default="local",
-                   help="local: a LocalCluster (default); slurm: workers as SLURM jobs; none: in this process")
+    p.add_argument("--cluster", choices=["local", "slurm", "none"], default=None,
+                   help="local: a LocalCluster (default, or the workflow's cluster.kind); slurm: workers as SLURM "
+                        "jobs; none: in this process, plain tracebacks")
     p.add_argument("--scheduler", metavar="ADDRESS", help="attach to a running Dask scheduler instead")
     p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: 2 on CPU, 1 per GPU)")
     p.add_argument("--threads-per-worker", type=int, help="tasks each worker runs at once (default 1)")
@@ -152,14 +153,44 @@ def _add_run(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run")
     p.add_argument("--no-bias", action="store_true", help="skip L of the original and new labels in the summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = p.add_argument_group("SLURM (--cluster slurm; over the workflow's cluster.slurm and dask's jobqueue.slurm)")
+    s.add_argument("--jobs", type=int, help="fixed number of jobs (default 1; the way for GPU pools)")
+    s.add_argument("--min-jobs", type=int, help="adaptive CPU pool: at least this many jobs")
+    s.add_argument("--max-jobs", type=int, help="adaptive CPU pool: at most this many jobs")
+    s.add_argument("--queue", "--partition", dest="queue", help="SLURM partition")
+    s.add_argument("--account", help="SLURM account to charge")
+    s.add_argument("--walltime", help="job walltime, e.g. 02:00:00 (workers retire before it)")
+    s.add_argument("--cores", type=int, help="cores per job")
+    s.add_argument("--memory", help="memory per job, e.g. 32GB")
+    s.add_argument("--gpus-per-job", type=int, help="GPUs per job: one worker process per GPU, each GPU=1")
+    s.add_argument("--interface", help="network interface the workers listen on (e.g. ib0)")
+    s.add_argument("--scheduler-interface", help="interface the scheduler listens on, reachable from compute nodes")
+    s.add_argument("--python", help="Python executable on the compute nodes")
+    s.add_argument("--prologue", action="append", dest="job_script_prologue", metavar="LINE",
+                   help="shell line run before the worker starts (repeatable): module load, source activate, ...")
+    s.add_argument("--log-dir", dest="log_directory", help="worker job logs (default OUT/_logs/slurm)")
+    s.add_argument("--worker-timeout", type=int, help="seconds to wait for workers before explaining why (default 300)")
+    s.add_argument("--no-tls", dest="tls", action="store_false", default=None,
+                   help="plain TCP scheduler (only on a cluster where nobody else can reach its port)")
+    s.add_argument("--dry-run", action="store_true", help="print the job script that would be submitted and exit")
+
+
+SLURM_OPTIONS = ("jobs", "min_jobs", "max_jobs", "queue", "account", "walltime", "cores", "memory", "gpus_per_job",
+                 "interface", "scheduler_interface", "python", "job_script_prologue", "log_directory",
+                 "worker_timeout", "tls")
 
 
 def _run(args) -> int:
     from .clusters import ClusterOptions
-    from .pipeline import run_catalog
+    from .pipeline import run_catalog, slurm_dry_run
 
+    slurm = {k: getattr(args, k) for k in SLURM_OPTIONS}
     opts = ClusterOptions(kind=args.cluster, scheduler=args.scheduler, workers=args.workers,
-                          threads_per_worker=args.threads_per_worker, dashboard_address=args.dashboard_address)
+                          threads_per_worker=args.threads_per_worker, dashboard_address=args.dashboard_address,
+                          extra={"slurm": slurm})
+    if args.dry_run:
+        print(slurm_dry_run(args.catalog, args.model, args.out, args.config, opts))
+        return 0
     run_catalog(args.catalog, args.model, args.out, workflow=args.config, cluster=opts, shard_size=args.shard_size,
                 batch_size=args.batch_size, resume=args.resume, overwrite=args.overwrite,
                 progress=not args.no_progress, bias=not args.no_bias)

@@ -19,7 +19,7 @@ import torch
 class ClusterOptions:
     """Options common to every cluster kind, plus a free-form ``extra`` for kind-specific ones."""
 
-    kind: str = "local"
+    kind: str | None = None  # None: the workflow's cluster.kind, else "local"
     scheduler: str | None = None
     workers: int | None = None
     threads_per_worker: int | None = None
@@ -103,9 +103,13 @@ def start_cluster(opts: ClusterOptions):
     """The context manager for ``opts`` (``scheduler`` set: attach to it, whatever ``kind`` says)."""
     if opts.scheduler:
         return existing_scheduler(opts)
+    if opts.kind == "slurm":
+        from .slurm import slurm_cluster  # imports dask-jobqueue only when asked for
+
+        return slurm_cluster(opts)
     try:
         return CLUSTERS[opts.kind](opts)
     except KeyError:
         from .errors import ConfigError
 
-        raise ConfigError(f"unknown cluster kind {opts.kind!r}; choose one of {', '.join(CLUSTERS)}") from None
+        raise ConfigError(f"unknown cluster kind {opts.kind!r}; choose one of {', '.join([*CLUSTERS, 'slurm'])}") from None

@@ -30,10 +30,26 @@ _THREADS_SET = False
 
 
 def choose_device(requested: str | None = None) -> torch.device:
-    """``requested`` if given, else CUDA when this process sees a GPU, else the CPU."""
+    """``requested`` if given, else CUDA when this process sees a GPU, else the CPU.
+
+    In a SLURM job with several GPUs and one worker process per GPU, worker ``name-i``
+    takes GPU ``i``: dask-jobqueue starts the processes with the same environment, so
+    CUDA_VISIBLE_DEVICES cannot tell them apart.
+    """
     if requested:
         return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    per_job = int(os.environ.get("RELABEL_GPUS_PER_JOB", "1") or 1)
+    if per_job > 1:
+        try:
+            from distributed import get_worker
+
+            index = int(str(get_worker().name).rsplit("-", 1)[-1])
+            return torch.device(f"cuda:{index % torch.cuda.device_count()}")
+        except (ImportError, ValueError):
+            pass
+    return torch.device("cuda")
 
 
 def cached_model(path: str | Path, expected_hash: str | None = None, device: str | None = None):

@@ -106,7 +106,7 @@ def run_catalog(
 
     results: list[dict] = []
     t_run = time.perf_counter()
-    opts = cluster or ClusterOptions()
+    opts = _cluster_options(cluster, wf, out_dir)
     dashboard = None
     if todo:
         with start_cluster(opts) as handle:
@@ -125,6 +125,35 @@ def run_catalog(
     write_json_atomic(out_dir / SUMMARY, summary)
     echo(f"output: {out_dir.resolve()}  ({summary['rows_out']} rows; statuses {summary['status']})")
     return RunResult(out_dir, summary, dashboard, results)
+
+
+def _cluster_options(cluster: ClusterOptions | None, wf: Workflow, out_dir: Path) -> ClusterOptions:
+    """The CLI's choices over the workflow's ``cluster`` section; SLURM settings merged the same way."""
+    import dataclasses
+
+    opts = dataclasses.replace(cluster) if cluster else ClusterOptions()
+    opts.kind = opts.kind or wf.cluster.get("kind", "local")
+    if opts.kind == "slurm" and not opts.scheduler:
+        from .slurm import merged_settings
+
+        opts.extra = {**opts.extra, "out_dir": str(out_dir), "settings": merged_settings(opts.extra.get("slurm", {}), wf.cluster)}
+    return opts
+
+
+def slurm_dry_run(catalog, model, out_dir, workflow, cluster: ClusterOptions) -> str:
+    """The job script `--cluster slurm` would submit; nothing is submitted and no output is written."""
+    import tempfile
+
+    from .slurm import job_script
+
+    _, meta = read_checkpoint(Path(model))
+    wf = _resolve_workflow(workflow, meta, Path(catalog))
+    opts = _cluster_options(cluster, wf, Path(out_dir))
+    if opts.kind != "slurm":
+        raise ConfigError("--dry-run shows a SLURM job script: use it with --cluster slurm")
+    with tempfile.TemporaryDirectory() as scratch:
+        script = job_script(opts.extra["settings"], Path(scratch), opts)
+    return script.replace(scratch, str(Path(out_dir).resolve()))
 
 
 def _resolve_workflow(workflow, meta, catalog: Path) -> Workflow:
