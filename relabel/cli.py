@@ -98,13 +98,41 @@ def _simulate(args) -> int:
 
 def _add_bias(sub) -> None:
     p = _command(sub, "bias", "the labeling-bias metric L of a label column (FITS or Parquet)", _bias)
-    p.add_argument("table", type=Path, metavar="TABLE")
-    p.add_argument("--config", type=Path, help="workflow file with the column mapping")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("table", type=Path, metavar="TABLE", help="FITS table, Parquet file, or a relabel output folder")
+    p.add_argument("--config", type=Path, help="workflow file with the column mapping (options below override it)")
+    p.add_argument("--labels", nargs="+", metavar="COL", help="label probability columns")
+    p.add_argument("--thresholds", nargs="+", type=float, metavar="T", help="one threshold per column, or one for all")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="class names (of --labels, or --label-column's values)")
+    p.add_argument("--label-column", metavar="COL", help="a categorical label column instead of probabilities")
+    p.add_argument("--intrinsic", nargs="+", metavar="COL", help="intrinsic-property columns")
+    p.add_argument("--observables", nargs="+", metavar="COL", help="observable columns")
+    p.add_argument("--best", nargs="+", choices=["low", "high"], help="best-quality end, one per observable or one for all")
+    p.add_argument("--log2-bins-int", type=int, metavar="L", help="depth of the intrinsic k-d tree (2^L bins)")
+    p.add_argument("--bins-obs", type=int, metavar="B", help="observable bins per intrinsic bin")
+    p.add_argument("--n-boot", type=int, metavar="R", help="bootstrap repetitions")
+    p.add_argument("--n-per-bin", type=int, metavar="N", help="subsample N x 2^L x B objects per repetition")
+    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--null", type=int, metavar="R", help="shuffles for the null L")
+    p.add_argument("--keep-uncertain", action="store_true", default=None,
+                   help="objects passing no threshold form an extra class instead of being dropped")
+    p.add_argument("--hdu", help="FITS extension (number or name)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+BIAS_OPTIONS = ("labels", "thresholds", "classes", "label_column", "intrinsic", "observables", "best", "log2_bins_int",
+                "bins_obs", "n_boot", "n_per_bin", "seed", "null", "keep_uncertain", "hdu")
 
 
 def _bias(args) -> int:
-    raise RelabelError("relabel bias is not wired yet")
+    from .bias import bias_of_table, format_result
+
+    overrides = {k: getattr(args, k) for k in BIAS_OPTIONS}
+    result = bias_of_table(args.table, args.config, overrides)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(format_result(result))
+    return 0
 
 
 # --- train / evaluate -------------------------------------------------------------------

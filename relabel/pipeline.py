@@ -80,6 +80,8 @@ def run_catalog(
         "method": meta.method,
         "workflow_hash": wf.hash(),
         "workflow": wf.raw,
+        # Relative paths in the workflow (cutout root) resolve against this folder.
+        "workflow_base": str((Path(wf.source).parent if wf.source and Path(wf.source).is_file() else catalog.parent).resolve()),
         "shard_size": shard_size,
         "n_shards": len(shards),
         "classes": list(meta.classes),
@@ -179,8 +181,7 @@ def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
         numeric += wf.labels.columns
     if wf.cutouts.layout == "tiles":
         numeric.append(wf.cutouts.index_column)
-    needed = [*catalog_columns(wf), *wf.cutouts.columns]
-    cat.require(needed, numeric=numeric, what=f"workflow {wf.source or wf.name}")
+    cat.require(catalog_columns(wf), numeric=numeric, what=f"workflow {wf.source or wf.name}")
     ids_seen = []
     prob_cols = wf.labels.columns if wf.labels.probabilities else []
     for chunk in cat.iter_chunks([wf.catalog.id, *prob_cols]):
@@ -273,31 +274,24 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if bias and rows_out:
-        summary["labeling_bias"] = output_bias(out_dir, wf)
+        summary["labeling_bias"] = output_bias(out_dir, wf, record["classes"])
     return summary
 
 
-def output_bias(out_dir: Path, wf: Workflow) -> dict:
-    """L of the original labels and of the new labels on the same objects, with errors."""
-    from .bias import bias_with_errors
+def output_bias(out_dir: Path, wf: Workflow, classes: list[str]) -> dict:
+    """L of the original labels (as the workflow defines them, every row) and of the new labels (predicted rows).
 
-    cols = [*wf.intrinsic, *wf.observable_columns, "label", "label_original", "status"]
-    frame = pd.read_parquet(out_dir, columns=cols)
-    frame = frame[frame["status"].isin(["ok", "nan_filled"])]
-    classes = [p.name for p in wf.labels.probabilities] or list(wf.labels.classes)
-    opts = wf.bias
+    Computed by :func:`relabel.bias.bias_of_table` on the output folder, so the numbers are
+    those ``relabel bias OUT_DIR`` prints. Too few objects for the workflow's bins (a small
+    run) is reported as the error text instead of failing the run.
+    """
+    from .bias import bias_of_table
+    from .errors import RelabelError
+
     out = {}
-    for key, column in (("original", "label_original"), ("new", "label")):
-        sub = frame[frame[column].isin(classes)]
-        codes = pd.Categorical(sub[column], categories=classes).codes.astype(np.int64)
+    for key, overrides in (("original", {}), ("new", {"label_column": "label", "classes": list(classes)})):
         try:
-            res = bias_with_errors(
-                sub[wf.intrinsic].to_numpy(np.float64), sub[wf.observable_columns].to_numpy(np.float64), codes,
-                n_classes=len(classes), log2_bins_int=opts["log2_bins_int"], bins_obs=opts["bins_obs"],
-                best=wf.best_ends, n_boot=opts["n_boot"], n_per_bin=opts["n_per_bin"], seed=opts["seed"],
-                n_null=opts["n_null"],
-            )
-            out[key] = res.to_dict()
-        except Exception as exc:  # too few objects for the bins is common on small runs: say so, do not fail
+            out[key] = bias_of_table(out_dir, wf, overrides).to_dict()
+        except RelabelError as exc:
             out[key] = {"error": str(exc)}
     return out

@@ -53,9 +53,14 @@ class RunContext:
 
 
 def catalog_columns(workflow: Workflow) -> list[str]:
-    """Catalog columns copied to the output, in output order (each once)."""
+    """Catalog columns copied to the output, in output order (each once).
+
+    The cutout's location (tile and index, or file) comes along so that a galaxy's
+    image can be found again from the output alone (the report shows examples).
+    """
     cols = [workflow.catalog.id, workflow.catalog.ra, workflow.catalog.dec, *workflow.labels.columns,
-            *workflow.intrinsic, *workflow.observable_columns, *workflow.catalog.passthrough]
+            *workflow.intrinsic, *workflow.observable_columns, *workflow.catalog.passthrough,
+            *workflow.cutouts.columns]
     return list(dict.fromkeys(cols))
 
 
@@ -84,7 +89,7 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     configure_torch_threads()
     workflow = ctx.workflow
     catalog = open_catalog(ctx.catalog, ctx.hdu)
-    columns = list(dict.fromkeys([*ctx.catalog_columns, *_source_columns(workflow)]))
+    columns = list(ctx.catalog_columns)
     if shard.rows is not None:
         rows = catalog.read_rows(columns, np.asarray(shard.rows))
     else:
@@ -115,10 +120,6 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "device": str(next(model.parameters()).device),
     }
-
-
-def _source_columns(workflow: Workflow) -> list[str]:
-    return workflow.cutouts.columns
 
 
 def _valid_coordinates(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
