@@ -140,23 +140,55 @@ def _bias(args) -> int:
 def _add_train(sub) -> None:
     p = _command(sub, "train", "train a biased or de-biased classifier on a catalog's labels", _train)
     p.add_argument("catalog", type=Path, metavar="CATALOG")
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--method", choices=["biased", "debiased"], required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--config", type=Path, required=True, help="workflow file")
+    p.add_argument("--method", choices=["biased", "debiased"], required=True,
+                   help="biased: cross-entropy on the labels; debiased: plus lambda x the soft labeling bias")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    p.add_argument("--epochs", type=int, help="at most this many epochs (default: workflow train.epochs)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lambda", dest="lam", type=float, help="weight of the bias term (debiased; default 10)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-fraction", type=float, help="share of objects held out for validation")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--width", type=int, default=16, help="network width (16: ~0.3 M parameters)")
+    p.add_argument("--log2-bins-int", type=int, help="intrinsic bins of the bias term (default: workflow bias)")
+    p.add_argument("--bins-obs", type=int, help="observable bins of the bias term (default: workflow bias)")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def _train(args) -> int:
-    raise RelabelError("relabel train is not wired yet")
+    from .train import train_model
+
+    result = train_model(args.catalog, args.config, args.method, args.out, epochs=args.epochs,
+                         batch_size=args.batch_size, lam=args.lam, seed=args.seed, val_fraction=args.val_fraction,
+                         device=args.device, progress=not args.no_progress, log2_bins_int=args.log2_bins_int,
+                         bins_obs=args.bins_obs, width=args.width)
+    print(f"checkpoint: {result.path} (epoch {result.best_epoch} kept; {result.stop_reason}; "
+          f"{result.seconds_per_epoch:.1f} s/epoch)")
+    return 0
 
 
 def _add_evaluate(sub) -> None:
     p = _command(sub, "evaluate", "L and accuracy of a model on its held-out rows", _evaluate)
     p.add_argument("catalog", type=Path, metavar="CATALOG")
     p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--truth", type=Path, help="table with the id column and TRUE_CLASS (the simulator's truth.parquet)")
+    p.add_argument("--config", type=Path, help="workflow file (default: the mapping recorded in the checkpoint)")
+    p.add_argument("--all", dest="all_rows", action="store_true", help="every row, not only the held-out ones")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def _evaluate(args) -> int:
-    raise RelabelError("relabel evaluate is not wired yet")
+    from .evaluate import evaluate_model, format_evaluation
+
+    result = evaluate_model(args.catalog, args.model, truth=args.truth, all_rows=args.all_rows,
+                            workflow=args.config, device=args.device)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_evaluation(result))
+    return 0
 
 
 # --- run --------------------------------------------------------------------------------
@@ -229,20 +261,40 @@ def _run(args) -> int:
 
 def _add_report(sub) -> None:
     p = _command(sub, "report", "figures and numbers of a run: bias before and after", _report)
-    p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder of `relabel run`")
+    p.add_argument("--truth", type=Path, help="true classes (the simulator's truth.parquet)")
+    p.add_argument("--truth-column", default="TRUE_CLASS")
+    p.add_argument("--out", type=Path, help="report folder (default OUT_DIR/_report)")
+    p.add_argument("--json", action="store_true", help="print the numbers as one JSON object on stdout")
 
 
 def _report(args) -> int:
-    raise RelabelError("relabel report is not wired yet")
+    from .report import make_report
+
+    numbers = make_report(args.out_dir, truth=args.truth, report_dir=args.out, truth_column=args.truth_column)
+    if args.json:
+        _print_json(numbers)
+    else:
+        print(f"report: {numbers['html']}")
+    return 0
 
 
 def _add_demo(sub) -> None:
     p = _command(sub, "demo", "simulate, train, run and report, small, on a LocalCluster", _demo)
     p.add_argument("dir", type=Path, nargs="?", default=Path("relabel-demo"), metavar="DIR")
+    p.add_argument("--n", type=int, default=None, help="galaxies to simulate (default 6000)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per model")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster workers")
+    p.add_argument("--dashboard-address", default="127.0.0.1:8787")
+    p.add_argument("--overwrite", action="store_true", help="start again in a non-empty DIR")
 
 
 def _demo(args) -> int:
-    raise RelabelError("relabel demo is not wired yet")
+    from .demo import run_demo
+
+    run_demo(args.dir, n=args.n, epochs=args.epochs, workers=args.workers,
+             dashboard_address=args.dashboard_address, overwrite=args.overwrite)
+    return 0
 
 
 if __name__ == "__main__":

@@ -94,3 +94,21 @@ def tiny_run(tiny_survey):
     root, data, images = tiny_survey
     model = write_untrained_checkpoint(root / "model.pt")
     return root, data, images, model
+
+
+@pytest.fixture(scope="session")
+def small_survey(tmp_path_factory):
+    """A 600-galaxy simulated survey (tiles layout), shared by the tests that need realistic images."""
+    from relabel.simulate import simulate_survey
+
+    return simulate_survey(tmp_path_factory.mktemp("survey") / "sim", n=600, seed=7, workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_model(small_survey, tmp_path_factory):
+    """A briefly trained biased model of the small survey: real weights, not a good classifier."""
+    from relabel.train import train_model
+
+    out = tmp_path_factory.mktemp("model") / "biased.pt"
+    return train_model(small_survey.catalog, small_survey.workflow, "biased", out, epochs=1, width=4,
+                       progress=False).path
