@@ -298,9 +298,8 @@ def bias_with_errors(
         raise BiasError(f"{len(classes)} class names {list(classes)} for {table.n_classes} classes")
     boot_seeds, null_seeds = np.random.SeedSequence(seed).spawn(2)
     # Sort orders are made once here, before any thread reads them.
+    table.sort_all()
     full = _bin_fractions(table, depth, n_bins) if n_boot == 0 or n_null else None
-    for j in range(len(table.observables)):
-        table.order("observable", j)
 
     def bootstrap(r: int, child: np.random.SeedSequence) -> float:
         weights = _resample(n, n_sample, np.random.default_rng(child))
@@ -663,6 +662,12 @@ class _Table:
             self._orders[key] = np.argsort(col, kind="stable")
         return self._orders[key]
 
+    def sort_all(self) -> None:
+        for j in range(len(self.intrinsic)):
+            self.order("intrinsic", j)
+        for j in range(len(self.observables)):
+            self.order("observable", j)
+
     def with_observables(self, perm: np.ndarray) -> "_Table":
         """A copy whose object i carries the observables of object perm[i]."""
         other = copy.copy(self)
@@ -765,7 +770,9 @@ def _cells(
     K = table.n_classes
     m = len(table.observables)
 
-    n_leaf = np.bincount(leaf, weights=weights, minlength=n_leaves).astype(np.int64)
+    seqs_obs = [_expand(table.order("observable", j), weights) for j in range(m)]
+    leaf_of_row = leaf[seqs_obs[0]]
+    n_leaf = np.bincount(leaf_of_row, minlength=n_leaves)
     small = np.flatnonzero((n_leaf > 0) & (n_leaf < n_bins))
     if len(small):
         worst = small[np.argmin(n_leaf[small])]
@@ -783,10 +790,11 @@ def _cells(
     n_bin = np.zeros((m, n_leaves, n_bins), dtype=np.int64)
     n_bin[:, filled, :] = sizes
     kept = [] if keep_rows else None
-    for j in range(m):
-        seq = _expand(table.order("observable", j), weights)
+    for j, seq in enumerate(seqs_obs):
+        if j:
+            leaf_of_row = leaf[seq]
         # Rows are in observable order; a stable sort by leaf keeps that order inside each leaf.
-        rows = seq[np.argsort(leaf[seq], kind="stable")]
+        rows = seq[np.argsort(leaf_of_row, kind="stable")]
         if table.soft:
             p = table.labels[rows]
             per_cell = np.stack([np.bincount(cell, weights=p[:, k], minlength=sizes.size) for k in range(K)], axis=1)
@@ -819,16 +827,19 @@ def _tree_leaves(columns: list[np.ndarray], seqs: list[np.ndarray], n: int, dept
         c = t % d
         x, seq = columns[c], seqs[c]
         n_nodes = 1 << t
-        node_of_row = node[seq]
         if n_nodes == 1:
-            grouped = seq
+            count = np.array([len(seq)])
         else:
-            grouped = seq[np.argsort(node_of_row, kind="stable")]
-        count = np.bincount(node_of_row, minlength=n_nodes)
+            node_of_row = node[seq]
+            count = np.bincount(node_of_row, minlength=n_nodes)
         start = np.cumsum(count) - count
         filled = np.flatnonzero(count)
-        lo = grouped[start[filled] + (count[filled] - 1) // 2]
-        hi = grouped[start[filled] + count[filled] // 2]
+        lo = start[filled] + (count[filled] - 1) // 2
+        hi = start[filled] + count[filled] // 2
+        if n_nodes > 1:
+            grouped = np.argsort(node_of_row, kind="stable")
+            lo, hi = grouped[lo], grouped[hi]
+        lo, hi = seq[lo], seq[hi]
         med = _median_from_middles(x[lo], x[hi], count[filled] % 2 == 1)
         median = np.full(n_nodes, np.nan, dtype=med.dtype)
         median[filled] = med
@@ -862,6 +873,9 @@ def _id_dtype(n_ids: int) -> np.dtype:
 def _resample(n: int, n_sample: int, rng: np.random.Generator) -> np.ndarray:
     """Multiplicity of each object in one repetition: optional subsample, then a bootstrap."""
     draws = np.bincount(rng.integers(0, n_sample, n_sample), minlength=n_sample)
+    if draws.max() < 256:
+        # Multiplicities are small (Poisson(1)); one byte each makes the gathers in np.repeat cache-friendly.
+        draws = draws.astype(np.uint8)
     if n_sample == n:
         return draws
     weights = np.zeros(n, dtype=draws.dtype)
