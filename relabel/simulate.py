@@ -89,16 +89,6 @@ class SurveyPaths:
     layout: str
 
 
-def _comoving_distance_mpc(z: np.ndarray) -> np.ndarray:
-    # astropy's distance methods need scipy, which relabel does not depend on;
-    # the line-of-sight integral of 1/E(z) is smooth, so a fine trapezoid grid
-    # from astropy's own E(z) is exact to ~1e-9.
-    grid = np.linspace(0.0, max(float(np.max(z)), REDSHIFT_RANGE[1]), 4097)
-    inv_e = COSMOLOGY.inv_efunc(grid)
-    integral = np.concatenate([[0.0], np.cumsum(0.5 * (inv_e[1:] + inv_e[:-1]) * np.diff(grid))])
-    return COSMOLOGY.hubble_distance.to_value("Mpc") * np.interp(z, grid, integral)
-
-
 def distances(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distance modulus and angular diameter distance (Mpc) in the survey cosmology.
 
@@ -118,9 +108,7 @@ def distances(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (38.32, 380.4)
     """
     z = np.asarray(z, dtype=float)
-    comoving = _comoving_distance_mpc(z)
-    luminosity = (1.0 + z) * comoving
-    return 5.0 * np.log10(luminosity * 1e5), comoving / (1.0 + z)
+    return COSMOLOGY.distmod(z).value, COSMOLOGY.angular_diameter_distance(z).to_value("Mpc")
 
 
 def _truncated_normal(rng, mean, sigma, low, high, size):
