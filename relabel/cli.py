@@ -81,6 +81,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--layout", choices=["tiles", "files"], default="tiles",
                    help="cutouts packed in tile cubes (default) or one FITS file per galaxy")
     p.add_argument("--size", type=int, default=64, help="cutout size in pixels (default 64)")
+    p.add_argument("--tile-size", type=int, default=1000, help="cutouts per tile file (default 1000)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT_DIR")
 
@@ -89,7 +90,7 @@ def _simulate(args) -> int:
     from .simulate import simulate_survey
 
     paths = simulate_survey(args.out_dir, n=args.n, seed=args.seed, layout=args.layout, size=args.size,
-                            workers=args.workers, overwrite=args.overwrite)
+                            tile_size=args.tile_size, workers=args.workers, overwrite=args.overwrite)
     print(f"catalog:  {paths.catalog}\ntruth:    {paths.truth}\nworkflow: {paths.workflow}")
     return 0
 
