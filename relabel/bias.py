@@ -48,7 +48,8 @@ class BinFractions:
     Attributes
     ----------
     leaf
-        (N,) intrinsic leaf of each object (branch bits, first split most significant).
+        (N,) intrinsic leaf of each object (branch bits, first split most
+        significant), in the smallest unsigned integer type that holds 2^l.
     n_leaf
         (2^l,) objects per leaf (empty leaves hold 0).
     counts
