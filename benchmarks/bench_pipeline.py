@@ -1,0 +1,175 @@
+"""Pipeline throughput against the model's own limit, and against the common way.
+
+    python benchmarks/bench_pipeline.py [--n 20000] [--batch-size 256] [--width 16]
+
+Measured side by side in one run on the same simulated survey:
+  limit      the bare forward pass on in-memory tensors, same batch size: one process
+             with all cores, and one single-threaded process per core at once
+  tiles      `relabel run` (LocalCluster, one worker per core) on the tile layout
+  files      `relabel run` on one FITS file per galaxy
+  baseline   the way a user would do it by hand: a torch DataLoader over the per-galaxy
+             files read with astropy, predictions kept in memory, one Parquet at the end
+and the time of the tile run's shards broken down by stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import survey_data as sd
+
+
+def per_object_files(paths) -> tuple[Path, Path]:
+    """The same galaxies as one FITS file each (written from the tiles once), with catalog and workflow."""
+    import fitsio
+    import yaml
+
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+
+    root = paths.root / "files"
+    catalog, workflow = root / "catalog.fits", root / "workflow.yaml"
+    if workflow.exists():
+        return catalog, workflow
+    (root / "cutouts").mkdir(parents=True, exist_ok=True)
+    wf = load_workflow(paths.workflow)
+    cat = open_catalog(paths.catalog)
+    table = cat.read_all(cat.columns)
+    with open_cutout_source(wf) as source:
+        for start in range(0, len(table), 2000):
+            rows = table.iloc[start:start + 2000]
+            images = source.read(rows).images
+            for objid, image in zip(rows["OBJID"], images):
+                fitsio.write(str(root / "cutouts" / f"{objid}.fits"), image[0], clobber=True)
+    table = table.drop(columns=["TILE", "TILE_INDEX"])
+    table["CUTOUT"] = [f"cutouts/{o}.fits" for o in table["OBJID"]]
+    fitsio.write(str(catalog), table.to_records(index=False), extname="CATALOG", clobber=True)
+    raw = yaml.safe_load(paths.workflow.read_text())
+    raw["cutouts"] = {**raw["cutouts"], "layout": "files", "path_column": "CUTOUT", "root": "."}
+    workflow.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return catalog, workflow
+
+
+def relabel_rate(catalog, workflow, model, out, batch_size, workers) -> dict:
+    from distributed import Client, LocalCluster
+
+    from relabel.clusters import ClusterOptions
+    from relabel.pipeline import run_catalog
+
+    # The cluster is started outside the timed run: its start-up (a few seconds) is not re-labelling.
+    with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      silence_logs=50, env={"RELABEL_WORKER_CORES": "1"}) as cluster, Client(cluster) as client:
+        result = run_catalog(catalog, model, out, workflow=workflow, batch_size=batch_size, overwrite=True,
+                             progress=False, bias=False, echo=lambda s: None,
+                             cluster=ClusterOptions(scheduler=cluster.scheduler_address))
+        import resource
+
+        worker_mb = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    s = result.summary
+    return {"rows": s["rows_out"], "seconds": s["run_seconds"], "rate": s["rows_out"] / s["run_seconds"],
+            "task_seconds": s["task_seconds"], "worker_peak_mb": sorted(worker_mb.values())}
+
+
+class _FileDataset:
+    """What a user writes by hand: one astropy.io.fits open per galaxy."""
+
+    def __init__(self, paths, normalisation):
+        self.paths, self.normalisation = paths, normalisation
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from astropy.io import fits
+
+        from relabel.model import normalise
+
+        with fits.open(self.paths[i], memmap=False) as hdul:
+            image = hdul[0].data.astype(np.float32)
+        return normalise(image[None, None], self.normalisation)[0]
+
+
+def baseline_rate(catalog, model, out, batch_size, workers) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from relabel.catalog import open_catalog
+    from relabel.model import load_checkpoint
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)
+    net, meta = load_checkpoint(model)
+    table = open_catalog(catalog).read_all(["OBJID", "CUTOUT"])
+    files = [str(Path(catalog).parent / c) for c in table["CUTOUT"]]
+    loader = DataLoader(_FileDataset(files, meta.normalisation), batch_size=batch_size, num_workers=workers)
+    probs = []
+    with torch.inference_mode():
+        for batch in loader:
+            probs.append(torch.softmax(net(batch), dim=1).numpy())
+    p = np.concatenate(probs)
+    pd.DataFrame({"OBJID": table["OBJID"], "p_elliptical": p[:, 0], "p_spiral": p[:, 1]}).to_parquet(out)
+    seconds = time.perf_counter() - t0
+    return {"rows": len(p), "seconds": seconds, "rate": len(p) / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+
+    paths = sd.survey(args.n)
+    model = sd.checkpoint(paths, args.width)
+    files_catalog, files_workflow = per_object_files(paths)
+    scratch = sd.DATA / "runs"
+    scratch.mkdir(parents=True, exist_ok=True)
+
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+
+    wf = load_workflow(paths.workflow)
+    with open_cutout_source(wf) as source:
+        sample = source.read(open_catalog(paths.catalog).read(list(wf.cutouts.columns), 0, args.batch_size)).images
+
+    res = {"machine": sd.machine(), "n": args.n, "batch_size": args.batch_size, "width": args.width,
+           "workers": args.workers}
+    res["limit_1proc"] = sd.forward_rate(model, sample, args.batch_size, threads=args.workers)
+    res["limit_parallel"] = sd.parallel_forward_rate(model, sample, args.batch_size, processes=args.workers)
+    res["tiles"] = relabel_rate(paths.catalog, paths.workflow, model, scratch / "tiles", args.batch_size, args.workers)
+    res["files"] = relabel_rate(files_catalog, files_workflow, model, scratch / "files", args.batch_size, args.workers)
+    res["baseline"] = baseline_rate(files_catalog, model, scratch / "baseline.parquet", args.batch_size, args.workers)
+    limit = max(res["limit_1proc"], res["limit_parallel"])
+    res["limit"] = limit
+
+    print(f"\n{args.n} galaxies, 64x64, batch {args.batch_size}, MorphologyCNN width {args.width}; {res['machine']}")
+    print(f"{'':34}{'images/s':>10}{'vs limit':>10}{'vs baseline':>13}")
+    rows = [("forward limit, 1 process x all cores", res["limit_1proc"]),
+            (f"forward limit, {args.workers} processes x 1 core", res["limit_parallel"]),
+            ("relabel run, tiles", res["tiles"]["rate"]),
+            ("relabel run, per-object files", res["files"]["rate"]),
+            ("baseline: DataLoader + astropy", res["baseline"]["rate"])]
+    for name, rate in rows:
+        print(f"{name:34}{rate:10.0f}{rate / limit:10.2f}{rate / res['baseline']['rate']:13.2f}")
+    t = res["tiles"]["task_seconds"]
+    total = t["total"]
+    print("\ntiles run, time of all shards by stage (summed over workers):")
+    for stage in ("read_rows", "read_cutouts", "normalise", "forward", "other", "write"):
+        print(f"  {stage:14}{t.get(stage, 0):8.2f} s  {100 * t.get(stage, 0) / total:5.1f} %")
+    print(f"  worker peak memory: {', '.join(f'{m:.0f} MB' for m in res['tiles']['worker_peak_mb'])}")
+    sd.RESULTS.mkdir(exist_ok=True)
+    (sd.RESULTS / "bench_pipeline.json").write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
