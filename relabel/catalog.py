@@ -24,13 +24,15 @@ class Catalog:
     path: Path
     nrows: int
     columns: list[str]
+    _dtypes: dict[str, np.dtype]
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
         """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start``."""
         raise NotImplementedError
 
     def dtype(self, column: str) -> np.dtype:
-        raise NotImplementedError
+        """The column's dtype as stored (FITS: big-endian; reads return native order)."""
+        return self._dtypes[column]
 
     def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
         """The given row numbers (any order) of ``columns``, indexed by row number."""
@@ -100,9 +102,6 @@ class FitsCatalog(Catalog):
             rec_dtype = info.get_rec_dtype()[0]
             self._dtypes = {name: rec_dtype[name] for name in rec_dtype.names}
 
-    def dtype(self, column: str) -> np.dtype:
-        return self._dtypes[column]
-
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
         import fitsio
 
@@ -152,9 +151,6 @@ class ParquetCatalog(Catalog):
         self.nrows = int(self._offsets[-1])
         self.columns = [n for n in schema.names if not n.startswith("__index_level")]
         self._dtypes = {f.name: np.dtype(f.type.to_pandas_dtype()) for f in schema if f.name in self.columns}
-
-    def dtype(self, column: str) -> np.dtype:
-        return self._dtypes[column]
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
         self.require(columns, what="this read")
