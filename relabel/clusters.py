@@ -55,6 +55,9 @@ def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
         threads = opts.threads_per_worker or 1
         resources = None
     worker_cores = max(1, cores // workers)
+    env = {"RELABEL_WORKER_CORES": str(worker_cores)}
+    if n_gpus > 1:
+        env["RELABEL_GPUS_PER_JOB"] = str(n_gpus)  # worker i takes GPU i (relabel.infer.choose_device)
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
@@ -63,7 +66,7 @@ def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
         dashboard_address=opts.dashboard_address,
         resources=resources,
         silence_logs=40,
-        env={"RELABEL_WORKER_CORES": str(worker_cores)},
+        env=env,
     )
     try:
         with Client(cluster) as client:

@@ -32,9 +32,9 @@ _THREADS_SET = False
 def choose_device(requested: str | None = None) -> torch.device:
     """``requested`` if given, else CUDA when this process sees a GPU, else the CPU.
 
-    In a SLURM job with several GPUs and one worker process per GPU, worker ``name-i``
-    takes GPU ``i``: dask-jobqueue starts the processes with the same environment, so
-    CUDA_VISIBLE_DEVICES cannot tell them apart.
+    With several GPUs and one worker process per GPU (a SLURM job, or a LocalCluster on a
+    multi-GPU machine), worker ``name-i`` (or ``i``) takes GPU ``i``: the processes start
+    with the same environment, so CUDA_VISIBLE_DEVICES cannot tell them apart.
     """
     if requested:
         return torch.device(requested)
