@@ -125,7 +125,7 @@ BIAS_OPTIONS = ("labels", "thresholds", "classes", "label_column", "intrinsic", 
 
 
 def _bias(args) -> int:
-    from .bias import bias_of_table, format_result
+    from .bias_table import bias_of_table, format_result
 
     overrides = {k: getattr(args, k) for k in BIAS_OPTIONS}
     result = bias_of_table(args.table, args.config, overrides)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
 from . import __version__
 from .catalog import Catalog, open_catalog
@@ -165,7 +164,7 @@ def _resolve_workflow(workflow, meta, catalog: Path) -> Workflow:
         return load_workflow(workflow)
     if not meta.workflow:
         raise ConfigError("the checkpoint records no workflow mapping: give one with --config")
-    return Workflow.from_dict(meta.workflow, base_dir=catalog.parent, source=f"the workflow recorded in the checkpoint")
+    return Workflow.from_dict(meta.workflow, base_dir=catalog.parent, source="the workflow recorded in the checkpoint")
 
 
 def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
@@ -281,11 +280,11 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
 def output_bias(out_dir: Path, wf: Workflow, classes: list[str]) -> dict:
     """L of the original labels (as the workflow defines them, every row) and of the new labels (predicted rows).
 
-    Computed by :func:`relabel.bias.bias_of_table` on the output folder, so the numbers are
+    Computed by :func:`relabel.bias_table.bias_of_table` on the output folder, so the numbers are
     those ``relabel bias OUT_DIR`` prints. Too few objects for the workflow's bins (a small
     run) is reported as the error text instead of failing the run.
     """
-    from .bias import bias_of_table
+    from .bias_table import bias_of_table
     from .errors import RelabelError
 
     out = {}

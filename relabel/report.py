@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from . import status as st
-from .bias import bias_of_table, fraction_curves
+from .bias import fraction_curves
+from .bias_table import bias_of_table
 from .config import Workflow
 from .errors import OutputError, RelabelError
 from .output import RUN_RECORD

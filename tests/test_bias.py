@@ -11,16 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from relabel.bias import (
-    BiasError,
-    BiasResult,
-    bias_of_table,
-    bias_with_errors,
-    bin_fractions,
-    format_result,
-    fraction_curves,
-    labeling_bias,
-)
+from relabel.bias import BiasError, BiasResult, bias_with_errors, bin_fractions, fraction_curves, labeling_bias
+from relabel.bias_table import bias_of_table, format_result
 from relabel.errors import CatalogError, ConfigError, RelabelError
 
 

@@ -1,7 +1,6 @@
 """`relabel run` end to end on real files: in-process, and on a LocalCluster bound to 127.0.0.1."""
 
 import json
-import os
 
 import fitsio
 import numpy as np

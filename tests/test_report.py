@@ -1,7 +1,6 @@
 """`relabel report` on a real run of a small simulated survey."""
 
 import json
-import re
 
 import pytest
 

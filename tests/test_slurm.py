@@ -1,6 +1,5 @@
 """`relabel run --cluster slurm` against a real one-node SLURM (started by .ci/slurm-up)."""
 
-import json
 import shutil
 import subprocess
 import threading
