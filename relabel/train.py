@@ -52,8 +52,8 @@ from .model import (
 
 METHODS = ("biased", "debiased")
 SPLIT_SCHEME = "splitmix64(id ^ seed)"
-#: Objects per cell the bias term's running averages span by default (see ``momentum`` of :func:`train_model`).
-CELL_MEMORY = 64
+#: Validation measure of the collapse guard (see ``accuracy_tolerance`` of :func:`train_model`).
+GUARD = "val_balanced_accuracy"
 #: Cutouts read per call to the cutout source while filling the training cache.
 READ_CHUNK = 2048
 #: Training cutouts the sky level and noise are estimated from.
@@ -71,6 +71,15 @@ class TrainResult:
     seconds_per_epoch: float
     stop_reason: str
     model: nn.Module | None = field(default=None, repr=False)
+
+    def summary(self) -> dict:
+        """The JSON object ``relabel train --json`` prints: where the model is and how its best epoch did."""
+        return {"model": str(self.path), "content_hash": self.meta.content_hash, "method": self.meta.method,
+                "lambda": self.meta.lam, "classes": self.meta.classes, "best_epoch": self.best_epoch,
+                "epochs_run": len(self.history), "stop_reason": self.stop_reason,
+                "seconds_per_epoch": self.seconds_per_epoch,
+                "collapse_guard_passed": self.meta.metrics.get("collapse_guard_passed"),
+                "best": self.meta.metrics.get("best"), "split": self.meta.split}
 
 
 # --------------------------------------------------------------------------- split
@@ -277,7 +286,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
                 device: str | torch.device | None = "auto", progress: bool = True, *,
                 log2_bins_int: int | None = None, bins_obs: int | None = None, width: int = 16,
                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 2, patience: int = 4,
-                momentum: float | None = None, accuracy_tolerance: float = 0.05, cache_dir=None,
+                accuracy_tolerance: float = 0.1, cache_dir=None,
                 data: LabelledCutouts | None = None) -> TrainResult:
     """Train a classifier on a catalog's labels and write its checkpoint to ``out``.
 
@@ -296,20 +305,21 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     log2_bins_int, bins_obs
         Binning of the bias term (and of L on validation); default the workflow's ``bias`` section.
     warmup_epochs
-        lambda rises linearly from 0 over these epochs (the network first learns the
-        classes, then the penalty flattens them; a full penalty from the start
-        can collapse it to one class).
+        Epochs of cross-entropy alone before lambda rises linearly to its value over
+        one more epoch: the network first learns the classes, then the penalty
+        flattens them. A penalty from the start keeps an untrained network's nearly
+        constant predictions constant (B's gradient does not shrink with B), and
+        the warm-up's accuracy is the reference of the collapse guard.
     patience
         Stop after this many epochs past the warm-up without a better validation criterion.
-    momentum
-        Decay per batch of the running cell averages of the bias term. Default: the
-        average spans about :data:`CELL_MEMORY` objects per cell (``1 - 1 / steps``
-        with ``steps = CELL_MEMORY * cells per observable / batch_size``), at most half an epoch.
     accuracy_tolerance
-        Collapse guard: an epoch is eligible as the best one only if its validation
-        accuracy (against the confident labels) is within this of the run's best
-        accuracy; a model predicting one class has L = 0 and must not win on L.
-        For ``debiased``, epochs of the lambda warm-up are not eligible either.
+        Collapse guard: an epoch is eligible as the best one only if its balanced
+        accuracy (mean recall of the classes) against the confident validation labels
+        is within this of the run's best. A model predicting one class has L = 0 and
+        balanced accuracy 0.5, and must not win on L; a de-biased model legitimately
+        disagrees with the labels of mislabelled, worse-observed objects (up to
+        several points), hence a tolerance of 0.1. For ``debiased``, epochs of the
+        warm-up are not eligible either.
     data
         Already loaded cutouts (to train several models on one cache); must come from the same seed and split.
 
@@ -359,13 +369,9 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     ends = [o.best for o in workflow.observables]
     leaf, obs_bin = penalty_cells(data.intrinsic.iloc[train_rows], data.observables.iloc[train_rows], ends,
                                   log2_bins_int, bins_obs)
-    cell_leaf = torch.as_tensor(leaf, dtype=torch.long)
-    cell_bin = torch.as_tensor(obs_bin, dtype=torch.long)
+    penalty = BiasPenalty(torch.as_tensor(leaf), torch.as_tensor(obs_bin), 2**log2_bins_int, bins_obs, reference_bins,
+                          n_classes, memory=True, device=device)
     steps_per_epoch = max(1, len(train_rows) // batch_size)
-    if momentum is None:
-        memory_steps = min(CELL_MEMORY * (2**log2_bins_int) * bins_obs / batch_size, steps_per_epoch / 2)
-        momentum = 1.0 - 1.0 / max(memory_steps, 1.0)
-    penalty = BiasPenalty(2**log2_bins_int, bins_obs, reference_bins, n_classes, momentum=momentum, device=device)
 
     n_bands, size = len(workflow.cutouts.bands), workflow.cutouts.size
     architecture = {"name": "MorphologyCNN", "n_bands": n_bands, "n_classes": n_classes, "width": width,
@@ -395,8 +401,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         for step in bar:
             t_step = time.perf_counter()
             batch = np.sort(order[step * batch_size:(step + 1) * batch_size])
-            ramp = min(1.0, (epoch + step / steps_per_epoch) / warmup_epochs) if warmup_epochs > 0 else 1.0
-            lam_now = lam * ramp
+            lam_now = lam * _ramp(epoch + step / steps_per_epoch, warmup_epochs)
             x = dihedral_augment(torch.from_numpy(np.ascontiguousarray(data.images[batch])), generator).to(device)
             y = codes[batch].to(device)
             with autocast_for(device):
@@ -407,9 +412,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
             loss = ce
             bias_value = torch.zeros(())
             if method == "debiased":
-                positions = np.searchsorted(train_rows, batch)
-                bias_value = penalty(torch.softmax(logits, dim=1), cell_leaf[positions].to(device),
-                                     cell_bin[positions].to(device))
+                # During the warm-up too: the memory of every object's probabilities is full when lambda rises.
+                bias_value = penalty(torch.softmax(logits, dim=1), torch.from_numpy(np.searchsorted(train_rows, batch)))
                 loss = ce + lam_now * bias_value
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -421,7 +425,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
             step_seconds.append(time.perf_counter() - t_step)
         train_seconds = time.perf_counter() - t0
 
-        record = {"epoch": epoch + 1, "lambda": lam * (min(1.0, (epoch + 1) / warmup_epochs) if warmup_epochs else 1.0),
+        record = {"epoch": epoch + 1, "lambda": lam * _ramp(epoch + 1, warmup_epochs),
                   "train_ce": sums["ce"] / steps_per_epoch, "train_bias": sums["bias"] / steps_per_epoch,
                   "train_loss": sums["loss"] / steps_per_epoch, "seconds": train_seconds}
         record.update(validation_metrics(model, data, val_rows, workflow, log2_bins_int, bins_obs))
@@ -437,9 +441,10 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
 
     best_epoch, guarded = select_epoch(history, first_eligible, accuracy_tolerance)
     if not guarded:
-        log(f"warning: no epoch after the warm-up kept its validation accuracy within {accuracy_tolerance:g} of the "
-            f"best ({max(h['val_accuracy'] for h in history):.4f}); keeping epoch {best_epoch}, the most accurate one. "
-            f"lambda {lam:g} is probably too large (a collapse towards one class), or train for more epochs")
+        log(f"warning: no epoch after the warm-up kept its balanced validation accuracy "
+            f"within {accuracy_tolerance:g} of the best ({max(h[GUARD] for h in history):.4f}); keeping epoch "
+            f"{best_epoch}, the best of them by that measure. lambda {lam:g} is probably too large (a collapse towards "
+            f"one class), or train for more epochs")
     model.load_state_dict(states[best_epoch - 1])
     model.eval()
 
@@ -455,7 +460,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         lam=lam,
         binning={"log2_bins_int": log2_bins_int, "bins_obs": bins_obs, "intrinsic": list(workflow.intrinsic),
                  "observables": [{"column": o.column, "best": o.best} for o in workflow.observables],
-                 "momentum": momentum, "warmup_epochs": warmup_epochs},
+                 "penalty": "soft L, memory of every training object's latest probabilities",
+                 "warmup_epochs": warmup_epochs},
         workflow=workflow_record(workflow),
         metrics={"best_epoch": best_epoch, "collapse_guard_passed": guarded, "best": best_record, "history": history, "stop_reason": stop_reason,
                  "seconds_per_epoch": float(np.mean(seconds)), "seconds_per_step": float(np.median(step_seconds)),
@@ -476,34 +482,38 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
 def select_epoch(history: list[dict], first_eligible: int, accuracy_tolerance: float) -> tuple[int | None, bool]:
     """The epoch (1-based) with the lowest validation criterion among the eligible ones, and whether any was.
 
-    Eligible: from ``first_eligible`` on, with validation accuracy at least the run's
-    best minus ``accuracy_tolerance``. Marks each record's ``eligible``. When none
-    is, falls back to the most accurate epoch from ``first_eligible`` on (None
-    before that epoch is reached) and returns False.
+    Eligible: from ``first_eligible`` on, with the collapse-guard accuracy (``GUARD``) at
+    least the run's best minus ``accuracy_tolerance``. Marks each record's
+    ``eligible``. When none is, falls back to the epoch from ``first_eligible`` on
+    with the best guard accuracy (None before that epoch is reached) and returns False.
 
     Examples
     --------
-    >>> h = [{"epoch": 1, "val_accuracy": 0.90, "criterion": 0.5},
-    ...      {"epoch": 2, "val_accuracy": 0.60, "criterion": 0.1},   # collapsed: L = 0, accuracy gone
-    ...      {"epoch": 3, "val_accuracy": 0.89, "criterion": 0.3}]
+    >>> h = [{"epoch": 1, GUARD: 0.98, "criterion": 0.5},
+    ...      {"epoch": 2, GUARD: 0.50, "criterion": 0.1},   # collapsed: L = 0, one class everywhere
+    ...      {"epoch": 3, GUARD: 0.97, "criterion": 0.3}]
     >>> select_epoch(h, first_eligible=1, accuracy_tolerance=0.05)
     (3, True)
     """
-    top = max(h["val_accuracy"] for h in history)
+    top = max(h[GUARD] for h in history)
     candidates = [h for h in history if h["epoch"] >= first_eligible]
     for h in history:
-        h["eligible"] = bool(h["epoch"] >= first_eligible and h["val_accuracy"] >= top - accuracy_tolerance)
+        h["eligible"] = bool(h["epoch"] >= first_eligible and h[GUARD] >= top - accuracy_tolerance)
     eligible = [h for h in candidates if h["eligible"]]
     if eligible:
         return min(eligible, key=lambda h: (h["criterion"], h["epoch"]))["epoch"], True
     if not candidates:
         return None, True
-    return max(candidates, key=lambda h: (h["val_accuracy"], -h["epoch"]))["epoch"], False
+    return max(candidates, key=lambda h: (h[GUARD], -h["epoch"]))["epoch"], False
 
 
 def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray, workflow: Workflow,
                        log2_bins_int: int, bins_obs: int, batch_size: int = 256) -> dict:
-    """Cross-entropy and accuracy on the labelled validation rows, and L (soft and argmax) of the predictions on all."""
+    """Cross-entropy and accuracy on the labelled validation rows, and L (soft and argmax) of the predictions on all.
+
+    Also the collapse guard's measure (``GUARD``): the balanced accuracy (mean recall
+    of the classes) against the confident validation labels.
+    """
     from .bias import BiasError, labeling_bias
 
     probs = np.concatenate([
@@ -521,7 +531,10 @@ def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray
     except BiasError:
         # Too few validation objects for these bins: the criterion falls back to cross-entropy alone.
         soft = hard = math.nan
-    return {"val_ce": float(-np.log(picked).mean()), "val_accuracy": float((probs[has].argmax(1) == codes[has]).mean()),
+    predicted = probs.argmax(axis=1)
+    recalls = [float((predicted[codes == k] == k).mean()) for k in range(probs.shape[1]) if (codes == k).any()]
+    return {"val_ce": float(-np.log(picked).mean()), "val_accuracy": float((predicted[has] == codes[has]).mean()),
+            GUARD: float(np.mean(recalls)) if recalls else float("nan"),
             "val_L_soft": float(soft), "val_L": float(hard),
             "val_fractions": np.bincount(probs.argmax(1), minlength=probs.shape[1]).astype(float).tolist()}
 
@@ -541,6 +554,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _ramp(epochs_done: float, warmup_epochs: int) -> float:
+    """Share of lambda applied after ``epochs_done`` epochs: 0 during the warm-up, then up to 1 over one epoch."""
+    return float(min(1.0, max(0.0, epochs_done - warmup_epochs)))
+
+
 def _one_cycle(optimiser, total_steps: int, warmup_steps: int):
     """Linear warm-up of the learning rate over the first epoch, then cosine decay to 0."""
     def factor(step: int) -> float:
@@ -555,6 +573,7 @@ def _one_cycle(optimiser, total_steps: int, warmup_steps: int):
 def _epoch_line(r: dict, epochs: int) -> str:
     return (f"epoch {r['epoch']}/{epochs}: loss {r['train_loss']:.4f} (ce {r['train_ce']:.4f}, B {r['train_bias']:.4f}, "
             f"lambda {r['lambda']:g}) | val ce {r['val_ce']:.4f} acc {r['val_accuracy']:.4f} "
+            f"(balanced {r[GUARD]:.4f}) "
             f"L {r['val_L']:.4f} L_soft {r['val_L_soft']:.4f} | {r['seconds']:.1f} s")
 
 

@@ -35,12 +35,12 @@ TOY_WORKFLOW = textwrap.dedent(
       - {column: RESOLUTION, best: high}
     cutouts: {layout: tiles, root: ., size: 16, bands: [r]}
     bias: {log2_bins_int: 1, bins_obs: 2, n_boot: 2, n_null: 2}
-    train: {epochs: 8, batch_size: 64, lambda: 20.0, val_fraction: 0.3, seed: 0}
+    train: {epochs: 10, batch_size: 64, lambda: 10.0, val_fraction: 0.3, seed: 0}
     """
 )
 
 
-def write_toy_survey(root: Path, n: int = 800, seed: int = 0) -> pd.DataFrame:
+def write_toy_survey(root: Path, n: int = 1600, seed: int = 0) -> pd.DataFrame:
     """A strongly biased toy survey: 16x16 blobs, spirals carry a ring whose contrast grows with resolution.
 
     The spiral share depends only on MASS (intrinsic); below RESOLUTION 0.5 half the
@@ -106,7 +106,7 @@ def _random_table(n=600, seed=0):
     return intrinsic, observables
 
 
-def test_bias_term_equals_soft_L_on_a_full_batch_without_running_average():
+def test_bias_term_equals_soft_L_on_a_full_batch_without_memory():
     intrinsic, observables = _random_table()
     best = ["high", "low"]
     rng = np.random.default_rng(1)
@@ -117,23 +117,25 @@ def test_bias_term_equals_soft_L_on_a_full_batch_without_running_average():
     counts = bin_fractions(intrinsic, observables, np.zeros(len(leaf), dtype=int), 1, 3, 4, best).n_bin
     for j in range(2):
         np.testing.assert_array_equal(np.bincount(leaf * 4 + obs_bin[:, j], minlength=32).reshape(8, 4), counts[j])
-    penalty = BiasPenalty(8, 4, [3, 0], 3, momentum=0.0)
-    value = penalty(torch.tensor(probs), torch.tensor(leaf), torch.tensor(obs_bin))
     expected = labeling_bias(intrinsic, observables, probs, None, 3, 4, best)
-    assert float(value) == pytest.approx(expected, rel=1e-6)
+    for memory in (False, True):  # with memory, the first full batch is the whole memory
+        penalty = BiasPenalty(torch.tensor(leaf), torch.tensor(obs_bin), 8, 4, [3, 0], 3, memory=memory)
+        assert float(penalty(torch.tensor(probs), torch.arange(len(leaf)))) == pytest.approx(expected, rel=1e-6)
+
+
+def _cells(n=400):
+    return torch.arange(n) % 4, (torch.arange(n) // 4 % 5)[:, None]
 
 
 def test_bias_term_is_zero_without_dependence_and_positive_with_it():
-    n = 400
-    leaf = torch.arange(n) % 4
-    obs_bin = (torch.arange(n) // 4 % 5)[:, None]
+    leaf, obs_bin = _cells()
     flat = torch.stack([0.2 + 0.15 * leaf, 0.8 - 0.15 * leaf], dim=1).double()  # depends on the leaf only
-    pen = BiasPenalty(4, 5, [4], 2, momentum=0.0)
-    assert float(pen(flat, leaf, obs_bin)) < 1e-5
+    pen = BiasPenalty(leaf, obs_bin, 4, 5, [4], 2, memory=False)
+    assert float(pen(flat, torch.arange(400))) < 1e-5
     tilted = flat.clone()
     tilted[:, 0] += 0.02 * obs_bin[:, 0]
     tilted[:, 1] -= 0.02 * obs_bin[:, 0]
-    assert float(pen(tilted, leaf, obs_bin)) > 0.01
+    assert float(pen(tilted, torch.arange(400))) > 0.01
 
 
 def test_bias_term_gradient_reaches_the_model_but_not_through_the_reference():
@@ -142,25 +144,29 @@ def test_bias_term_gradient_reaches_the_model_but_not_through_the_reference():
     x = torch.randn(40, 1, 16, 16, requires_grad=True)
     leaf = torch.zeros(40, dtype=torch.long)
     obs_bin = (torch.arange(40) % 2)[:, None]
-    pen = BiasPenalty(1, 2, [1], 2, momentum=0.9)
-    pen(torch.softmax(net(x), 1), leaf, obs_bin)  # fill the running averages
-    value = pen(torch.softmax(net(x), 1), leaf, obs_bin)
+    pen = BiasPenalty(leaf, obs_bin, 1, 2, [1], 2)
+    pen(torch.softmax(net(x), 1).detach(), torch.arange(40))  # fill the memory
+    value = pen(torch.softmax(net(x[:20]), 1), torch.arange(20))
     value.backward()
     assert net.stem[0].weight.grad.abs().sum() > 0
-    per_image = x.grad.abs().sum(dim=(1, 2, 3))
-    assert (per_image[obs_bin[:, 0] == 0] > 0).float().mean() > 0.8  # (a dead-ReLU image may get none)
-    assert (per_image[obs_bin[:, 0] == 1] == 0).all()  # the reference bin is detached
+    per_image = x.grad[:20].abs().sum(dim=(1, 2, 3))
+    pulled = obs_bin[:20, 0] == 0
+    assert (per_image[pulled] > 0).float().mean() > 0.8  # (a dead-ReLU image may get none)
+    assert (per_image[~pulled] == 0).all()  # the reference bin is detached
 
 
-def test_running_average_remembers_past_batches():
-    leaf = torch.zeros(4, dtype=torch.long)
-    obs_bin = torch.tensor([[0], [0], [1], [1]])
-    pen = BiasPenalty(1, 2, [1], 2, momentum=0.5)
-    pen(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]), leaf, obs_bin)
-    same = torch.tensor([[0.5, 0.5]] * 4)
-    # Alone this batch has B = 0; with half-weight memory of the first one, the bins still differ.
-    assert float(BiasPenalty(1, 2, [1], 2, momentum=0.0)(same, leaf, obs_bin)) < 1e-5
-    assert float(pen(same, leaf, obs_bin)) > 0.1
+def test_memory_keeps_every_objects_latest_probabilities():
+    leaf, obs_bin = torch.zeros(8, dtype=torch.long), (torch.arange(8) // 4)[:, None]
+    pen = BiasPenalty(leaf, obs_bin, 1, 2, [1], 2)
+    tilted = torch.stack([0.1 * obs_bin[:, 0], 1 - 0.1 * obs_bin[:, 0]], dim=1).double()
+    assert float(pen(tilted, torch.arange(8))) == pytest.approx(0.1 / 2**0.5)
+    flat = torch.full((4, 2), 0.5, dtype=torch.float64)
+    # A batch of the four worse-observed objects: alone it has no reference bin, so B = 0; with the
+    # memory, the reference objects count with what they predicted last time (0.1, 0.9).
+    assert float(BiasPenalty(leaf, obs_bin, 1, 2, [1], 2, memory=False)(flat, torch.arange(4))) < 1e-5
+    assert float(pen(flat, torch.arange(4))) == pytest.approx(0.4 / 2**0.5)
+    # Every object seen again with flat probabilities: their old values are gone.
+    assert float(pen(torch.full((4, 2), 0.5, dtype=torch.float64), torch.arange(4, 8))) < 1e-5
 
 
 # --- training -----------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def test_debiased_training_lowers_L_of_predictions(toy_models):
     assert d["val_L_soft"] < 0.5 * b["val_L_soft"]  # ... the de-biased one much less of it
     assert d["val_accuracy"] > 0.75  # and it did not collapse to one class
     assert debiased.meta.metrics["collapse_guard_passed"]
-    assert debiased.meta.method == "debiased" and debiased.meta.lam == 20.0
+    assert debiased.meta.method == "debiased" and debiased.meta.lam == 10.0
     assert biased.meta.lam == 0.0
     assert [h["epoch"] for h in debiased.history] == list(range(1, len(debiased.history) + 1))
     # The model in the file is the best epoch's.
@@ -238,5 +244,17 @@ def test_evaluate_reports_bias_and_accuracy_on_held_out_rows(toy_models):
     assert out["biased"]["L_model"] > out["debiased"]["L_model"]
     assert out["debiased"]["accuracy_truth_by_quartile"][0] > out["biased"]["accuracy_truth_by_quartile"][0]
     everything = evaluate_model(root / "catalog.fits", debiased.path, all_rows=True)
-    assert everything["n"] == 800 and everything["accuracy_truth"] is None
+    assert everything["n"] == 1600 and everything["accuracy_truth"] is None
     assert everything["true_fraction_by_quartile"] is None
+
+
+def test_collapse_guard_flags_a_lambda_that_ruins_the_accuracy(toy_models, tmp_path, capsys):
+    root = toy_models[0]
+    result = train_model(root / "catalog.fits", root / "workflow.yaml", "debiased", tmp_path / "m.pt", lam=1e3,
+                         epochs=6, warmup_epochs=3, width=8, progress=True)
+    guard = [h["val_balanced_accuracy"] for h in result.history]
+    assert max(guard[:3]) > 0.9  # the warm-up learned the classes ...
+    assert max(guard[3:]) < max(guard) - 0.1  # ... which lambda = 1000 then destroyed
+    assert not result.meta.metrics["collapse_guard_passed"]
+    assert guard[result.best_epoch - 1] == max(guard[3:])
+    assert "lambda 1000 is probably too large" in capsys.readouterr().err
