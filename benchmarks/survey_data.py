@@ -80,7 +80,8 @@ def forward_rate(model_path: Path, images: np.ndarray, batch_size: int, threads:
 
     torch.set_num_threads(threads)
     model, meta = load_checkpoint(model_path)
-    x = torch.from_numpy(normalise(images[:batch_size], meta.normalisation))
+    x = torch.from_numpy(normalise(images[:batch_size], meta.normalisation)).contiguous(
+        memory_format=torch.channels_last)
     with torch.inference_mode():
         model(x)
         done, t0 = 0, time.perf_counter()

@@ -214,6 +214,9 @@ def _read_section(hdu, lo: int, hi: int) -> np.ndarray:
 def _store(block: np.ndarray, where: np.ndarray, out: Cutouts) -> None:
     """Copy good images into ``out``; NaN/inf pixels decide the row's status."""
     block = block.astype(np.float32, copy=False)
+    if np.isfinite(block).all():  # the common case: one pass, no masks
+        out.images[where] = block
+        return
     bad = ~np.isfinite(block)
     bad_fraction = bad.reshape(len(block), -1).mean(axis=1)
     out.status[where[bad_fraction > 0]] = st.NAN_FILLED

@@ -150,12 +150,14 @@ def predict_rows(
             if not good.any():
                 continue
             t0 = time.perf_counter()
+            k = int(good.sum())
             batch = np.zeros((batch_size, *cut.images.shape[1:]), dtype=np.float32)
-            batch[: good.sum()] = normalise(cut.images[good], meta.normalisation)
+            normalise(cut.images if k == len(good) else cut.images[good], meta.normalisation, out=batch[:k])
             t1 = time.perf_counter()
             with torch.inference_mode(), autocast_for(device):
-                logits = model(torch.from_numpy(batch).to(device, non_blocking=True))
-                p = torch.softmax(logits.float(), dim=1)[: good.sum()].cpu().numpy()
+                x = torch.from_numpy(batch).to(device, non_blocking=True, memory_format=torch.channels_last)
+                logits = model(x)
+                p = torch.softmax(logits.float(), dim=1)[:k].cpu().numpy()
             timings["normalise"] += t1 - t0
             timings["forward"] += time.perf_counter() - t1
             probs[index[good]] = p
