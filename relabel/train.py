@@ -38,7 +38,7 @@ from .config import Workflow, load_workflow
 from .cutouts import open_cutout_source
 from .debias import BiasPenalty
 from .errors import ConfigError
-from .labels import NO_CLASS, table_labels
+from .labels import table_labels
 from .model import (
     CheckpointMeta,
     MorphologyCNN,
@@ -129,27 +129,29 @@ class LabelledCutouts:
     is_val: np.ndarray
     normalisation: dict
     dropped: dict
-    table: pd.DataFrame
+    seed: int
+    val_fraction: float
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def read_table(catalog_path, workflow: Workflow, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict]:
-    """The columns training and evaluation use, without rows that have NaN in a label, intrinsic or observable column."""
+def read_table(catalog_path, workflow: Workflow) -> tuple[pd.DataFrame, dict]:
+    """The columns training and evaluation use, without rows holding NaN or inf in a label, intrinsic or observable
+    column (``dropped`` counts them per column)."""
     catalog = open_catalog(catalog_path, hdu=workflow.catalog.hdu)
     numeric = list(dict.fromkeys(workflow.intrinsic + workflow.observable_columns))
     label_columns = workflow.labels.columns
     source_columns = open_cutout_source(workflow).columns
-    columns = list(dict.fromkeys([workflow.catalog.id, *label_columns, *numeric, *source_columns, *extra]))
+    columns = list(dict.fromkeys([workflow.catalog.id, *label_columns, *numeric, *source_columns]))
     catalog.require(columns, numeric=numeric, what="training/evaluation")
     table = catalog.read_all(columns).reset_index(drop=True)
     dropped = {}
     for column in [*label_columns, *numeric]:
         if table[column].dtype.kind == "f":
-            bad = table[column].isna().to_numpy()
+            bad = ~np.isfinite(table[column].to_numpy())
             if bad.any():
-                dropped[f"nan_{column}"] = int(bad.sum())
+                dropped[f"nan_or_inf_{column}"] = int(bad.sum())
                 table = table[~bad]
     return table.reset_index(drop=True), dropped
 
@@ -158,9 +160,11 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
                           normalisation: dict | None = None, progress: bool = True) -> LabelledCutouts:
     """Read a catalog's labels, binning columns and cutouts; estimate the normalisation unless given.
 
-    The cutouts go to a memory-mapped ``.npy`` file in ``cache_dir`` (default: a
-    temporary folder removed with the process's temporary files), so a survey larger
-    than memory trains without holding every image in RAM.
+    The normalised cutouts go to a memory-mapped ``.npy`` file in ``cache_dir``
+    (default: a temporary file, unlinked at once, that disappears with the
+    process), so a survey larger than memory trains without holding every image
+    in RAM. Rows whose cutout is unusable (see :mod:`relabel.status`) are left out
+    and counted in ``dropped``.
     """
     table, dropped = read_table(catalog_path, workflow)
     codes, classes = table_labels(table, workflow.labels)
@@ -208,7 +212,8 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
         is_val=is_val[keep],
         normalisation=normalisation,
         dropped=dropped,
-        table=table.iloc[keep].reset_index(drop=True),
+        seed=int(seed),
+        val_fraction=float(val_fraction),
     )
 
 
@@ -354,6 +359,9 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     torch.manual_seed(seed)
     if data is None:
         data = load_labelled_cutouts(catalog_path, workflow, seed, val_fraction, cache_dir, progress=progress)
+    elif (data.seed, data.val_fraction) != (seed, val_fraction):
+        raise ConfigError(f"the cutouts given were split with seed {data.seed} and val_fraction {data.val_fraction}, "
+                          f"not {seed} and {val_fraction}")
     n_classes = len(data.classes)
     train_rows = np.flatnonzero(~data.is_val)
     val_rows = np.flatnonzero(data.is_val)
@@ -402,7 +410,10 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
             t_step = time.perf_counter()
             batch = np.sort(order[step * batch_size:(step + 1) * batch_size])
             lam_now = lam * _ramp(epoch + step / steps_per_epoch, warmup_epochs)
-            x = dihedral_augment(torch.from_numpy(np.ascontiguousarray(data.images[batch])), generator).to(device)
+            x = torch.from_numpy(np.ascontiguousarray(data.images[batch]))
+            if device.type == "cuda":
+                x = x.pin_memory()
+            x = dihedral_augment(x.to(device, non_blocking=True), generator)
             y = codes[batch].to(device)
             with autocast_for(device):
                 logits = model(x)
