@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     paths = sd.survey(args.n)
@@ -144,13 +145,25 @@ def main() -> None:
 
     res = {"machine": sd.machine(), "n": args.n, "batch_size": args.batch_size, "width": args.width,
            "workers": args.workers}
-    res["limit_1proc"] = sd.forward_rate(model, sample, args.batch_size, threads=args.workers)
-    res["limit_parallel"] = sd.parallel_forward_rate(model, sample, args.batch_size, processes=args.workers)
-    res["tiles"] = relabel_rate(paths.catalog, paths.workflow, model, scratch / "tiles", args.batch_size, args.workers)
+    # This machine is shared and noisy: limit and pipeline are measured in alternation, several
+    # times, and the ratio is taken within each repetition.
+    reps = []
+    for _ in range(args.repeats):
+        rep = {"limit_1proc": sd.forward_rate(model, sample, args.batch_size, threads=args.workers),
+               "limit_parallel": sd.parallel_forward_rate(model, sample, args.batch_size, processes=args.workers),
+               "tiles": relabel_rate(paths.catalog, paths.workflow, model, scratch / "tiles", args.batch_size,
+                                     args.workers)}
+        rep["limit"] = max(rep["limit_1proc"], rep["limit_parallel"])
+        rep["ratio"] = rep["tiles"]["rate"] / rep["limit"]
+        reps.append(rep)
+        print(f"  repetition: limit {rep['limit']:.0f} img/s, tiles {rep['tiles']['rate']:.0f} img/s, "
+              f"ratio {rep['ratio']:.2f}", flush=True)
+    median = sorted(reps, key=lambda r: r["ratio"])[len(reps) // 2]
+    res["repetitions"] = [{"limit": r["limit"], "tiles": r["tiles"]["rate"], "ratio": r["ratio"]} for r in reps]
+    res.update({k: median[k] for k in ("limit_1proc", "limit_parallel", "tiles", "limit", "ratio")})
     res["files"] = relabel_rate(files_catalog, files_workflow, model, scratch / "files", args.batch_size, args.workers)
     res["baseline"] = baseline_rate(files_catalog, model, scratch / "baseline.parquet", args.batch_size, args.workers)
-    limit = max(res["limit_1proc"], res["limit_parallel"])
-    res["limit"] = limit
+    limit = res["limit"]
 
     print(f"\n{args.n} galaxies, 64x64, batch {args.batch_size}, MorphologyCNN width {args.width}; {res['machine']}")
     print(f"{'':34}{'images/s':>10}{'vs limit':>10}{'vs baseline':>13}")
@@ -163,7 +176,10 @@ def main() -> None:
         print(f"{name:34}{rate:10.0f}{rate / limit:10.2f}{rate / res['baseline']['rate']:13.2f}")
     t = res["tiles"]["task_seconds"]
     total = t["total"]
-    print("\ntiles run, time of all shards by stage (summed over workers):")
+    ratios = ", ".join(f"{r['ratio']:.2f}" for r in reps)
+    print(f"(the repetition with the median ratio; ratios {ratios})")
+    print("\ntiles run, time of all shards by stage (summed over workers; cutouts are read in a background")
+    print("thread while the previous batch is in the network, so the stages overlap and 'other' can be < 0):")
     for stage in ("read_rows", "read_cutouts", "normalise", "forward", "other", "write"):
         print(f"  {stage:14}{t.get(stage, 0):8.2f} s  {100 * t.get(stage, 0) / total:5.1f} %")
     print(f"  worker peak memory: {', '.join(f'{m:.0f} MB' for m in res['tiles']['worker_peak_mb'])}")

@@ -114,7 +114,9 @@ class TileSource(CutoutSource):
         try:
             lo, hi = int(indices.min()), int(indices.max()) + 1
             # One contiguous section read beats many small ones when the rows are dense in the tile.
-            if hi - lo <= 4 * len(indices):
+            if hi - lo == len(indices) and (np.diff(indices) == 1).all():
+                block = _read_section(hdu, lo, hi)  # the usual shard: consecutive cutouts, no gather
+            elif hi - lo <= 4 * len(indices):
                 block = _read_section(hdu, lo, hi)[indices - lo]
             else:
                 block = np.concatenate([_read_section(hdu, i, i + 1) for i in indices])
@@ -213,8 +215,17 @@ def _read_section(hdu, lo: int, hi: int) -> np.ndarray:
 
 def _store(block: np.ndarray, where: np.ndarray, out: Cutouts) -> None:
     """Copy good images into ``out``; NaN/inf pixels decide the row's status."""
+    if block.dtype == np.float32 or block.dtype == np.dtype(">f4"):
+        # Byte order is fixed during the one copy into place; then one pass checks for NaN.
+        contiguous = len(where) and where[-1] - where[0] + 1 == len(where) and (np.diff(where) == 1).all()
+        target = out.images[where[0]:where[-1] + 1] if contiguous else None
+        if target is not None:
+            target[...] = block
+            if np.isfinite(target).all():
+                return
+            target[...] = 0  # rows that turn out unusable must hold zeros, as documented
     block = block.astype(np.float32, copy=False)
-    if np.isfinite(block).all():  # the common case: one pass, no masks
+    if np.isfinite(block).all():
         out.images[where] = block
         return
     bad = ~np.isfinite(block)
