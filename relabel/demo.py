@@ -14,8 +14,8 @@ from .clusters import ClusterOptions
 from .errors import OutputError
 
 DEMO_N = 6000
-DEMO_EPOCHS = 8
-DEMO_WIDTH = 8
+DEMO_EPOCHS = 12
+DEMO_WIDTH = 16
 #: Below this many galaxies the held-out quarter fills 2^4 x 5 bins too thinly for L: use 2^2 x 4.
 SMALL_SURVEY = 4000
 
@@ -36,7 +36,7 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     n = n or DEMO_N
     epochs = epochs or DEMO_EPOCHS
     t0 = time.perf_counter()
-    step = _Steps(echo, 5)
+    step = _Steps(echo, 6)
 
     step("simulating", f"{n} galaxies with GalSim")
     survey = simulate_survey(root / "survey", n=n, seed=0, progress=progress, overwrite=True)
