@@ -106,6 +106,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_train.json").write_text(json.dumps(report, indent=1))
     markdown = tables(results, criteria, main_name)
+    markdown += leaf_residuals(catalog, truth, workflow, models_dir, ["biased", main_name], args.seed,
+                               args.val_fraction)
     (args.out / "bench_train.md").write_text(markdown)
     figures(results, args.out)
     print(markdown)
@@ -120,7 +122,8 @@ def acceptance(biased: dict, debiased: dict) -> list[dict]:
     frac_diff = max(abs(p - t) for name in d["fraction_by_quartile"]
                     for p, t in zip(d["fraction_by_quartile"][name], true_q[name]))
     both = all(min(d["fraction_by_quartile"][name]) > 0 for name in d["fraction_by_quartile"])
-    t_b, t_d = biased["training"]["seconds_per_epoch"], debiased["training"]["seconds_per_epoch"]
+    # Medians: on a shared machine a single epoch can take ten times longer while others compute.
+    t_b, t_d = (float(np.median([h["seconds"] for h in r["training"]["history"]])) for r in (biased, debiased))
     s_b, s_d = biased["training"]["seconds_per_step"], debiased["training"]["seconds_per_step"]
     rows = [
         ("bias transfer: biased model's excess L >= 0.3 x labels' excess L",
@@ -142,7 +145,7 @@ def acceptance(biased: dict, debiased: dict) -> list[dict]:
         ("both classes predicted in every resolution quartile", str(d["fraction_by_quartile"]), both),
         ("predicted class fractions per quartile within 0.05 of the true ones",
          f"largest difference {frac_diff:.4f}", frac_diff <= 0.05),
-        ("time per epoch: de-biased <= 1.5 x biased",
+        ("time per epoch (median): de-biased <= 1.5 x biased",
          f"{t_d:.1f} s vs {t_b:.1f} s (ratio {t_d / t_b:.2f}); per step of equal batch size {s_d * 1e3:.0f} ms vs "
          f"{s_b * 1e3:.0f} ms (ratio {s_d / s_b:.2f})", t_d <= 1.5 * t_b),
     ]
@@ -170,7 +173,7 @@ def tables(results: dict, criteria: list[dict], main_name: str) -> str:
         lines.append(row(f"{name} (argmax)", e, "model", e["n"]))
         lines.append(row(f"{name} (probabilities)", e, "model_soft", e["n"]))
     lines += ["", "### Accuracy against the true classes, per RESOLUTION quartile (lowest first)", "",
-              "| model | lambda | overall | Q1 | Q2 | Q3 | Q4 | vs labels | best epoch | s / epoch |",
+              "| model | lambda | overall | Q1 | Q2 | Q3 | Q4 | vs labels | best epoch | median s / epoch |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     lab = first["accuracy_truth_labels_by_quartile"]
     lines.append(f"| catalog labels (confident subset) | - | {first['accuracy_truth_labels']:.4f} | "
@@ -179,7 +182,8 @@ def tables(results: dict, criteria: list[dict], main_name: str) -> str:
         e, t = r["evaluation"], r["training"]
         lines.append(f"| {name} | {r['lambda']:g} | {e['accuracy_truth']:.4f} | "
                      + " | ".join(f"{v:.4f}" for v in e["accuracy_truth_by_quartile"])
-                     + f" | {e['accuracy_labels']:.4f} | {t['best_epoch']} | {t['seconds_per_epoch']:.1f} |")
+                     + f" | {e['accuracy_labels']:.4f} | {t['best_epoch']} | "
+                     f"{np.median([h['seconds'] for h in t['history']]):.1f} |")
     lines += ["", "### Spiral fraction per RESOLUTION quartile (lowest first)", "",
               "| label set | Q1 | Q2 | Q3 | Q4 |", "|---|---|---|---|---|"]
     lines.append("| true classes | " + " | ".join(f"{v:.4f}" for v in first["true_fraction_by_quartile"]["spiral"]) + " |")
@@ -189,6 +193,41 @@ def tables(results: dict, criteria: list[dict], main_name: str) -> str:
     for name, r in results.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in r["evaluation"]["fraction_by_quartile"]["spiral"])
                      + " |")
+    return "\n".join(lines) + "\n"
+
+
+def leaf_residuals(catalog, truth, workflow, models_dir, names, seed, val_fraction) -> str:
+    """Where the models' remaining bias sits: predicted minus true spiral fraction per intrinsic leaf and bin."""
+    import pandas as pd
+
+    from relabel.bias import bin_fractions
+    from relabel.cutouts import open_cutout_source
+    from relabel.infer import predict_rows
+    from relabel.model import load_checkpoint
+    from relabel.train import read_table, validation_mask
+
+    table, _ = read_table(catalog, workflow)
+    table = table[validation_mask(table[workflow.catalog.id].to_numpy(), seed, val_fraction)].reset_index(drop=True)
+    true_class = pd.read_parquet(truth).set_index("OBJID")["TRUE_CLASS"]
+    spiral = (table[workflow.catalog.id].map(true_class) == "spiral").to_numpy().astype(int)
+    ends = [o.best for o in workflow.observables]
+    intrinsic, observables = table[workflow.intrinsic], table[workflow.observable_columns]
+    depth, bins = workflow.bias["log2_bins_int"], workflow.bias["bins_obs"]
+    true_f = bin_fractions(intrinsic, observables, spiral, 2, depth, bins, ends).fractions[0, :, :, 1]
+    residual = {}
+    for name in names:
+        model, meta = load_checkpoint(models_dir / f"{name}.pt")
+        with open_cutout_source(workflow) as source:
+            probs = predict_rows(table, source, model, meta).probabilities
+        spiral_k = meta.classes.index("spiral")
+        predicted = (probs.argmax(axis=1) == spiral_k).astype(int)
+        residual[name] = bin_fractions(intrinsic, observables, predicted, 2, depth, bins, ends).fractions[0, :, :, 1] - true_f
+    lines = ["", f"### Predicted minus true spiral fraction per intrinsic leaf, {workflow.observable_columns[0]} bins "
+             "(held-out, argmax; worst bin first)", "",
+             "| leaf | true spiral fraction | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for leaf in range(true_f.shape[0]):
+        cells = [" ".join(f"{v:+.2f}" for v in residual[name][leaf][::1 if ends[0] == "high" else -1]) for name in names]
+        lines.append(f"| {leaf} | {true_f[leaf].mean():.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
