@@ -56,6 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints instead of retraining")
+    parser.add_argument("--timing-repeats", type=int, default=2,
+                        help="one-epoch runs of each method, alternated, for the time-per-epoch criterion")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -91,7 +93,10 @@ def main(argv=None) -> int:
               file=sys.stderr)
 
     main_name = f"debiased_lambda{args.main_lambda:g}"
-    criteria = acceptance(results["biased"], results[main_name])
+    if data is None and args.timing_repeats:
+        data = load_labelled_cutouts(catalog, workflow, args.seed, args.val_fraction)
+    timing = epoch_timing(catalog, workflow, data, args, models_dir) if args.timing_repeats else None
+    criteria = acceptance(results["biased"], results[main_name], timing)
     report = {
         "command": " ".join(["python", "benchmarks/bench_train.py", *(argv if argv is not None else sys.argv[1:])]),
         "survey": str(args.survey), "n_catalog": int(results["biased"]["split"]["n_train"]
@@ -100,6 +105,7 @@ def main(argv=None) -> int:
                     "device": results["biased"]["training"]["device"]},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "criteria": criteria,
+        "timing": timing,
         "models": results,
         "seconds_total": time.perf_counter() - t0,
     }
@@ -114,7 +120,30 @@ def main(argv=None) -> int:
     return 0
 
 
-def acceptance(biased: dict, debiased: dict) -> list[dict]:
+def epoch_timing(catalog, workflow, data, args, models_dir) -> dict:
+    """Seconds per training epoch and per step of both methods, one-epoch runs alternated back to back.
+
+    The epochs of the full runs are timed too, but on a machine shared with other work
+    a single epoch can take ten times longer; alternating short runs gives both methods
+    the same conditions.
+    """
+    runs = {"biased": [], "debiased": []}
+    for _ in range(args.timing_repeats):
+        for method in runs:
+            result = train_model(catalog, workflow, method, models_dir / f"timing_{method}.pt", epochs=1,
+                                 batch_size=args.batch_size, lam=args.main_lambda, seed=args.seed,
+                                 val_fraction=args.val_fraction, width=args.width, data=data, progress=False)
+            runs[method].append((result.history[0]["seconds"], result.meta.metrics["seconds_per_step"],
+                                 result.meta.split["n_train"]))
+    out = {}
+    for method, values in runs.items():
+        out[method] = {"seconds_per_epoch": float(np.median([v[0] for v in values])),
+                       "seconds_per_step": float(np.median([v[1] for v in values])),
+                       "objects_per_epoch": values[0][2], "runs": values}
+    return out
+
+
+def acceptance(biased: dict, debiased: dict, timing: dict | None = None) -> list[dict]:
     """Issue 4's criteria, each with the measured numbers and whether it holds."""
     b, d = biased["evaluation"], debiased["evaluation"]
     labels_excess = b["excess_L_labels"]
@@ -122,9 +151,13 @@ def acceptance(biased: dict, debiased: dict) -> list[dict]:
     frac_diff = max(abs(p - t) for name in d["fraction_by_quartile"]
                     for p, t in zip(d["fraction_by_quartile"][name], true_q[name]))
     both = all(min(d["fraction_by_quartile"][name]) > 0 for name in d["fraction_by_quartile"])
-    # Medians: on a shared machine a single epoch can take ten times longer while others compute.
-    t_b, t_d = (float(np.median([h["seconds"] for h in r["training"]["history"]])) for r in (biased, debiased))
-    s_b, s_d = biased["training"]["seconds_per_step"], debiased["training"]["seconds_per_step"]
+    if timing is not None:
+        t_b, t_d = timing["biased"]["seconds_per_epoch"], timing["debiased"]["seconds_per_epoch"]
+        s_b, s_d = timing["biased"]["seconds_per_step"], timing["debiased"]["seconds_per_step"]
+    else:
+        # Medians: on a shared machine a single epoch can take ten times longer while others compute.
+        t_b, t_d = (float(np.median([h["seconds"] for h in r["training"]["history"]])) for r in (biased, debiased))
+        s_b, s_d = biased["training"]["seconds_per_step"], debiased["training"]["seconds_per_step"]
     rows = [
         ("bias transfer: biased model's excess L >= 0.3 x labels' excess L",
          f"{b['excess_L_model']:.4f} vs 0.3 x {labels_excess:.4f} = {0.3 * labels_excess:.4f}",
@@ -145,7 +178,7 @@ def acceptance(biased: dict, debiased: dict) -> list[dict]:
         ("both classes predicted in every resolution quartile", str(d["fraction_by_quartile"]), both),
         ("predicted class fractions per quartile within 0.05 of the true ones",
          f"largest difference {frac_diff:.4f}", frac_diff <= 0.05),
-        ("time per epoch (median): de-biased <= 1.5 x biased",
+        ("time per epoch: de-biased <= 1.5 x biased",
          f"{t_d:.1f} s vs {t_b:.1f} s (ratio {t_d / t_b:.2f}); per step of equal batch size {s_d * 1e3:.0f} ms vs "
          f"{s_b * 1e3:.0f} ms (ratio {s_d / s_b:.2f})", t_d <= 1.5 * t_b),
     ]
