@@ -373,12 +373,13 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     if len(val_rows) == 0:
         raise ConfigError(f"{catalog_path}: the validation split is empty (val_fraction={val_fraction})")
 
-    reference_bins = [0 if o.best == "low" else bins_obs - 1 for o in workflow.observables]
-    ends = [o.best for o in workflow.observables]
-    leaf, obs_bin = penalty_cells(data.intrinsic.iloc[train_rows], data.observables.iloc[train_rows], ends,
-                                  log2_bins_int, bins_obs)
-    penalty = BiasPenalty(torch.as_tensor(leaf), torch.as_tensor(obs_bin), 2**log2_bins_int, bins_obs, reference_bins,
-                          n_classes, memory=True, device=device)
+    if method == "debiased":
+        ends = [o.best for o in workflow.observables]
+        reference_bins = [0 if end == "low" else bins_obs - 1 for end in ends]
+        leaf, obs_bin = penalty_cells(data.intrinsic.iloc[train_rows], data.observables.iloc[train_rows], ends,
+                                      log2_bins_int, bins_obs)
+        penalty = BiasPenalty(torch.as_tensor(leaf), torch.as_tensor(obs_bin), 2**log2_bins_int, bins_obs,
+                              reference_bins, n_classes, memory=True, device=device)
     steps_per_epoch = max(1, len(train_rows) // batch_size)
 
     n_bands, size = len(workflow.cutouts.bands), workflow.cutouts.size
@@ -452,7 +453,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
 
     best_epoch, guarded = select_epoch(history, first_eligible, accuracy_tolerance)
     if not guarded:
-        log(f"warning: no epoch after the warm-up kept its balanced validation accuracy "
+        # Shown even without progress output: the checkpoint is written, but it is probably not usable.
+        _Log(True)(f"warning: no epoch after the warm-up kept its balanced validation accuracy "
             f"within {accuracy_tolerance:g} of the best ({max(h[GUARD] for h in history):.4f}); keeping epoch "
             f"{best_epoch}, the best of them by that measure. lambda {lam:g} is probably too large (a collapse towards "
             f"one class), or train for more epochs")

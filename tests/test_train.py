@@ -251,7 +251,7 @@ def test_evaluate_reports_bias_and_accuracy_on_held_out_rows(toy_models):
 def test_collapse_guard_flags_a_lambda_that_ruins_the_accuracy(toy_models, tmp_path, capsys):
     root = toy_models[0]
     result = train_model(root / "catalog.fits", root / "workflow.yaml", "debiased", tmp_path / "m.pt", lam=1e3,
-                         epochs=6, warmup_epochs=3, width=8, progress=True)
+                         epochs=6, warmup_epochs=3, width=8, progress=False)
     guard = [h["val_balanced_accuracy"] for h in result.history]
     assert max(guard[:3]) > 0.9  # the warm-up learned the classes ...
     assert max(guard[3:]) < max(guard) - 0.1  # ... which lambda = 1000 then destroyed
