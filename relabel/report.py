@@ -241,6 +241,32 @@ def _plot_status(counts: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def display_image(image: np.ndarray) -> np.ndarray:
+    """One cutout (bands, h, w) as a picture: grey for one band, else a colour composite.
+
+    Two or more bands become a Lupton et al. (2004) arcsinh composite (astropy),
+    the bluest band blue, the reddest red, their mean green, all in units of the
+    reddest band's sky noise so faint structure shows the same in every cutout.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> display_image(rng.normal(size=(2, 8, 8)).astype("f4")).shape
+    (8, 8, 3)
+    >>> display_image(rng.normal(size=(1, 8, 8)).astype("f4")).shape
+    (8, 8)
+    """
+    from astropy.visualization import make_lupton_rgb
+
+    image = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    red, blue = image[-1], image[0]
+    border = np.concatenate([red[:4].ravel(), red[-4:].ravel(), red[:, :4].ravel(), red[:, -4:].ravel()])
+    sigma = max(1.4826 * float(np.median(np.abs(border - np.median(border)))), 1e-12)
+    if image.shape[0] == 1:
+        return np.arcsinh(red / sigma)
+    return make_lupton_rgb(red / sigma, 0.5 * (red + blue) / sigma, blue / sigma, minimum=0.0, stretch=5.0, Q=8.0)
+
+
 def _plot_examples(frame, wf, predicted, path: Path, n: int) -> bool:
     """Cutouts at the worst and the best end of the first observable, titled with their labels."""
     import matplotlib
@@ -261,8 +287,7 @@ def _plot_examples(frame, wf, predicted, path: Path, n: int) -> bool:
         cut = source.read(picks)
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 6.2))
     for ax, (_, row), image, ok in zip(axes.flat, picks.iterrows(), cut.images, cut.usable):
-        ax.imshow(np.arcsinh(image[0] / max(np.std(image[0]), 1e-6)) if ok else np.zeros_like(image[0]),
-                  cmap="gray", origin="lower")
+        ax.imshow(display_image(image) if ok else np.zeros_like(image[0]), cmap="gray", origin="lower")
         title = f"{obs.column}={row[obs.column]:.2f}\norig {row['label_original']}\nnew {row['label']}"
         if "true_label" in row:
             title += f"\ntrue {row['true_label']}"

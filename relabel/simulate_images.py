@@ -47,7 +47,32 @@ ARM_SEGMENTS = 9
 """Elongated Gaussian segments per spiral arm: enough for a continuous-looking
 arm at SDSS resolution; each one costs a k-space evaluation."""
 
-BANDS = ("r",)
+G_ELECTRON_ZERO_POINT = 30.15
+"""The same for SDSS g (aa ~ -24.4, gain ~3.7 e/DN)."""
+
+G_SKY_MAG_ARCSEC2 = 21.9
+"""Dark-sky g-band surface brightness at Apache Point, mag / arcsec^2."""
+
+BANDS = ("g", "r")
+"""Bands along axis 1 of every cube, bluest first, as SDSS orders them."""
+
+STRUCTURE_BLUER_MAG = 0.3
+"""Arms and star-forming knots are this much bluer in g - r than the galaxy as a
+whole; the smooth disk and bulge are redder so the integrated colour stays COLOR_GR.
+Spiral structure is young stars, which is why it stands out in blue images."""
+
+
+def _band_noise(electron_zero_point: float, sky_mag: float) -> tuple[float, float]:
+    electrons_per_nmgy = 10.0 ** (0.4 * (electron_zero_point - NANOMAGGY_ZERO_POINT))
+    sky_electrons = 10.0 ** (0.4 * (electron_zero_point - sky_mag)) * PIXEL_SCALE**2
+    return electrons_per_nmgy, sky_electrons
+
+
+BAND_NOISE = {
+    "g": _band_noise(G_ELECTRON_ZERO_POINT, G_SKY_MAG_ARCSEC2),
+    "r": (ELECTRONS_PER_NMGY, SKY_ELECTRONS),
+}
+"""Per band: photo-electrons per nanomaggy and sky photo-electrons per pixel."""
 
 
 def galaxy_rng(seed: int, index: int) -> np.random.Generator:
@@ -185,12 +210,51 @@ def galaxy_profiles(row, rng: np.random.Generator, size: int):
     return galsim.Sum([disk, bulge]), structure
 
 
+def band_ratios(row) -> tuple[float, float]:
+    """g / r flux ratios of the smooth light and of the arms and knots of one galaxy.
+
+    Parameters
+    ----------
+    row : mapping
+        Truth row with TRUE_CLASS, COLOR_GR and, for spirals, BULGE_FRACTION,
+        ARM_FRACTION and KNOT_FRACTION.
+
+    Returns
+    -------
+    smooth, structure : float
+        Multiply an r-band image of that component to get its g-band image.
+        Their flux-weighted mean is exactly ``10 ** (-0.4 * COLOR_GR)``.
+
+    Examples
+    --------
+    >>> row = {"TRUE_CLASS": "spiral", "COLOR_GR": 0.5, "BULGE_FRACTION": 0.2,
+    ...        "ARM_FRACTION": 0.3, "KNOT_FRACTION": 0.1}
+    >>> smooth, structure = band_ratios(row)
+    >>> share = 0.8 * 0.4
+    >>> round((1 - share) * smooth + share * structure, 6) == round(10 ** (-0.2), 6)
+    True
+    >>> structure > 10 ** (-0.2) > smooth
+    True
+    """
+    total = 10.0 ** (-0.4 * float(row["COLOR_GR"]))
+    if row["TRUE_CLASS"] == "elliptical":
+        return total, total
+    share = (1.0 - float(row["BULGE_FRACTION"])) * (float(row["ARM_FRACTION"]) + float(row["KNOT_FRACTION"]))
+    structure = total * 10.0 ** (0.4 * STRUCTURE_BLUER_MAG)
+    # share < 0.6 and the structure is 1.32x the mean ratio, so the smooth part stays positive.
+    smooth = (total - share * structure) / (1.0 - share)
+    return smooth, structure
+
+
 def draw_cutout(row, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Draw one noisy cutout (nanomaggies, float32, shape ``(size, size)``).
+    """Draw one noisy cutout (nanomaggies, float32, shape ``(len(BANDS), size, size)``).
 
     The profiles are convolved with a Moffat PSF of the galaxy's PSF_FWHM and
-    the pixel, centred on the stamp, and get Gaussian noise of variance
-    sky + source photo-electrons (the Gaussian limit of Poisson noise).
+    the pixel, centred on the stamp; the g image is the r image with each
+    component scaled by its colour (:func:`band_ratios`); the same PSF in both
+    bands (SDSS seeing is ~5 % broader in g, ignored). Each band gets
+    independent Gaussian noise of variance sky + source photo-electrons (the
+    Gaussian limit of Poisson noise).
 
     Parameters
     ----------
@@ -209,13 +273,22 @@ def draw_cutout(row, rng: np.random.Generator, size: int) -> np.ndarray:
     smooth, structure = galaxy_profiles(row, rng, size)
     image = galsim.ImageD(size, size, scale=PIXEL_SCALE)
     galsim.Convolve(smooth, psf).drawImage(image=image)
+    smooth_r = image.array.copy()
+    structure_r = np.zeros_like(smooth_r)
     if structure is not None:
         psf = psf.withGSParams(STRUCTURE_GSPARAMS)
-        galsim.Convolve(structure, psf).drawImage(image=image, add_to_image=True)
-    pixels = image.array
-    variance = SKY_SIGMA_NMGY**2 + np.clip(pixels, 0.0, None) / ELECTRONS_PER_NMGY
-    pixels = pixels + rng.standard_normal(pixels.shape) * np.sqrt(variance)
-    return pixels.astype(np.float32)
+        image.setZero()
+        galsim.Convolve(structure, psf).drawImage(image=image)
+        structure_r = image.array
+    smooth_ratio, structure_ratio = band_ratios(row)
+    noiseless = {"r": smooth_r + structure_r, "g": smooth_ratio * smooth_r + structure_ratio * structure_r}
+    out = np.empty((len(BANDS), size, size), dtype=np.float32)
+    for b, band in enumerate(BANDS):
+        electrons_per_nmgy, sky_electrons = BAND_NOISE[band]
+        pixels = noiseless[band]
+        variance = (sky_electrons + np.clip(pixels, 0.0, None) * electrons_per_nmgy) / electrons_per_nmgy**2
+        out[b] = pixels + rng.standard_normal(pixels.shape) * np.sqrt(variance)
+    return out
 
 
 def _image_header(size: int) -> list[dict]:
@@ -224,7 +297,8 @@ def _image_header(size: int) -> list[dict]:
         {"name": "PIXSCALE", "value": PIXEL_SCALE, "comment": "arcsec / pixel"},
         {"name": "BUNIT", "value": "nanomaggy", "comment": "m = 22.5 - 2.5 log10(flux)"},
         {"name": "MAGZP", "value": NANOMAGGY_ZERO_POINT, "comment": "zero point of the pixel values"},
-        {"name": "SKYSIG", "value": SKY_SIGMA_NMGY, "comment": "sky noise per pixel, nanomaggy"},
+        *({"name": f"SKYSIG_{band.upper()}", "value": float(np.sqrt(BAND_NOISE[band][1]) / BAND_NOISE[band][0]),
+           "comment": f"{band}-band sky noise per pixel, nanomaggy"} for band in BANDS),
         {"name": "PSFMODEL", "value": f"Moffat beta={MOFFAT_BETA:g}", "comment": "FWHM per galaxy in catalog"},
         {"name": "CUTSIZE", "value": int(size), "comment": "cutout side, pixels"},
     ]
@@ -241,6 +315,9 @@ def _write_atomic(path: Path, data: np.ndarray, header: list[dict]) -> None:
 
 def cutout_wcs_header(ra: float, dec: float, size: int) -> list[dict]:
     """TAN WCS keywords of a cutout whose central pixel centre is at (ra, dec).
+
+    WCSAXES = 2: the celestial axes are the image's first two; a band axis
+    (NAXIS3) has no world coordinate.
 
     Parameters
     ----------
@@ -265,7 +342,7 @@ def cutout_wcs_header(ra: float, dec: float, size: int) -> list[dict]:
     wcs.wcs.cunit = ["deg", "deg"]
     records = []
     for card in wcs.to_header().cards:
-        if card.keyword in ("DATEREF", "MJDREF", "WCSAXES") or not card.keyword:
+        if card.keyword in ("DATEREF", "MJDREF") or not card.keyword:
             continue
         records.append({"name": card.keyword, "value": card.value, "comment": card.comment})
     return records
@@ -292,7 +369,7 @@ def draw_task(task: dict) -> int:
     if task["layout"] == "tiles":
         cube = np.empty((len(rows), len(BANDS), size, size), dtype=np.float32)
         for k, row in enumerate(rows):
-            cube[k, 0] = draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size)
+            cube[k] = draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size)
         _write_atomic(Path(task["path"]), cube, header)
     else:
         for row, path in zip(rows, task["paths"]):
@@ -304,7 +381,7 @@ def draw_task(task: dict) -> int:
 
 
 DRAW_COLUMNS = [
-    "INDEX", "OBJID", "RA", "DEC", "PSF_FWHM", "R50_ARCSEC", "TRUE_CLASS", "FLUX_NMGY",
+    "INDEX", "OBJID", "RA", "DEC", "PSF_FWHM", "R50_ARCSEC", "TRUE_CLASS", "FLUX_NMGY", "COLOR_GR",
     "SERSIC_N", "AXIS_RATIO", "POSITION_ANGLE", "BULGE_FRACTION", "BULGE_R50_RATIO",
     "ARM_FRACTION", "KNOT_FRACTION", "N_KNOTS", "N_ARMS", "PITCH_DEG",
 ]

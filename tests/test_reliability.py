@@ -138,19 +138,20 @@ def test_every_cutout_fault_is_a_status_and_counted(small_survey, small_model, t
     folder = tmp_path / "cutouts"
     folder.mkdir()
     for i in range(20):
-        fitsio.write(str(folder / f"{i}.fits"), images[i, 0])
+        fitsio.write(str(folder / f"{i}.fits"), images[i])
+    assert images.shape[1] == 2  # g and r
     from astropy.io import fits
 
     fits.PrimaryHDU().writeto(folder / "3.fits", overwrite=True)                     # zero-size HDU
     (folder / "4.fits").write_bytes((folder / "4.fits").read_bytes()[:4000])       # truncated
     (folder / "5.fits").write_bytes(b"not a FITS file at all")                       # corrupt
-    fitsio.write(str(folder / "6.fits"), images[6].repeat(3, axis=0), clobber=True)  # 3 bands, model has 1
-    fitsio.write(str(folder / "7.fits"), images[7, 0, :32, :32], clobber=True)       # 32x32, model has 64x64
-    nan = images[8, 0].copy(); nan[:] = np.nan
+    fitsio.write(str(folder / "6.fits"), images[6, :1].repeat(3, axis=0), clobber=True)  # 3 bands, model has 2
+    fitsio.write(str(folder / "7.fits"), images[7, :, :32, :32], clobber=True)           # 32x32, model has 64x64
+    nan = images[8].copy(); nan[:] = np.nan
     fitsio.write(str(folder / "8.fits"), nan, clobber=True)                          # all NaN
-    part = images[9, 0].copy(); part[:5] = np.nan
+    part = images[9].copy(); part[:, :5] = np.nan
     fitsio.write(str(folder / "9.fits"), part, clobber=True)                         # 5 of 64 rows NaN: filled
-    most = images[10, 0].copy(); most[:40] = np.nan
+    most = images[10].copy(); most[:, :40] = np.nan
     fitsio.write(str(folder / "10.fits"), most, clobber=True)                        # 62% NaN
     (folder / "11.fits").unlink()                                                    # missing
     table = rows.drop(columns=["TILE", "TILE_INDEX"]).reset_index(drop=True)

@@ -15,7 +15,7 @@ from astropy.wcs import WCS
 
 from relabel.errors import ConfigError, OutputError
 from relabel.simulate import distances, simulate_galaxies, simulate_survey
-from relabel.simulate_images import SKY_SIGMA_NMGY
+from relabel.simulate_images import BAND_NOISE, BANDS
 
 N = 600
 SEED = 11
@@ -109,30 +109,38 @@ def test_tiles_read_back_with_the_right_shape_and_sane_pixels(survey, catalog):
     for name in tiles:
         cube, header = fitsio.read(survey.root / name, header=True)
         assert cube.dtype == np.float32
-        assert cube.shape[1:] == (1, 64, 64)
+        assert cube.shape[1:] == (2, 64, 64)
         assert cube.shape[0] == TILE_SIZE or name == tiles[-1]
-        assert header["BANDS"] == "r" and header["PIXSCALE"] == pytest.approx(0.396)
+        assert header["BANDS"] == "g,r" and header["PIXSCALE"] == pytest.approx(0.396)
         assert "DATE" not in header
         assert np.all(np.isfinite(cube))
         cubes.append(cube)
     cube = np.concatenate(cubes)
-    assert cube.shape == (N, 1, 64, 64)
+    assert cube.shape == (N, 2, 64, 64)
+    assert BANDS == ("g", "r")
     rows = np.array([tiles.index(t.strip()) * TILE_SIZE for t in catalog["TILE"]]) + catalog["TILE_INDEX"]
     assert np.array_equal(rows, np.arange(N))
 
     # Sky-limited corners carry the documented noise; compact galaxies hold
     # their catalog flux (nanomaggies, zero point 22.5) inside the stamp.
-    corners = cube[:, 0, :8, :8].reshape(N, -1)
     compact = catalog["R50_ARCSEC"] < 1.5
-    assert np.median(corners[compact].std(axis=1)) == pytest.approx(SKY_SIGMA_NMGY, rel=0.1)
+    for b, band in enumerate(BANDS):
+        corners = cube[:, b, :8, :8].reshape(N, -1)
+        electrons_per_nmgy, sky_electrons = BAND_NOISE[band]
+        assert np.median(corners[compact].std(axis=1)) == pytest.approx(
+            np.sqrt(sky_electrons) / electrons_per_nmgy, rel=0.1)
+        # The centre is the brightest region: galaxies are drawn on the stamp centre.
+        centre = cube[:, b, 28:36, 28:36].mean(axis=(1, 2))
+        assert np.all(centre > corners.mean(axis=1))
     flux = 10 ** (-0.4 * (catalog["MAG_R"] - 22.5))
     bright = compact & (flux > 30)
     assert bright.sum() > 50
-    ratio = cube[bright, 0].sum(axis=(1, 2)) / flux[bright]
-    assert np.median(ratio) == pytest.approx(1.0, abs=0.03)
-    # The centre is the brightest region: galaxies are drawn on the stamp centre.
-    centre = cube[:, 0, 28:36, 28:36].mean(axis=(1, 2))
-    assert np.all(centre > corners.mean(axis=1))
+    r_flux = cube[bright, 1].sum(axis=(1, 2))
+    assert np.median(r_flux / flux[bright]) == pytest.approx(1.0, abs=0.03)
+    # The g image carries the catalog colour: g - r from the stamp sums.
+    g_minus_r = -2.5 * np.log10(cube[bright, 0].sum(axis=(1, 2)) / r_flux)
+    assert np.median(g_minus_r - catalog["COLOR_GR"][bright]) == pytest.approx(0.0, abs=0.03)
+    assert np.corrcoef(g_minus_r, catalog["COLOR_GR"][bright])[0, 1] > 0.8  # 0.88 measured: stamp noise
 
 
 def _median_leaves(columns: list[np.ndarray]) -> np.ndarray:
@@ -207,13 +215,15 @@ def test_files_layout_writes_one_readable_file_per_galaxy_with_a_wcs(tmp_path):
         path = files.root / row["CUTOUT"].strip()
         assert path.parent == files.cutout_dir and path.name == f"{row['OBJID']}.fits"
         image = fitsio.read(path)
-        assert image.dtype == np.float32 and image.shape == (64, 64)
+        assert image.dtype == np.float32 and image.shape == (2, 64, 64)
         assert np.all(np.isfinite(image))
         # Same per-galaxy random stream as in the tiles layout.
-        assert image.tobytes() == cube[k, 0].tobytes()
+        assert image.tobytes() == cube[k].tobytes()
         header = fits.getheader(path)
-        assert header["OBJID"] == row["OBJID"]
-        wcs = WCS(header)
+        assert header["OBJID"] == row["OBJID"] and header["BANDS"] == "g,r"
+        # The celestial WCS covers the two image axes; the third is the band.
+        assert header["WCSAXES"] == 2
+        wcs = WCS(header).celestial
         assert wcs.wcs.ctype[0] == "RA---TAN" and wcs.wcs.ctype[1] == "DEC--TAN"
         ra, dec = wcs.pixel_to_world_values(31.5, 31.5)  # 0-based centre of a 64-pixel stamp
         assert ra == pytest.approx(row["RA"], abs=1e-9) and dec == pytest.approx(row["DEC"], abs=1e-9)
@@ -241,7 +251,7 @@ def test_workflow_file_follows_the_conventions(survey):
     cutouts = workflow["cutouts"]
     assert cutouts["layout"] == "tiles" and cutouts["root"] == "."
     assert (cutouts["tile_column"], cutouts["index_column"]) == ("TILE", "TILE_INDEX")
-    assert (cutouts["size"], cutouts["bands"], cutouts["pixel_scale"]) == (64, ["r"], 0.396)
+    assert (cutouts["size"], cutouts["bands"], cutouts["pixel_scale"]) == (64, ["g", "r"], 0.396)
 
     from relabel.config import load_workflow
 
@@ -263,7 +273,7 @@ def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     paths = simulate_survey(out, 5, size=48, workers=1, progress=False, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in paths.cutout_dir.iterdir()) == ["tile_00000.fits"]
-    assert fitsio.read(paths.cutout_dir / "tile_00000.fits").shape == (5, 1, 48, 48)
+    assert fitsio.read(paths.cutout_dir / "tile_00000.fits").shape == (5, 2, 48, 48)
 
     with pytest.raises(OutputError, match="busy"):
         simulate_survey(out, 5, workers=1, progress=False)
