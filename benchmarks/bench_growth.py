@@ -25,20 +25,6 @@ import numpy as np
 import survey_data as sd
 
 
-def grown_catalog(paths, rows: int) -> Path:
-    import fitsio
-
-    out = paths.root / f"catalog-{rows}.fits"
-    if out.exists():
-        return out
-    base = fitsio.read(str(paths.catalog), ext=1)
-    reps = -(-rows // len(base))
-    grown = np.concatenate([base] * reps)[:rows]
-    grown["OBJID"] = np.arange(rows, dtype=np.int64) + 1
-    fitsio.write(str(out), grown, extname="CATALOG", clobber=True)
-    return out
-
-
 def one_size(rows: int, width: int, batch_size: int, workers: int) -> dict:
     import resource
 
@@ -49,7 +35,7 @@ def one_size(rows: int, width: int, batch_size: int, workers: int) -> dict:
 
     paths = sd.survey(20_000)
     model = sd.checkpoint(paths, width)
-    catalog = grown_catalog(paths, rows)
+    catalog = sd.grown_catalog(paths.catalog, rows)
     out = sd.DATA / "runs" / f"growth-{rows}"
     with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                       silence_logs=50, env={"RELABEL_WORKER_CORES": "1"}) as cluster, Client(cluster) as client:

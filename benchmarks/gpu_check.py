@@ -11,7 +11,9 @@ On a CUDA machine, in under 5 minutes on one H200:
       (LocalCluster, GPU=1 resource) on the survey;
   (c) one table, also written as JSON.
 The survey must be made beforehand (it travels with the code; keep it under 50 MB):
-    python benchmarks/gpu_check.py --prepare     # 2000 galaxies, ~33 MB, under benchmarks/data/gpu-survey
+    python benchmarks/gpu_check.py --prepare     # 1200 galaxies (g, r), ~40 MB, under benchmarks/data/gpu-survey
+The pipeline rate is measured on a catalog repeating those rows (``--pipeline-rows``,
+made at check time; the page cache then serves the tiles, as in bench_growth.py).
 Without CUDA it says so and runs (a) on the CPU against itself, to check the script.
 """
 
@@ -32,7 +34,8 @@ SURVEY = sd.DATA / "gpu-survey"
 def prepare() -> None:
     from relabel.simulate import simulate_survey
 
-    paths = simulate_survey(SURVEY, n=2000, seed=3, overwrite=True)
+    # Two bands of 64x64 float32 are 32 kB a galaxy: 1200 keep the carried folder under 50 MB.
+    paths = simulate_survey(SURVEY, n=1200, seed=3, overwrite=True)
     sd.checkpoint(paths, 16)
     size = sum(p.stat().st_size for p in SURVEY.rglob("*") if p.is_file()) / 1e6
     print(f"prepared {SURVEY} ({size:.1f} MB)")
@@ -101,11 +104,12 @@ def forward_rates(model_path: Path, images: np.ndarray, batch_sizes, seconds: fl
     return out
 
 
-def pipeline_rate(survey: Path, model_path: Path, out: Path, batch_size: int) -> dict:
+def pipeline_rate(survey: Path, model_path: Path, out: Path, batch_size: int, rows: int) -> dict:
     from relabel.clusters import ClusterOptions
     from relabel.pipeline import run_catalog
 
-    result = run_catalog(survey / "catalog.fits", model_path, out, workflow=survey / "workflow.yaml",
+    catalog = sd.grown_catalog(survey / "catalog.fits", rows)
+    result = run_catalog(catalog, model_path, out, workflow=survey / "workflow.yaml",
                          batch_size=batch_size, overwrite=True, progress=False, bias=False, echo=lambda s: None,
                          cluster=ClusterOptions(kind="local", workers=1, dashboard_address="127.0.0.1:0"))
     s = result.summary
@@ -119,6 +123,7 @@ def main() -> None:
     parser.add_argument("--survey", type=Path, default=SURVEY)
     parser.add_argument("--model", type=Path, help="checkpoint (default: an untrained one made by --prepare)")
     parser.add_argument("--out", type=Path, default=sd.RESULTS)
+    parser.add_argument("--pipeline-rows", type=int, default=200_000)
     args = parser.parse_args()
     if args.prepare:
         prepare()
@@ -132,7 +137,8 @@ def main() -> None:
     res["agreement"] = agreement(model, images, device)
     if device == "cuda":
         res["forward"] = forward_rates(model, images, [256, 1024, 4096, 16384])
-        res["pipeline"] = pipeline_rate(args.survey, model, sd.DATA / "runs" / "gpu", batch_size=1024)
+        res["pipeline"] = pipeline_rate(args.survey, model, sd.DATA / "runs" / "gpu", batch_size=1024,
+                                        rows=args.pipeline_rows)
     print(f"\n{res['device']}; {res['machine']}")
     for row in res["agreement"]:
         print(f"  {row['precision']:>10} vs CPU fp32: max |dp| {row['max_abs_diff']:.2e}, labels agree "

@@ -20,16 +20,36 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def survey(n: int = 20_000, seed: int = 0, layout: str = "tiles"):
     """The simulated survey of ``n`` galaxies (simulated on first use, a few minutes on 2 cores)."""
+    import yaml
+
     from relabel.simulate import simulate_survey, SurveyPaths
+    from relabel.simulate_images import BANDS
 
     root = DATA / f"survey-{n}-{seed}-{layout}"
-    if (root / "workflow.yaml").exists():
+    # A survey cached by an older simulator (other bands) is made again.
+    cached = root / "workflow.yaml"
+    if cached.exists() and yaml.safe_load(cached.read_text())["cutouts"]["bands"] == list(BANDS):
         cutouts = root / ("tiles" if layout == "tiles" else "cutouts")
         return SurveyPaths(root, root / "catalog.fits", root / "truth.parquet", root / "workflow.yaml", cutouts, layout)
     t0 = time.perf_counter()
     paths = simulate_survey(root, n=n, seed=seed, layout=layout, overwrite=True)
     print(f"simulated {n} galaxies ({layout}) in {time.perf_counter() - t0:.0f} s")
     return paths
+
+
+def grown_catalog(catalog: Path, rows: int) -> Path:
+    """A FITS catalog repeated to ``rows`` rows beside it (OBJID renumbered, cutout columns kept)."""
+    import fitsio
+
+    out = catalog.with_name(f"catalog-{rows}.fits")
+    if out.exists():
+        return out
+    base = fitsio.read(str(catalog), ext=1)
+    reps = -(-rows // len(base))
+    grown = np.concatenate([base] * reps)[:rows]
+    grown["OBJID"] = np.arange(rows, dtype=np.int64) + 1
+    fitsio.write(str(out), grown, extname="CATALOG", clobber=True)
+    return out
 
 
 def checkpoint(survey_paths, width: int = 16, seed: int = 0) -> Path:

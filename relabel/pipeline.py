@@ -65,6 +65,10 @@ def run_catalog(
     cat = open_catalog(catalog, wf.catalog.hdu if catalog.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
+    if meta.metrics.get("collapse_guard_passed") is False:
+        # Not an error: the user may want exactly this model, but they should know.
+        echo(f"warning: {model} failed its collapse guard in training (no epoch after the warm-up kept its "
+             f"balanced accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
     shard_size = shard_size or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)

@@ -175,6 +175,18 @@ def test_checkpoint_for_another_cutout_size_is_refused(tiny_run):
         _run(root, model, root / "out")
 
 
+def test_a_collapsed_model_runs_with_a_warning(tiny_run):
+    root, _, _, _ = tiny_run
+    said = []
+    collapsed = write_untrained_checkpoint(root / "collapsed.pt", metrics={"collapse_guard_passed": False})
+    _run(root, collapsed, root / "out", echo=said.append)
+    assert any(line.startswith("warning: ") and "collapse guard" in line for line in said)
+    said.clear()
+    healthy = write_untrained_checkpoint(root / "healthy.pt", metrics={"collapse_guard_passed": True})
+    _run(root, healthy, root / "out2", echo=said.append)
+    assert not any("collapse guard" in line for line in said)
+
+
 def test_cli_run_and_error_message(tiny_run, capsys):
     root, _, _, model = tiny_run
     args = ["run", str(root / "catalog.fits"), "--model", str(model), "--out", str(root / "out"),
