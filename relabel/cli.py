@@ -283,7 +283,7 @@ def _report(args) -> int:
 def _add_demo(sub) -> None:
     p = _command(sub, "demo", "simulate, train, run and report, small, on a LocalCluster", _demo)
     p.add_argument("dir", type=Path, nargs="?", default=Path("relabel-demo"), metavar="DIR")
-    p.add_argument("--n", type=int, default=None, help="galaxies to simulate (default 6000)")
+    p.add_argument("--n", type=int, default=None, help="galaxies to simulate (default 10000)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per model")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster workers")
     p.add_argument("--dashboard-address", default="127.0.0.1:8787")

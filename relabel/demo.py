@@ -13,7 +13,7 @@ from pathlib import Path
 from .clusters import ClusterOptions
 from .errors import OutputError
 
-DEMO_N = 6000
+DEMO_N = 10_000
 DEMO_EPOCHS = 12
 DEMO_WIDTH = 16
 #: Below this many galaxies the held-out quarter fills 2^4 x 5 bins too thinly for L: use 2^2 x 4.
