@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import survey_data as sd
 
 
@@ -66,7 +64,7 @@ def main() -> None:
     sd.checkpoint(sd.survey(20_000), args.width)
     results = []
     for rows in args.sizes:
-        grown_catalog(sd.survey(20_000), rows)
+        sd.grown_catalog(sd.survey(20_000).catalog, rows)
         proc = subprocess.run([sys.executable, __file__, "--one-size", str(rows), "--width", str(args.width),
                                "--batch-size", str(args.batch_size), "--workers", str(args.workers)],
                               capture_output=True, text=True, check=True, cwd=Path(__file__).parent)

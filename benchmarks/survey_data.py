@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -26,11 +27,14 @@ def survey(n: int = 20_000, seed: int = 0, layout: str = "tiles"):
     from relabel.simulate_images import BANDS
 
     root = DATA / f"survey-{n}-{seed}-{layout}"
-    # A survey cached by an older simulator (other bands) is made again.
     cached = root / "workflow.yaml"
     if cached.exists() and yaml.safe_load(cached.read_text())["cutouts"]["bands"] == list(BANDS):
         cutouts = root / ("tiles" if layout == "tiles" else "cutouts")
         return SurveyPaths(root, root / "catalog.fits", root / "truth.parquet", root / "workflow.yaml", cutouts, layout)
+    # Made by an older simulator (other bands): everything derived from it goes too
+    # (checkpoints, per-object files, grown catalogs).
+    if root.exists():
+        shutil.rmtree(root)
     t0 = time.perf_counter()
     paths = simulate_survey(root, n=n, seed=seed, layout=layout, overwrite=True)
     print(f"simulated {n} galaxies ({layout}) in {time.perf_counter() - t0:.0f} s")
@@ -60,21 +64,22 @@ def checkpoint(survey_paths, width: int = 16, seed: int = 0) -> Path:
     from relabel.catalog import open_catalog
     from relabel.config import load_workflow
     from relabel.cutouts import open_cutout_source
-    from relabel.model import CheckpointMeta, MorphologyCNN, estimate_normalisation, save_checkpoint
+    from relabel.model import CheckpointMeta, MorphologyCNN, estimate_normalisation, read_checkpoint, save_checkpoint
 
     path = survey_paths.root / f"untrained-w{width}.pt"
-    if path.exists():
-        return path
     wf = load_workflow(survey_paths.workflow)
+    if path.exists() and read_checkpoint(path)[1].bands == list(wf.cutouts.bands):
+        return path
     cat = open_catalog(survey_paths.catalog)
     with open_cutout_source(wf) as source:
         images = source.read(cat.read(list(wf.cutouts.columns), 0, min(cat.nrows, 1000))).images
     torch.manual_seed(seed)
-    arch = {"name": "MorphologyCNN", "n_bands": 1, "n_classes": 2, "width": width}
+    n_bands = len(wf.cutouts.bands)
+    arch = {"name": "MorphologyCNN", "n_bands": n_bands, "n_classes": 2, "width": width}
     meta = CheckpointMeta(classes=["elliptical", "spiral"], bands=list(wf.cutouts.bands), size=wf.cutouts.size,
                           normalisation=estimate_normalisation(images), architecture=arch,
                           workflow=yaml.safe_load(survey_paths.workflow.read_text()))
-    save_checkpoint(MorphologyCNN(1, 2, width=width), meta, path)
+    save_checkpoint(MorphologyCNN(n_bands, 2, width=width), meta, path)
     return path
 
 

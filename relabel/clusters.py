@@ -57,7 +57,7 @@ def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
     worker_cores = max(1, cores // workers)
     env = {"RELABEL_WORKER_CORES": str(worker_cores)}
     if n_gpus > 1:
-        env["RELABEL_GPUS_PER_JOB"] = str(n_gpus)  # worker i takes GPU i (relabel.infer.choose_device)
+        env["RELABEL_GPUS_PER_JOB"] = str(n_gpus)  # worker i takes GPU i (relabel.model.choose_device)
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,

@@ -25,8 +25,8 @@ from .cutouts import open_cutout_source
 from .errors import CatalogError, ConfigError
 from .infer import predict_rows
 from .labels import NO_CLASS, table_labels
-from .model import load_checkpoint
-from .train import read_table, resolve_device, validation_mask
+from .model import choose_device, load_checkpoint
+from .train import read_table, validation_mask
 
 TRUTH_CLASS_COLUMN = "TRUE_CLASS"
 
@@ -76,7 +76,7 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
         Too few objects for the bins.
     """
     catalog_path = Path(catalog_path)
-    model, meta = load_checkpoint(model_path, resolve_device(device))
+    model, meta = load_checkpoint(model_path, choose_device(device))
     if workflow is None:
         if not meta.workflow:
             raise ConfigError(f"checkpoint {model_path} records no workflow mapping: give the workflow")

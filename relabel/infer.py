@@ -22,34 +22,11 @@ import torch
 from . import status as st
 from .cutouts import CutoutSource
 from .errors import CheckpointError
-from .model import CheckpointMeta, autocast_for, load_checkpoint, normalise
+from .model import CheckpointMeta, autocast_for, choose_device, load_checkpoint, normalise
 
 _MODELS: dict[tuple[str, str], tuple[torch.nn.Module, CheckpointMeta]] = {}
 _LOCK = threading.Lock()
 _THREADS_SET = False
-
-
-def choose_device(requested: str | None = None) -> torch.device:
-    """``requested`` if given, else CUDA when this process sees a GPU, else the CPU.
-
-    With several GPUs and one worker process per GPU (a SLURM job, or a LocalCluster on a
-    multi-GPU machine), worker ``name-i`` (or ``i``) takes GPU ``i``: the processes start
-    with the same environment, so CUDA_VISIBLE_DEVICES cannot tell them apart.
-    """
-    if requested:
-        return torch.device(requested)
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    per_job = int(os.environ.get("RELABEL_GPUS_PER_JOB", "1") or 1)
-    if per_job > 1:
-        try:
-            from distributed import get_worker
-
-            index = int(str(get_worker().name).rsplit("-", 1)[-1])
-            return torch.device(f"cuda:{index % torch.cuda.device_count()}")
-        except (ImportError, ValueError):
-            pass
-    return torch.device("cuda")
 
 
 def cached_model(path: str | Path, expected_hash: str | None = None, device: str | None = None):

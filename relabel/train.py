@@ -43,6 +43,7 @@ from .model import (
     CheckpointMeta,
     MorphologyCNN,
     autocast_for,
+    choose_device,
     dihedral_augment,
     estimate_normalisation,
     normalise,
@@ -276,16 +277,6 @@ def _columns(values) -> pd.DataFrame:
 # --------------------------------------------------------------------------- training
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None: the GPU when one is present, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
-    return device
-
-
 def train_model(catalog_path, workflow, method: str, out, epochs: int | None = None, batch_size: int | None = None,
                 lam: float | None = None, seed: int | None = None, val_fraction: float | None = None,
                 device: str | torch.device | None = "auto", progress: bool = True, *,
@@ -353,7 +344,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         raise ConfigError(f"need epochs >= 1 and batch_size >= 2, got {epochs} and {batch_size}")
     if lam < 0:
         raise ConfigError(f"lambda must be >= 0, got {lam}")
-    device = resolve_device(device)
+    device = choose_device(device)
     log = _Log(progress)
 
     torch.manual_seed(seed)

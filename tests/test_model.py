@@ -148,3 +148,13 @@ def test_dihedral_augment_only_turns_and_flips():
         assert matches
         symmetries.add(matches[0])
     assert len(symmetries) == 8
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gives")
+def test_device_choice_without_cuda():
+    from relabel.errors import ConfigError
+    from relabel.model import choose_device
+
+    assert choose_device("auto") == torch.device("cpu") == choose_device(None)
+    with pytest.raises(ConfigError, match="device cuda was asked for but torch sees no CUDA device"):
+        choose_device("cuda")
