@@ -78,7 +78,10 @@ def _start_cli_run(survey, model, out, extra=()):
     args = [sys.executable, "-m", "relabel.cli", "run", str(survey.catalog), "--model", str(model), "--out", str(out),
             "--config", str(survey.workflow), "--shard-size", "10", "--workers", "1",
             "--dashboard-address", "127.0.0.1:0", "--no-bias", "--no-progress", *extra]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A test run started in the background (`cmd &`, nohup) inherits SIGINT ignored, and so would
+    # this child: give it the disposition of a foreground command, where Ctrl-C interrupts.
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_files(out, n, proc, timeout=120):
