@@ -137,3 +137,42 @@ def test_lifetime_leaves_a_margin_before_the_walltime():
     assert lifetime_for("00:30:00") == ("1530s", "90s")
     life, stagger = lifetime_for("1-00:00:00")
     assert int(life[:-1]) + int(stagger[:-1]) + 600 == 86400
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_a_job_whose_worker_retires_is_replaced_and_the_run_uses_the_new_one(tiny_run, tmp_path):
+    """Workers retire before the walltime (--lifetime); the pool submits a new job and work goes on there."""
+    import os
+    import time
+
+    from relabel.clusters import start_cluster
+    from relabel.slurm import merged_settings
+
+    root, data, images, model = tiny_run
+    settings = merged_settings({**SLURM_TEST, "jobs": 1, "lifetime": "10s", "lifetime_stagger": "0s", "tls": False}, {})
+    opts = ClusterOptions(kind="slurm", dashboard_address="127.0.0.1:0",
+                          extra={"out_dir": str(tmp_path / "pool"), "settings": settings})
+
+    def job_ids(client) -> set:
+        try:
+            return set(client.run(os.getenv, "SLURM_JOB_ID").values())
+        except Exception:  # a worker closing while asked: ask again
+            return set()
+
+    with start_cluster(opts) as handle:
+        first = job_ids(handle.client)
+        assert len(first) == 1 and None not in first
+        deadline = time.monotonic() + 150
+        later = set()
+        while time.monotonic() < deadline and not (later and not later & first):
+            time.sleep(1)
+            later = job_ids(handle.client)
+        assert later and not later & first, f"no new job replaced job {first} within 150 s"
+        result = run_catalog(root / "catalog.fits", model, root / "out", workflow=root / "workflow.yaml",
+                             cluster=ClusterOptions(scheduler=handle.client.scheduler.address), shard_size=8,
+                             bias=False, progress=False, echo=lambda line: None)
+    df = pd.read_parquet(root / "out")
+    assert sorted(df["row"]) == list(range(40))
+    ran_in = {r["slurm_job_id"] for r in result.shard_results}
+    assert None not in ran_in and not ran_in & first, "the retired job ran nothing after it retired"
