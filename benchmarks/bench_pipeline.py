@@ -5,7 +5,8 @@
 Measured side by side in one run on the same simulated survey:
   limit      the bare forward pass on in-memory tensors, same batch size: one process
              with all cores, and one single-threaded process per core at once
-  tiles      `relabel run` (LocalCluster, one worker per core) on the tile layout
+  tiles      `relabel run` (LocalCluster, one worker per core) on the tile layout, the
+             workers warmed first (imports, model, one batch; that time is reported)
   files      `relabel run` on one FITS file per galaxy
   baseline   the way a user would do it by hand: a torch DataLoader over the per-galaxy
              files read with astropy, predictions kept in memory, one Parquet at the end
