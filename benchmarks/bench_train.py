@@ -149,6 +149,11 @@ def epoch_timing(catalog, workflow, data, args, models_dir) -> dict:
     return out
 
 
+def median_epoch_seconds(training: dict) -> float:
+    """Median over a run's epochs: on a shared machine one epoch can take ten times longer while others compute."""
+    return float(np.median([h["seconds"] for h in training["history"]]))
+
+
 def acceptance(biased: dict, debiased: dict, timing: dict | None = None) -> list[dict]:
     """Issue 4's criteria, each with the measured numbers and whether it holds."""
     b, d = biased["evaluation"], debiased["evaluation"]
@@ -161,8 +166,7 @@ def acceptance(biased: dict, debiased: dict, timing: dict | None = None) -> list
         t_b, t_d = timing["biased"]["seconds_per_epoch"], timing["debiased"]["seconds_per_epoch"]
         s_b, s_d = timing["biased"]["seconds_per_step"], timing["debiased"]["seconds_per_step"]
     else:
-        # Medians: on a shared machine a single epoch can take ten times longer while others compute.
-        t_b, t_d = (float(np.median([h["seconds"] for h in r["training"]["history"]])) for r in (biased, debiased))
+        t_b, t_d = median_epoch_seconds(biased["training"]), median_epoch_seconds(debiased["training"])
         s_b, s_d = biased["training"]["seconds_per_step"], debiased["training"]["seconds_per_step"]
     rows = [
         ("bias transfer: biased model's excess L >= 0.3 x labels' excess L",
@@ -224,7 +228,7 @@ def tables(results: dict, criteria: list[dict], main_name: str) -> str:
         lines.append(f"| {name} | {r['lambda']:g} | {e['accuracy_truth']:.4f} | "
                      + " | ".join(f"{v:.4f}" for v in e["accuracy_truth_by_quartile"])
                      + f" | {e['accuracy_labels']:.4f} | {t['best_epoch']} | "
-                     f"{np.median([h['seconds'] for h in t['history']]):.1f} |")
+                     f"{median_epoch_seconds(t):.1f} |")
     lines += ["", "### Spiral fraction per RESOLUTION quartile (lowest first)", "",
               "| label set | Q1 | Q2 | Q3 | Q4 |", "|---|---|---|---|---|"]
     lines.append("| true classes | " + " | ".join(f"{v:.4f}" for v in first["true_fraction_by_quartile"]["spiral"]) + " |")

@@ -114,7 +114,7 @@ class TileSource(CutoutSource):
         try:
             lo, hi = int(indices.min()), int(indices.max()) + 1
             # One contiguous section read beats many small ones when the rows are dense in the tile.
-            if hi - lo == len(indices) and (np.diff(indices) == 1).all():
+            if _consecutive(indices):
                 block = _read_section(hdu, lo, hi)  # the usual shard: consecutive cutouts, no gather
             elif hi - lo <= 4 * len(indices):
                 block = _read_section(hdu, lo, hi)[indices - lo]
@@ -208,6 +208,11 @@ def _first_image(fits):
     return None
 
 
+def _consecutive(index: np.ndarray) -> bool:
+    """True for a non-empty run n, n+1, ...: a slice can stand in for a gather."""
+    return len(index) > 0 and bool((np.diff(index) == 1).all())
+
+
 def _read_section(hdu, lo: int, hi: int) -> np.ndarray:
     ndim = len(hdu.get_dims())
     return hdu[(slice(lo, hi),) + (slice(None),) * (ndim - 1)]
@@ -217,9 +222,8 @@ def _store(block: np.ndarray, where: np.ndarray, out: Cutouts) -> None:
     """Copy good images into ``out``; NaN/inf pixels decide the row's status."""
     if block.dtype == np.float32 or block.dtype == np.dtype(">f4"):
         # Byte order is fixed during the one copy into place; then one pass checks for NaN.
-        contiguous = len(where) and where[-1] - where[0] + 1 == len(where) and (np.diff(where) == 1).all()
-        target = out.images[where[0]:where[-1] + 1] if contiguous else None
-        if target is not None:
+        if _consecutive(where):
+            target = out.images[where[0]:where[-1] + 1]
             target[...] = block
             if np.isfinite(target).all():
                 return

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import pickle
 import warnings
 import zipfile
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 CHECKPOINT_FORMAT = "relabel-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -349,10 +350,6 @@ def choose_device(requested: str | torch.device | None = None) -> torch.device:
     >>> choose_device("cpu")
     device(type='cpu')
     """
-    import os
-
-    from .errors import ConfigError
-
     if requested not in (None, "auto"):
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():

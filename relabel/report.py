@@ -258,10 +258,12 @@ def display_image(image: np.ndarray) -> np.ndarray:
     """
     from astropy.visualization import make_lupton_rgb
 
+    from .model import estimate_normalisation
+
+    # The sky noise of the reddest band, measured as training measures it (border frame, MAD).
+    sigma = max(estimate_normalisation(np.asarray(image)[None])["scale"][-1], 1e-12)
     image = np.nan_to_num(np.asarray(image, dtype=np.float64))
     red, blue = image[-1], image[0]
-    border = np.concatenate([red[:4].ravel(), red[-4:].ravel(), red[:, :4].ravel(), red[:, -4:].ravel()])
-    sigma = max(1.4826 * float(np.median(np.abs(border - np.median(border)))), 1e-12)
     if image.shape[0] == 1:
         return np.arcsinh(red / sigma)
     return make_lupton_rgb(red / sigma, 0.5 * (red + blue) / sigma, blue / sigma, minimum=0.0, stretch=5.0, Q=8.0)

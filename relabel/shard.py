@@ -85,7 +85,6 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     Per-row faults become statuses; only a fault of the whole run (e.g. the checkpoint
     changed under it) raises.
     """
-    started = time.time()
     t_start = time.perf_counter()
     configure_torch_threads()
     workflow = ctx.workflow
@@ -116,8 +115,6 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
         "seconds": {"read_rows": t_rows - t_start, **pred.timings,
                     "other": (t_pred - t_rows) - sum(pred.timings.values()), "write": t_end - t_pred,
                     "total": t_end - t_start},
-        "started": started,
-        "finished": time.time(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
