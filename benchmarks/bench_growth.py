@@ -28,8 +28,8 @@ def one_size(rows: int, width: int, batch_size: int, workers: int) -> dict:
 
     from distributed import Client, LocalCluster
 
-    from relabel.clusters import ClusterOptions
-    from relabel.pipeline import run_catalog
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
 
     paths = sd.survey(20_000)
     model = sd.checkpoint(paths, width)

@@ -62,8 +62,8 @@ def per_object_files(paths) -> tuple[Path, Path]:
 def relabel_rate(catalog, workflow, model, out, batch_size, workers) -> dict:
     from distributed import Client, LocalCluster
 
-    from relabel.clusters import ClusterOptions
-    from relabel.pipeline import run_catalog
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
 
     # The cluster is started and its workers warmed outside the timed run (imports, model
     # load, the first batch's oneDNN set-up: what the forward limit also gets before its
@@ -91,7 +91,7 @@ def relabel_rate(catalog, workflow, model, out, batch_size, workers) -> dict:
 def _warm_worker(model: str, batch_size: int) -> None:
     import torch
 
-    from relabel.infer import cached_model, configure_torch_threads
+    from relabel.run.inference import cached_model, configure_torch_threads
 
     configure_torch_threads()
     net, meta = cached_model(model)

@@ -247,7 +247,7 @@ def leaf_residuals(catalog, truth, workflow, models_dir, names, seed, val_fracti
 
     from relabel.bias import bin_fractions
     from relabel.cutouts import open_cutout_source
-    from relabel.infer import predict_rows
+    from relabel.run.inference import predict_rows
     from relabel.model import load_checkpoint
     from relabel.train import read_table, validation_mask
 

@@ -105,8 +105,8 @@ def forward_rates(model_path: Path, images: np.ndarray, batch_sizes, seconds: fl
 
 
 def pipeline_rate(survey: Path, model_path: Path, out: Path, batch_size: int, rows: int) -> dict:
-    from relabel.clusters import ClusterOptions
-    from relabel.pipeline import run_catalog
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
 
     catalog = sd.grown_catalog(survey / "catalog.fits", rows)
     result = run_catalog(catalog, model_path, out, workflow=survey / "workflow.yaml",

@@ -24,7 +24,7 @@ def survey(n: int = 20_000, seed: int = 0, layout: str = "tiles"):
     import yaml
 
     from relabel.simulate import simulate_survey, SurveyPaths
-    from relabel.simulate_images import BANDS
+    from relabel.simulate.drawing import BANDS
 
     root = DATA / f"survey-{n}-{seed}-{layout}"
     cached = root / "workflow.yaml"

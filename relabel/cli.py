@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import RelabelError
+from relabel import __version__
+from relabel.errors import RelabelError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +87,7 @@ def _add_simulate(sub) -> None:
 
 
 def _simulate(args) -> int:
-    from .simulate import simulate_survey
+    from relabel.simulate.survey import simulate_survey
 
     paths = simulate_survey(args.out_dir, n=args.n, seed=args.seed, layout=args.layout, size=args.size,
                             tile_size=args.tile_size, workers=args.workers, overwrite=args.overwrite)
@@ -125,7 +125,7 @@ BIAS_OPTIONS = ("labels", "thresholds", "classes", "label_column", "intrinsic", 
 
 
 def _bias(args) -> int:
-    from .bias_table import bias_of_table, format_result
+    from relabel.bias.table import bias_of_table, format_result
 
     overrides = {k: getattr(args, k) for k in BIAS_OPTIONS}
     result = bias_of_table(args.table, args.config, overrides)
@@ -158,7 +158,7 @@ def _add_train(sub) -> None:
 
 
 def _train(args) -> int:
-    from .train import train_model
+    from relabel.train.loop import train_model
 
     result = train_model(args.catalog, args.config, args.method, args.out, epochs=args.epochs,
                          batch_size=args.batch_size, lam=args.lam, seed=args.seed, val_fraction=args.val_fraction,
@@ -181,7 +181,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import evaluate_model, format_evaluation
+    from relabel.evaluate import evaluate_model, format_evaluation
 
     result = evaluate_model(args.catalog, args.model, truth=args.truth, all_rows=args.all_rows,
                             workflow=args.config, device=args.device)
@@ -242,8 +242,8 @@ SLURM_OPTIONS = ("jobs", "min_jobs", "max_jobs", "queue", "account", "walltime",
 
 
 def _run(args) -> int:
-    from .clusters import ClusterOptions
-    from .pipeline import run_catalog, slurm_dry_run
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog, slurm_dry_run
 
     slurm = {k: getattr(args, k) for k in SLURM_OPTIONS}
     opts = ClusterOptions(kind=args.cluster, scheduler=args.scheduler, workers=args.workers,
@@ -270,7 +270,7 @@ def _add_report(sub) -> None:
 
 
 def _report(args) -> int:
-    from .report import make_report
+    from relabel.report.page import make_report
 
     numbers = make_report(args.out_dir, truth=args.truth, report_dir=args.out, truth_column=args.truth_column)
     if args.json:
@@ -291,7 +291,7 @@ def _add_demo(sub) -> None:
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    from relabel.demo import run_demo
 
     run_demo(args.dir, n=args.n, epochs=args.epochs, workers=args.workers,
              dashboard_address=args.dashboard_address, overwrite=args.overwrite)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from relabel.errors import ConfigError
 
 BEST_ENDS = ("low", "high")
 LAYOUTS = ("tiles", "files")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .clusters import ClusterOptions
-from .errors import OutputError
+from relabel.run.clusters import ClusterOptions
+from relabel.errors import OutputError
 
 DEMO_N = 10_000
 DEMO_EPOCHS = 12
@@ -24,11 +24,11 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
              workers: int = 2, dashboard_address: str = "127.0.0.1:8787", overwrite: bool = False,
              width: int = DEMO_WIDTH, progress: bool = True, echo=print) -> dict:
     """Run the demo in ``directory``; return the headline numbers (also printed)."""
-    from .evaluate import evaluate_model
-    from .pipeline import run_catalog
-    from .report import make_report
-    from .simulate import simulate_survey
-    from .train import train_model
+    from relabel.evaluate import evaluate_model
+    from relabel.run.pipeline import run_catalog
+    from relabel.report.page import make_report
+    from relabel.simulate.survey import simulate_survey
+    from relabel.train.loop import train_model
 
     root = Path(directory)
     if root.exists() and any(root.iterdir()) and not overwrite:

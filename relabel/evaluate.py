@@ -18,15 +18,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import status as st
-from .bias import bias_with_errors
-from .config import Workflow, load_workflow
-from .cutouts import open_cutout_source
-from .errors import CatalogError, ConfigError
-from .infer import predict_rows
-from .labels import NO_CLASS, table_labels
-from .model import choose_device, load_checkpoint
-from .train import read_table, validation_mask
+from relabel import status as st
+from relabel.bias.metric import bias_with_errors
+from relabel.config import Workflow, load_workflow
+from relabel.cutouts.sources import open_cutout_source
+from relabel.errors import CatalogError, ConfigError
+from relabel.run.inference import predict_rows
+from relabel.catalog.labels import NO_CLASS, table_labels
+from relabel.model.device import choose_device
+from relabel.model.checkpoint import load_checkpoint
+from relabel.train.data import read_table
+from relabel.train.split import validation_mask
 
 TRUTH_CLASS_COLUMN = "TRUE_CLASS"
 

@@ -26,6 +26,18 @@ WORKFLOW_YAML = textwrap.dedent(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_dask_scheduler():
+    """Each test starts without a global Dask scheduler: a Client that fails to connect leaves
+    ``scheduler='dask.distributed'`` set, which would break later tests' ``compute()``."""
+    import dask
+
+    before = dask.config.get("scheduler", None)
+    yield
+    if before is None:
+        dask.config.config.pop("scheduler", None)
+
+
 def write_tiny_catalog(path: Path, n: int = 40, seed: int = 0) -> np.ndarray:
     """A catalog in the simulator's column layout with random values, tiles of 16 rows."""
     rng = np.random.default_rng(seed)

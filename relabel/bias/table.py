@@ -1,0 +1,229 @@
+"""L of a table on disk: a FITS catalog or a Parquet file or dataset, mapped by a workflow and options.
+
+This is what ``relabel bias TABLE`` runs: it reads only the used columns, turns the
+label columns into classes as the workflow says, drops (and counts) rows it cannot
+use, and hands the arrays to :func:`relabel.bias.bias_with_errors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from relabel.bias.metric import BEST_ENDS, BiasError, BiasResult, bias_with_errors
+from relabel.catalog.reader import open_catalog
+from relabel.config import BIAS_DEFAULTS, LabelSpec, ProbabilityLabel, load_workflow
+from relabel.errors import ConfigError
+from relabel.catalog.labels import NO_CLASS, table_labels
+
+
+def bias_of_table(
+    path: str | Path | None,
+    workflow: Any = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BiasResult:
+    """L of a FITS or Parquet table (file or dataset folder), mapped by a workflow and options.
+
+    Parameters
+    ----------
+    path
+        The table; None takes the workflow's ``catalog.path``.
+    workflow
+        A :class:`relabel.config.Workflow`, a path to a workflow file, or None
+        (then ``overrides`` must name labels, intrinsic and observable columns).
+    overrides
+        Options that replace the workflow's, keyed like the ``relabel bias``
+        options (None or absent = keep the workflow's): ``labels`` (probability
+        columns), ``thresholds`` (one per column, or one for all),
+        ``classes`` (class names for ``labels``, or the values of
+        ``label_column``), ``label_column``, ``keep_uncertain`` (True turns it
+        on), ``intrinsic``, ``observables``, ``best`` (one per observable, or
+        one for all), ``log2_bins_int``, ``bins_obs``, ``n_boot``,
+        ``n_per_bin``, ``seed``, ``null`` (or ``n_null``), ``hdu``, ``workers``.
+
+    Rows with NaN (or inf) in a used column, and, with probability columns,
+    rows passing no threshold (unless ``keep_uncertain``), are dropped; the
+    counts are in the result's ``dropped`` and :func:`format_result` prints them.
+
+    Raises
+    ------
+    ConfigError
+        Options that contradict each other or are missing (e.g. probability
+        columns without thresholds).
+    CatalogError
+        The table or a column cannot be read, probabilities outside [0, 1],
+        label values not among the classes.
+    BiasError
+        As :func:`bias_with_errors`.
+    """
+    opts = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if workflow is not None and not hasattr(workflow, "labels"):
+        workflow = load_workflow(workflow)
+    label_spec = _label_spec(workflow, opts)
+    intrinsic = list(opts.get("intrinsic") or (workflow.intrinsic if workflow is not None else []))
+    observables, best = _observable_spec(workflow, opts)
+    if not intrinsic:
+        raise ConfigError("relabel bias needs intrinsic columns: a workflow file (--config) or --intrinsic")
+    params = dict(BIAS_DEFAULTS)
+    if workflow is not None:
+        params.update(workflow.bias)
+    if "null" in opts:
+        opts["n_null"] = opts["null"]
+    for key in ("log2_bins_int", "bins_obs", "n_boot", "n_per_bin", "n_null", "seed"):
+        if key in opts:
+            params[key] = opts[key]
+
+    if path is None:
+        if workflow is None or workflow.catalog.path is None:
+            raise ConfigError("relabel bias needs a table: give TABLE or a workflow with catalog.path")
+        path = workflow.catalog.path
+    path = Path(path)
+    hdu = opts.get("hdu")
+    if hdu is None and workflow is not None and workflow.catalog.path is not None:
+        if path.resolve() == Path(workflow.catalog.path).resolve():
+            hdu = workflow.catalog.hdu
+    catalog = open_catalog(path, hdu)
+    numeric = list(dict.fromkeys(intrinsic + observables + [p.column for p in label_spec.probabilities]))
+    columns = list(dict.fromkeys(numeric + label_spec.columns))
+    catalog.require(columns, numeric=numeric, what="relabel bias")
+    frame = catalog.read_all(columns)
+    n_table = len(frame)
+
+    dropped: dict[str, int] = {}
+    keep = np.ones(n_table, dtype=bool)
+    for col in columns:
+        values = frame[col].to_numpy()
+        bad = ~np.isfinite(values) if values.dtype.kind == "f" else pd.isna(frame[col]).to_numpy()
+        if bad.any():
+            dropped[f"NaN or inf in {col}"] = int(bad.sum())
+            keep &= ~bad
+    frame = frame[keep]
+
+    codes, class_names = table_labels(frame, label_spec)
+    unlabelled = codes == NO_CLASS
+    if unlabelled.any():
+        dropped["passing no threshold"] = int(unlabelled.sum())
+        frame, codes = frame[~unlabelled], codes[~unlabelled]
+    if len(frame) == 0:
+        raise BiasError(f"{path}: no rows left after dropping {dropped} of {n_table}")
+
+    result = bias_with_errors(
+        frame[intrinsic],
+        frame[observables],
+        codes,
+        len(class_names),
+        params["log2_bins_int"],
+        params["bins_obs"],
+        best,
+        n_boot=params["n_boot"],
+        n_per_bin=params["n_per_bin"],
+        seed=params["seed"],
+        n_null=params["n_null"],
+        classes=class_names,
+        workers=opts.get("workers"),
+    )
+    result.table = str(path)
+    result.n_table = n_table
+    result.dropped = dropped
+    return result
+
+
+def _label_spec(workflow: Any, opts: Mapping[str, Any]) -> Any:
+    """The workflow's ``labels`` section with the command-line options applied."""
+    base = workflow.labels if workflow is not None else LabelSpec()
+    keep = bool(opts.get("keep_uncertain")) or base.keep_uncertain
+    if opts.get("labels") and opts.get("label_column"):
+        raise ConfigError("give either --labels (probability columns) or --label-column (categorical), not both")
+    if opts.get("label_column") or (not opts.get("labels") and base.label_column):
+        column = opts.get("label_column") or base.label_column
+        classes = opts.get("classes") or (base.classes if column == base.label_column else None)
+        if not classes:
+            raise ConfigError(f"--label-column {column} needs --classes: the values of {column} in code order")
+        return LabelSpec(label_column=column, classes=[str(c) for c in classes])
+    known = {p.column: p for p in base.probabilities}
+    columns = list(opts.get("labels") or known)
+    if not columns:
+        raise ConfigError(
+            "relabel bias needs labels: a workflow file (--config), --labels with --thresholds, "
+            "or --label-column with --classes"
+        )
+    thresholds = _one_per(opts.get("thresholds"), columns, "--thresholds")
+    if thresholds is None:
+        missing = [c for c in columns if c not in known]
+        if missing:
+            raise ConfigError(f"give --thresholds for probability column(s) {', '.join(missing)}: the workflow has none")
+        thresholds = [known[c].threshold for c in columns]
+    names = _one_per(opts.get("classes"), columns, "--classes", broadcast=False)
+    if names is None:
+        names = [known[c].name if c in known else c for c in columns]
+    for column, t in zip(columns, thresholds):
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+            raise ConfigError(f"threshold for {column} must be a number in [0, 1], got {t!r}")
+    items = [ProbabilityLabel(c, str(name), float(t)) for c, name, t in zip(columns, names, thresholds)]
+    return LabelSpec(probabilities=items, keep_uncertain=keep)
+
+
+def _observable_spec(workflow: Any, opts: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Observable columns and their best ends, from the options or the workflow."""
+    base = {o.column: o.best for o in workflow.observables} if workflow is not None else {}
+    columns = list(opts.get("observables") or base)
+    if not columns:
+        raise ConfigError("relabel bias needs observable columns: a workflow file (--config) or --observables with --best")
+    best = _one_per(opts.get("best"), columns, "--best")
+    if best is None:
+        missing = [c for c in columns if c not in base]
+        if missing:
+            raise ConfigError(
+                f"give --best (low or high) for observable(s) {', '.join(missing)}: which end is the best quality"
+            )
+        best = [base[c] for c in columns]
+    bad = [b for b in best if b not in BEST_ENDS]
+    if bad:
+        raise ConfigError(f"--best takes low or high for each observable, got {bad}")
+    return columns, list(best)
+
+
+def _one_per(values: Any, columns: list[str], option: str, broadcast: bool = True) -> list | None:
+    if values is None:
+        return None
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    if len(values) == len(columns):
+        return values
+    if broadcast and len(values) == 1:
+        return values * len(columns)
+    one = " or one for all" if broadcast else ""
+    raise ConfigError(f"{option} gives {len(values)} value(s) for {len(columns)} column(s) ({', '.join(columns)}): "
+                      f"give one per column{one}")
+
+
+def format_result(result: BiasResult) -> str:
+    """The plain-text line of ``relabel bias``, plus one line on dropped rows when there were any.
+
+    Examples
+    --------
+    >>> r = BiasResult(L=0.12344, L_std=0.0021, null_L=0.031, null_L_std=0.0015, excess=0.09244,
+    ...                n_objects=123456, n_sample=123456, log2_bins_int=9, bins_obs=8, classes=["a", "b"],
+    ...                intrinsic=["M"], observables=["z"], best=["low"], n_boot=20, n_per_bin=None,
+    ...                n_null=10, seed=0)
+    >>> print(format_result(r))
+    L = 0.1234 +- 0.0021 (null 0.0310 +- 0.0015, N = 123456, 512 x 8 bins)
+    """
+    main = f"L = {result.L:.4f}" + (f" +- {result.L_std:.4f}" if result.L_std is not None else "")
+    inside = []
+    if result.null_L is not None:
+        null = f"null {result.null_L:.4f}"
+        if result.null_L_std is not None:
+            null += f" +- {result.null_L_std:.4f}"
+        inside.append(null)
+    inside.append(f"N = {result.n_objects}")
+    inside.append(f"{1 << result.log2_bins_int} x {result.bins_obs} bins")
+    line = f"{main} ({', '.join(inside)})"
+    if result.dropped:
+        total = (result.n_table - result.n_objects) if result.n_table is not None else sum(result.dropped.values())
+        reasons = ", ".join(f"{count} {reason}" for reason, count in result.dropped.items())
+        of = f" of {result.n_table}" if result.n_table is not None else ""
+        line += f"\ndropped {total}{of} rows: {reasons}"
+    return line

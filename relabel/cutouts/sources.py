@@ -1,0 +1,242 @@
+"""Cutout sources: read each galaxy's image from a tile cube or from a file of its own.
+
+A source turns catalog rows into an image array of shape (n, bands, size, size) and a
+status per row. A broken file or image is a status on its rows, never an exception:
+one unreadable cutout must not stop a survey-wide run. A new kind of source (e.g.
+cutting on the fly from survey images with a WCS) subclasses :class:`CutoutSource`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relabel import status as st
+from relabel.config import CutoutSpec, Workflow
+
+
+@dataclass
+class Cutouts:
+    """Images of a group of rows; rows whose status is not predicted hold zeros."""
+
+    images: np.ndarray  # float32 (n, bands, size, size)
+    status: np.ndarray  # object array of status names
+
+    @property
+    def usable(self) -> np.ndarray:
+        return np.isin(self.status, st.PREDICTED)
+
+
+class CutoutSource:
+    """Base class: ``read(rows)`` for rows holding :attr:`columns`."""
+
+    columns: tuple[str, ...] = ()
+
+    def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
+        self.spec = spec
+        self.size = int(size or spec.size)
+        self.n_bands = int(n_bands or len(spec.bands))
+
+    def read(self, rows: pd.DataFrame) -> Cutouts:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release open files (a source may keep a few open between reads)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _empty(self, n: int) -> Cutouts:
+        images = np.zeros((n, self.n_bands, self.size, self.size), dtype=np.float32)
+        return Cutouts(images, np.full(n, st.OK, dtype=object))
+
+    def _resolve(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.spec.root / path
+
+    def _check_shape(self, shape: tuple[int, ...]) -> str | None:
+        """Status for an image of the wrong shape, given (bands, h, w) or (h, w)."""
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3:
+            return st.WRONG_SHAPE
+        bands, h, w = shape
+        if (h, w) != (self.size, self.size):
+            return st.WRONG_SHAPE
+        if bands != self.n_bands:
+            return st.WRONG_BANDS
+        return None
+
+
+class TileSource(CutoutSource):
+    """Cutouts stored as cubes (n, bands, size, size) in the primary HDU of tile files."""
+
+    max_open = 4
+
+    def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
+        super().__init__(spec, size, n_bands)
+        self.columns = (spec.tile_column, spec.index_column)
+        self._open: OrderedDict[str, object] = OrderedDict()
+
+    def read(self, rows: pd.DataFrame) -> Cutouts:
+        out = self._empty(len(rows))
+        tiles = rows[self.spec.tile_column].to_numpy()
+        indices = rows[self.spec.index_column].to_numpy()
+        for tile in pd.unique(tiles):
+            where = np.flatnonzero(tiles == tile)
+            self._read_tile(str(tile), indices[where], where, out)
+        return out
+
+    def _read_tile(self, tile: str, indices: np.ndarray, where: np.ndarray, out: Cutouts) -> None:
+        hdu, fault = self._image_hdu(tile)
+        if fault is not None:
+            out.status[where] = fault
+            return
+        dims = tuple(hdu.get_dims())
+        fault = self._check_shape(dims[1:]) if len(dims) in (3, 4) else st.WRONG_SHAPE
+        if len(dims) == 3 and fault is None:
+            dims = (dims[0], 1, *dims[1:])
+        if fault is not None:
+            out.status[where] = fault
+            return
+        valid = (indices >= 0) & (indices < dims[0])
+        out.status[where[~valid]] = st.BAD_INDEX
+        where, indices = where[valid], indices[valid].astype(np.int64)
+        if len(indices) == 0:
+            return
+        try:
+            lo, hi = int(indices.min()), int(indices.max()) + 1
+            # One contiguous section read beats many small ones when the rows are dense in the tile.
+            if _consecutive(indices):
+                block = _read_section(hdu, lo, hi)  # the usual shard: consecutive cutouts, no gather
+            elif hi - lo <= 4 * len(indices):
+                block = _read_section(hdu, lo, hi)[indices - lo]
+            else:
+                block = np.concatenate([_read_section(hdu, i, i + 1) for i in indices])
+        except (OSError, ValueError):
+            self._forget(tile)
+            out.status[where] = st.CORRUPT_FILE
+            return
+        block = block.reshape(len(indices), self.n_bands, self.size, self.size)
+        _store(block, where, out)
+
+    def _image_hdu(self, tile: str):
+        import fitsio
+
+        if tile in self._open:
+            self._open.move_to_end(tile)
+            return self._open[tile][0], None
+        path = self._resolve(tile)
+        if not path.is_file():
+            return None, st.MISSING_FILE
+        try:
+            fits = fitsio.FITS(str(path))
+            hdu = _first_image(fits)
+        except (OSError, ValueError):
+            return None, st.CORRUPT_FILE
+        if hdu is None:
+            fits.close()
+            return None, st.EMPTY_HDU
+        self._open[tile] = (hdu, fits)
+        if len(self._open) > self.max_open:
+            _, (_, old) = self._open.popitem(last=False)
+            old.close()
+        return hdu, None
+
+    def _forget(self, tile: str) -> None:
+        entry = self._open.pop(tile, None)
+        if entry is not None:
+            entry[1].close()
+
+    def close(self) -> None:
+        for tile in list(self._open):
+            self._forget(tile)
+
+
+class FileSource(CutoutSource):
+    """One FITS file per galaxy: an image (size, size) or (bands, size, size) in its first image HDU."""
+
+    def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
+        super().__init__(spec, size, n_bands)
+        self.columns = (spec.path_column,)
+
+    def read(self, rows: pd.DataFrame) -> Cutouts:
+        import fitsio
+
+        out = self._empty(len(rows))
+        for i, name in enumerate(rows[self.spec.path_column].to_numpy()):
+            path = self._resolve(str(name))
+            if not path.is_file():
+                out.status[i] = st.MISSING_FILE
+                continue
+            try:
+                with fitsio.FITS(str(path)) as fits:
+                    hdu = _first_image(fits)
+                    if hdu is None:
+                        out.status[i] = st.EMPTY_HDU
+                        continue
+                    fault = self._check_shape(tuple(hdu.get_dims()))
+                    if fault is not None:
+                        out.status[i] = fault
+                        continue
+                    image = hdu.read()
+            except (OSError, ValueError):
+                out.status[i] = st.CORRUPT_FILE
+                continue
+            _store(image.reshape(1, self.n_bands, self.size, self.size), np.array([i]), out)
+        return out
+
+
+def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int | None = None) -> CutoutSource:
+    """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's."""
+    kinds = {"tiles": TileSource, "files": FileSource}
+    return kinds[workflow.cutouts.layout](workflow.cutouts, size, n_bands)
+
+
+def _first_image(fits):
+    """The first HDU holding image data, or None: cutout files put it in the primary or the first extension."""
+    for hdu in fits:
+        if hdu.get_exttype() == "IMAGE_HDU" and hdu.get_dims():
+            return hdu
+    return None
+
+
+def _consecutive(index: np.ndarray) -> bool:
+    """True for a non-empty run n, n+1, ...: a slice can stand in for a gather."""
+    return len(index) > 0 and bool((np.diff(index) == 1).all())
+
+
+def _read_section(hdu, lo: int, hi: int) -> np.ndarray:
+    ndim = len(hdu.get_dims())
+    return hdu[(slice(lo, hi),) + (slice(None),) * (ndim - 1)]
+
+
+def _store(block: np.ndarray, where: np.ndarray, out: Cutouts) -> None:
+    """Copy good images into ``out``; NaN/inf pixels decide the row's status."""
+    if block.dtype == np.float32 or block.dtype == np.dtype(">f4"):
+        # Byte order is fixed during the one copy into place; then one pass checks for NaN.
+        if _consecutive(where):
+            target = out.images[where[0]:where[-1] + 1]
+            target[...] = block
+            if np.isfinite(target).all():
+                return
+            target[...] = 0  # rows that turn out unusable must hold zeros, as documented
+    block = block.astype(np.float32, copy=False)
+    if np.isfinite(block).all():
+        out.images[where] = block
+        return
+    bad = ~np.isfinite(block)
+    bad_fraction = bad.reshape(len(block), -1).mean(axis=1)
+    out.status[where[bad_fraction > 0]] = st.NAN_FILLED
+    out.status[where[bad_fraction > st.MAX_NAN_FRACTION]] = st.TOO_MANY_NAN
+    out.status[where[bad_fraction >= 1.0]] = st.ALL_NAN
+    keep = bad_fraction <= st.MAX_NAN_FRACTION
+    images = np.where(bad[keep], np.float32(0), block[keep])
+    out.images[where[keep]] = images

@@ -1,0 +1,164 @@
+"""Checkpoints: one file of weights (a state dict of tensors) and JSON metadata, loaded without running code.
+
+A checkpoint is written by ``torch.save`` holding only a state dict of tensors and a
+JSON string of metadata (:class:`CheckpointMeta`). It is read back with
+``torch.load(weights_only=True)``, so loading executes no code: a file whose pickle
+asks to build arbitrary objects is refused. The metadata carries everything inference
+must repeat exactly: class names, bands, cutout size, and the normalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from relabel import __version__
+from relabel.errors import CheckpointError
+from relabel.model.network import MorphologyCNN, build_model
+
+CHECKPOINT_FORMAT = "relabel-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint records besides its weights.
+
+    ``workflow`` is the column mapping the model was trained with (catalog id and
+    coordinates, label columns and thresholds, intrinsic and observable columns,
+    cutout layout); ``split`` says how training and validation rows were chosen
+    (see :func:`relabel.train.validation_mask`); ``content_hash`` is the sha256 of the
+    checkpoint file's bytes, filled in when the file is written or read.
+    """
+
+    classes: list[str]
+    bands: list[str]
+    size: int
+    normalisation: dict
+    architecture: dict
+    method: str = "biased"
+    lam: float = 0.0
+    binning: dict = field(default_factory=dict)
+    workflow: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)
+    relabel_version: str = __version__
+    format_version: int = CHECKPOINT_VERSION
+    content_hash: str = ""
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("content_hash")
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CheckpointMeta":
+        data = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def check_input(self, bands, size: int, source: str = "the data") -> None:
+        """Refuse data whose bands or cutout size differ from what the model was trained on.
+
+        Raises
+        ------
+        CheckpointError
+            Naming the expected and the given bands / size.
+        """
+        problems = []
+        if list(bands) != list(self.bands):
+            problems.append(f"bands {list(bands)} where the model was trained on {list(self.bands)}")
+        if int(size) != int(self.size):
+            problems.append(f"cutout size {int(size)} where the model was trained on {int(self.size)}")
+        if problems:
+            raise CheckpointError(f"checkpoint {self.content_hash[:12] or '(unsaved)'} does not fit {source}: "
+                                  + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) -> str:
+    """Write weights + metadata to ``path`` atomically; return (and set in ``meta``) the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "meta": meta.to_json(), "state_dict": state}, buffer)
+    data = buffer.getvalue()
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    meta.content_hash = hashlib.sha256(data).hexdigest()
+    return meta.content_hash
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, CheckpointMeta]:
+    """The state dict (CPU tensors) and metadata of a checkpoint file, without building the model.
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, truncated, not a relabel checkpoint, or holds anything
+        but tensors and plain data (a pickle that would run code is refused, not run).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    data = path.read_bytes()
+    try:
+        with warnings.catch_warnings():
+            # A plain (non-torch) pickle makes torch warn about its protocol before refusing it.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data (possibly code); "
+            f"refused without running it ({str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint file ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a relabel checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+    try:
+        meta = CheckpointMeta.from_json(payload["meta"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata ({exc})") from None
+    if meta.format_version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {meta.format_version}; this relabel {__version__} reads "
+            f"up to {CHECKPOINT_VERSION}: upgrade relabel"
+        )
+    meta.content_hash = hashlib.sha256(data).hexdigest()
+    return payload["state_dict"], meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MorphologyCNN, CheckpointMeta]:
+    """The model (in eval mode, on ``device``) and metadata of a checkpoint; executes no code from the file.
+
+    Raises
+    ------
+    CheckpointError
+        See :func:`read_checkpoint`; also when the weights do not fit the recorded architecture.
+    """
+    state, meta = read_checkpoint(path)
+    model = build_model(meta.architecture)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the recorded architecture ({exc})") from None
+    # Channels-last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions: ~1.5x on this CPU.
+    return model.to(device, memory_format=torch.channels_last).eval(), meta

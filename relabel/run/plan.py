@@ -1,0 +1,102 @@
+"""Sharding: cut a catalog into shards, the units of Dask work, without loading it whole.
+
+A shard is a group of catalog rows that a worker processes in one task. For the tile
+layout the rows of one tile stay together, so each worker opens a tile once; a
+catalog sorted by tile gives contiguous row ranges (nothing but two integers in the
+task graph), an unsorted one gives explicit row lists grouped by tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from relabel.catalog.reader import Catalog
+from relabel.config import Workflow
+
+#: Rows read per chunk while planning: a few columns of a 50M-row catalog never sit in memory at once.
+PLAN_CHUNK_ROWS = 2_000_000
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``start:stop`` of the catalog, or the explicit ``rows`` (sorted by tile) when given."""
+
+    id: int
+    start: int
+    stop: int
+    rows: tuple[int, ...] | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows) if self.rows is not None else self.stop - self.start
+
+    @property
+    def name(self) -> str:
+        """Stable file stem: the same plan gives the same names, so a rerun overwrites or skips them."""
+        return f"part-{self.id:06d}"
+
+    def row_numbers(self) -> np.ndarray:
+        if self.rows is not None:
+            return np.asarray(self.rows, dtype=np.int64)
+        return np.arange(self.start, self.stop, dtype=np.int64)
+
+
+def plan_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> list[Shard]:
+    """Shards of at most about ``shard_size`` rows; tile rows kept together where the layout has tiles.
+
+    Examples
+    --------
+    >>> cuts = _cut_runs(np.array([0, 3, 5, 9]), shard_size=4)   # runs [0,3) [3,5) [5,9)
+    >>> [(s.start, s.stop) for s in cuts]
+    [(0, 3), (3, 5), (5, 9)]
+    """
+    if shard_size <= 0:
+        raise ValueError("shard_size must be positive")
+    n = catalog.nrows
+    if n == 0:
+        return []
+    if workflow.cutouts.layout != "tiles":
+        return [Shard(i, s, min(s + shard_size, n)) for i, s in enumerate(range(0, n, shard_size))]
+
+    tile_col = workflow.cutouts.tile_column
+    codes = np.empty(n, dtype=np.int64)
+    names: dict[str, int] = {}
+    for chunk in catalog.iter_chunks([tile_col], PLAN_CHUNK_ROWS):
+        values = chunk[tile_col].to_numpy()
+        uniq, inverse = np.unique(values, return_inverse=True)
+        mapping = np.array([names.setdefault(str(u), len(names)) for u in uniq], dtype=np.int64)
+        codes[chunk.index[0]:chunk.index[-1] + 1] = mapping[inverse]
+    run_starts = np.flatnonzero(np.diff(codes)) + 1
+    bounds = np.concatenate([[0], run_starts, [n]])
+    if len(bounds) - 1 == len(names):
+        return _cut_runs(bounds, shard_size)
+    # Rows of a tile are scattered: group them (stable, so row order within a tile is kept).
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    group_bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_codes)) + 1, [n]])
+    return [
+        Shard(s.id, s.start, s.stop, tuple(int(r) for r in order[s.start:s.stop]))
+        for s in _cut_runs(group_bounds, shard_size)
+    ]
+
+
+def _cut_runs(bounds: np.ndarray, shard_size: int) -> list[Shard]:
+    """Pack consecutive runs (one tile each) into shards; a run longer than a shard is split."""
+    shards: list[Shard] = []
+    start = int(bounds[0])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        lo, hi = int(lo), int(hi)
+        if hi - lo > shard_size:
+            if lo > start:
+                shards.append(Shard(len(shards), start, lo))
+            for s in range(lo, hi, shard_size):
+                shards.append(Shard(len(shards), s, min(s + shard_size, hi)))
+            start = hi
+        elif hi - start > shard_size:
+            shards.append(Shard(len(shards), start, lo))
+            start = lo
+    if start < int(bounds[-1]):
+        shards.append(Shard(len(shards), start, int(bounds[-1])))
+    return shards

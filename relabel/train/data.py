@@ -1,0 +1,150 @@
+"""Training data: a catalog's labels, binning columns and normalised cutouts in a memory-mapped cache."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relabel import status as st
+from relabel.catalog.reader import open_catalog
+from relabel.catalog.labels import table_labels
+from relabel.config import Workflow
+from relabel.cutouts.sources import open_cutout_source
+from relabel.errors import ConfigError
+from relabel.model.normalisation import estimate_normalisation, normalise
+from relabel.train.split import validation_mask
+
+#: Cutouts read per call to the cutout source while filling the training cache.
+READ_CHUNK = 2048
+#: Training cutouts the sky level and noise are estimated from.
+NORMALISATION_SAMPLE = 2000
+
+
+@dataclass
+class LabelledCutouts:
+    """The usable rows of a catalog: normalised cutouts (a memory-mapped cache) and their columns."""
+
+    ids: np.ndarray
+    images: np.ndarray  # float32 (n, bands, size, size), normalised
+    codes: np.ndarray  # int64 class codes, NO_CLASS for objects passing no threshold
+    classes: list[str]
+    intrinsic: pd.DataFrame  # (n, d), the catalog's dtypes (L's medians are taken in them)
+    observables: pd.DataFrame  # (n, m)
+    is_val: np.ndarray
+    normalisation: dict
+    dropped: dict
+    seed: int
+    val_fraction: float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_table(catalog_path, workflow: Workflow) -> tuple[pd.DataFrame, dict]:
+    """The columns training and evaluation use, without rows holding NaN or inf in a label, intrinsic or observable
+    column (``dropped`` counts them per column)."""
+    catalog = open_catalog(catalog_path, hdu=workflow.catalog.hdu)
+    numeric = list(dict.fromkeys(workflow.intrinsic + workflow.observable_columns))
+    label_columns = workflow.labels.columns
+    source_columns = open_cutout_source(workflow).columns
+    columns = list(dict.fromkeys([workflow.catalog.id, *label_columns, *numeric, *source_columns]))
+    catalog.require(columns, numeric=numeric, what="training/evaluation")
+    table = catalog.read_all(columns).reset_index(drop=True)
+    dropped = {}
+    for column in [*label_columns, *numeric]:
+        if table[column].dtype.kind == "f":
+            bad = ~np.isfinite(table[column].to_numpy())
+            if bad.any():
+                dropped[f"nan_or_inf_{column}"] = int(bad.sum())
+                table = table[~bad]
+    return table.reset_index(drop=True), dropped
+
+
+def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fraction: float, cache_dir=None,
+                          normalisation: dict | None = None, progress: bool = True) -> LabelledCutouts:
+    """Read a catalog's labels, binning columns and cutouts; estimate the normalisation unless given.
+
+    The normalised cutouts go to a memory-mapped ``.npy`` file in ``cache_dir``
+    (default: a temporary file, unlinked at once, that disappears with the
+    process), so a survey larger than memory trains without holding every image
+    in RAM. Rows whose cutout is unusable (see :mod:`relabel.status`) are left out
+    and counted in ``dropped``.
+    """
+    table, dropped = read_table(catalog_path, workflow)
+    codes, classes = table_labels(table, workflow.labels)
+    size, n_bands = workflow.cutouts.size, len(workflow.cutouts.bands)
+    temporary = cache_dir is None
+    cache_dir = Path(tempfile.mkdtemp(prefix="relabel-train-")) if temporary else Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"cutouts-{os.getpid()}.npy"
+    images = np.lib.format.open_memmap(cache, mode="w+", dtype=np.float32, shape=(len(table), n_bands, size, size))
+    if temporary:
+        # The mapping outlives its directory entry (POSIX): the cache disappears with the process, however it ends.
+        with contextlib.suppress(OSError):
+            cache.unlink()
+            cache_dir.rmdir()
+    status = np.empty(len(table), dtype=object)
+    bar = _progress(range(0, len(table), READ_CHUNK), progress, "reading cutouts")
+    with open_cutout_source(workflow) as source:
+        for start in bar:
+            rows = table.iloc[start:start + READ_CHUNK]
+            cut = source.read(rows)
+            images[start:start + len(rows)] = cut.images
+            status[start:start + len(rows)] = cut.status
+    usable = np.isin(status, st.PREDICTED)
+    for name, count in pd.Series(status[~usable]).value_counts().items():
+        dropped[f"cutout_{name}"] = int(count)
+    is_val = validation_mask(table[workflow.catalog.id].to_numpy(), seed, val_fraction)
+    if normalisation is None:
+        train_rows = np.flatnonzero(usable & ~is_val)
+        if len(train_rows) == 0:
+            raise ConfigError(f"{catalog_path}: no training row has a usable cutout (dropped: {dropped})")
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(train_rows, min(NORMALISATION_SAMPLE, len(train_rows)), replace=False))
+        normalisation = estimate_normalisation(images[sample])
+    for start in range(0, len(table), READ_CHUNK):
+        images[start:start + READ_CHUNK] = normalise(images[start:start + READ_CHUNK], normalisation)
+    images.flush()
+    keep = np.flatnonzero(usable)
+    return LabelledCutouts(
+        ids=table[workflow.catalog.id].to_numpy()[keep],
+        images=images if keep.size == len(table) else _RowView(images, keep),
+        codes=codes[keep],
+        classes=classes,
+        intrinsic=table[workflow.intrinsic].iloc[keep].reset_index(drop=True),
+        observables=table[workflow.observable_columns].iloc[keep].reset_index(drop=True),
+        is_val=is_val[keep],
+        normalisation=normalisation,
+        dropped=dropped,
+        seed=int(seed),
+        val_fraction=float(val_fraction),
+    )
+
+
+class _RowView:
+    """Rows ``keep`` of an array, indexable like the array (avoids copying a memory map)."""
+
+    def __init__(self, array: np.ndarray, keep: np.ndarray):
+        self.array, self.keep = array, keep
+        self.shape = (len(keep), *array.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, index):
+        return self.array[self.keep[index]]
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, file=sys.stderr, mininterval=1.0)
