@@ -1,4 +1,4 @@
-"""Speed of the labeling-bias metric L, and its null checked against DESIGN.md's noise-floor formula.
+"""Speed of the labeling-bias metric L, and its null checked against docs/bias.md's noise-floor formula.
 
 Run from the repository root (it takes a minute or two; be kind to shared machines):
 
@@ -66,7 +66,7 @@ def timed_cpu(func, *args, **kwargs):
 
 
 def noise_floor(intrinsic, observables, labels, n_objects: int) -> float:
-    """DESIGN.md: sqrt(2 (B-1)/B * p(1-p) / n_bin), p per leaf and class, averaged as L averages."""
+    """docs/bias.md: sqrt(2 (B-1)/B * p(1-p) / n_bin), p per leaf and class, averaged as L averages."""
     bf = bin_fractions(intrinsic, observables, labels, 2, DEPTH, BINS, BEST)
     n_leaf = bf.n_leaf.astype(float)
     p = bf.counts[0].sum(axis=1) / np.maximum(n_leaf, 1)[:, None]  # (leaves, K): bins of one observable

@@ -1,6 +1,6 @@
 """The labeling-bias metric L (Cabrera-Vives, Miller & Schneider 2018): value, bootstrap, null, curves.
 
-The definition is DESIGN.md's "The labeling-bias metric L", implemented exactly
+The definition is the normative one of ``docs/bias.md`` ("Definition"), implemented exactly
 and checked against a plain loop implementation in ``tests/test_bias.py``:
 k-d tree of median splits over the intrinsic columns, equal-count bins of each
 observable inside each leaf, squared differences of class fractions to the
@@ -138,7 +138,7 @@ def labeling_bias(
     bins_obs: int,
     best: Sequence[str] | str,
 ) -> float:
-    """The labeling-bias metric L of one table (DESIGN.md, normative definition).
+    """The labeling-bias metric L of one table (``docs/bias.md``, normative definition).
 
     Parameters
     ----------

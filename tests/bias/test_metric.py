@@ -1,4 +1,4 @@
-"""The labeling-bias metric L against a plain implementation of DESIGN.md's definition, and its errors."""
+"""The labeling-bias metric L against a plain implementation of docs/bias.md's definition, and its errors."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from relabel.bias.table import bias_of_table, format_result
 from relabel.errors import CatalogError, ConfigError, RelabelError
 
 
-# --- the reference: DESIGN.md's text, loop by loop ------------------------------------------
+# --- the reference: docs/bias.md's text, loop by loop ------------------------------------------
 
 
 def reference_leaves(intrinsic: list[np.ndarray], depth: int) -> list[list[int]]:
