@@ -19,3 +19,7 @@ class CheckpointError(RelabelError):
 
 class OutputError(RelabelError):
     """The output location cannot be written as asked (exists, other run, ...)."""
+
+
+class MissingDependencyError(RelabelError, ImportError):
+    """An optional dependency (an extra such as ``relabel[sim]``) is not installed."""

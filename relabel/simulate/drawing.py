@@ -14,9 +14,12 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import fitsio
-import galsim
 import numpy as np
 from tqdm.auto import tqdm
+
+from relabel.optional import require
+
+galsim = require("galsim", "sim", "the survey simulator")
 
 PIXEL_SCALE = 0.396
 """SDSS imaging pixel scale, arcsec / pixel."""
