@@ -23,6 +23,7 @@ from torch import nn
 
 from relabel import __version__
 from relabel.errors import CheckpointError
+from relabel.files import write_bytes_atomic
 from relabel.model.network import MorphologyCNN, build_model
 
 CHECKPOINT_FORMAT = "relabel-checkpoint"
@@ -99,9 +100,7 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) ->
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, "meta": meta.to_json(), "state_dict": state}, buffer)
     data = buffer.getvalue()
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_bytes_atomic(path, data)
     meta.content_hash = hashlib.sha256(data).hexdigest()
     return meta.content_hash
 

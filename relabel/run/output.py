@@ -9,15 +9,14 @@ hidden temporary name and renamed, so a killed worker or a Ctrl-C leaves no half
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from relabel.errors import OutputError
+from relabel.files import atomic_path, write_bytes_atomic
 
 RUN_RECORD = "_run.json"
 SUMMARY = "_summary.json"
@@ -87,18 +86,13 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file under a hidden temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON through a temporary file renamed into place."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 def write_common_metadata(out_dir: Path, schema: pa.Schema) -> None:
@@ -108,6 +102,5 @@ def write_common_metadata(out_dir: Path, schema: pa.Schema) -> None:
         other = pq.read_schema(f)
         if not other.equals(schema, check_metadata=False):
             raise OutputError(f"{f} has schema {other} which differs from the run's {schema}")
-    tmp = out_dir / f".{COMMON_METADATA}.tmp-{uuid.uuid4().hex[:8]}"
-    pq.write_metadata(schema, tmp)
-    os.replace(tmp, out_dir / COMMON_METADATA)
+    with atomic_path(out_dir / COMMON_METADATA) as tmp:
+        pq.write_metadata(schema, tmp)

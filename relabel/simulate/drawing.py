@@ -17,6 +17,7 @@ import fitsio
 import numpy as np
 from tqdm.auto import tqdm
 
+from relabel.files import atomic_path
 from relabel.optional import require
 
 galsim = require("galsim", "sim", "the survey simulator")
@@ -308,12 +309,8 @@ def _image_header(size: int) -> list[dict]:
 
 
 def _write_atomic(path: Path, data: np.ndarray, header: list[dict]) -> None:
-    # A crash mid-write must not leave a truncated tile that looks finished.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        tmp.unlink()
-    fitsio.write(str(tmp), data, header=header, clobber=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fitsio.write(str(tmp), data, header=header, clobber=True)
 
 
 def cutout_wcs_header(ra: float, dec: float, size: int) -> list[dict]:

@@ -8,7 +8,6 @@ model and its measured labeling bias.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from astropy.cosmology import FlatLambdaCDM
 
 from relabel.config import BIAS_DEFAULTS, CLUSTER_DEFAULTS, RUN_DEFAULTS, TRAIN_DEFAULTS
 from relabel.errors import ConfigError, OutputError
+from relabel.files import atomic_path
 from relabel.simulate.drawing import (
     BANDS,
     ELECTRONS_PER_NMGY,
@@ -341,10 +341,8 @@ def _write_catalog(galaxies: pd.DataFrame, layout: str, path: Path, seed: int, s
         {"name": "CUTSIZE", "value": int(size), "comment": "cutout side, pixels"},
         {"name": "PIXSCALE", "value": PIXEL_SCALE, "comment": "arcsec / pixel"},
     ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fitsio.write(str(tmp), table, extname="CATALOG", header=header, clobber=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fitsio.write(str(tmp), table, extname="CATALOG", header=header, clobber=True)
 
 
 def workflow_dict(layout: str = "tiles", size: int = 64) -> dict:
