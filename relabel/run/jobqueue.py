@@ -47,7 +47,7 @@ LISTS = {"job_script_prologue": "job-script-prologue", "job_extra_directives": "
          "worker_extra_args": "worker-extra-args"}
 
 #: squeue reasons for a pending job that cannot resolve by waiting (slurm.schedmd.com/resource_limits.html).
-NEVER_STARTS = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "ReqNodeNotAvail", "BadConstraints",
+NEVER_STARTS = ("DependencyNeverSatisfied", "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "ReqNodeNotAvail", "BadConstraints",
                 "InvalidAccount", "InvalidQOS", "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "AssocMaxCpuPerJobLimit",
                 "Resources_Unavailable", "PartitionDown", "NodeDown", "JobHeldAdmin")
 
