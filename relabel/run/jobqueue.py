@@ -39,9 +39,17 @@ QUEUES = {
     "htcondor": ("HTCondorCluster", "condor_submit", lambda n: {"request_gpus": str(n)}),
 }
 
-#: Keys passed to the cluster class as they are (settings name -> dask-jobqueue keyword / config key).
-PLAIN = {"queue": "queue", "account": "account", "walltime": "walltime", "job_cpu": "job-cpu", "job_mem": "job-mem",
-         "interface": "interface", "local_directory": "local-directory"}
+#: Settings each queue's dask-jobqueue class takes, and under which keyword (its own names: SGE and LSF
+#: charge a "project", LSF reserves "ncpus"/"mem"; HTCondor has no queue, account or walltime keyword).
+KEYWORDS = {
+    "slurm": {"queue": "queue", "account": "account", "walltime": "walltime", "job_cpu": "job_cpu", "job_mem": "job_mem"},
+    "pbs": {"queue": "queue", "account": "account", "walltime": "walltime"},
+    "sge": {"queue": "queue", "account": "project", "walltime": "walltime"},
+    "lsf": {"queue": "queue", "account": "project", "walltime": "walltime", "job_cpu": "ncpus", "job_mem": "mem"},
+    "htcondor": {},
+}
+#: Settings every queue's class takes.
+COMMON = {"interface": "interface", "local_directory": "local_directory"}
 #: List keys: the user's config, then the workflow / command line, then relabel's own lines.
 LISTS = {"job_script_prologue": "job-script-prologue", "job_extra_directives": "job-extra-directives",
          "worker_extra_args": "worker-extra-args"}
@@ -197,8 +205,10 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
     directives = QUEUES[queue][2](gpus) if gpus else []
     if gpus:
         lists["worker_extra_args"] += ["--resources", "GPU=1"]
-    if isinstance(directives, dict):  # HTCondor: submit-file entries, not directive lines
-        directives = {**dict(user.get("job-extra-directives") or {}), **directives}
+    if queue == "htcondor":  # submit-file entries ("key = value"), not directive lines
+        given = dict(str(line).split("=", 1) for line in resolved.get("job_extra_directives") or [] if "=" in str(line))
+        directives = {**dict(user.get("job-extra-directives") or {}),
+                      **{k.strip(): v.strip() for k, v in given.items()}, **(directives or {})}
     else:
         directives = lists["job_extra_directives"] + directives
     env = worker_environment(max(1, cores // processes), gpus)
@@ -210,7 +220,14 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
               "log_directory": str(resolved.get("log_directory") or user.get("log-directory")
                                    or out_dir / "_logs" / queue),
               "scheduler_options": _scheduler_options(resolved, user, opts)}
-    kwargs.update({kw: resolved[key] for key, kw in PLAIN.items() if resolved.get(key) is not None})
+    for key in ("queue", "account", "job_cpu", "job_mem"):
+        if resolved.get(key) is not None and key not in KEYWORDS[queue]:
+            raise ConfigError(f"cluster.{queue}.{key}: {queue} jobs take no {key} option in dask-jobqueue; "
+                              "give it as a job_extra_directives line instead")
+    names = {**KEYWORDS[queue], **COMMON}
+    kwargs.update({kw: resolved[key] for key, kw in names.items() if key != "walltime" and resolved.get(key) is not None})
+    if "walltime" not in names:
+        kwargs.pop("walltime")
     if "name" not in user:
         kwargs["job_name"] = dask.config.get("relabel.jobqueue.name")
     python = resolved.get("python") or user.get("python")
@@ -278,8 +295,11 @@ def job_script(opts: ClusterOptions) -> str:
         resolved = resolve(queue, opts.queue_settings)
         kwargs, _ = build_cluster_kwargs(queue, resolved, Path(scratch), opts)
         kwargs["scheduler_options"] = {**kwargs["scheduler_options"], "dashboard_address": ":0"}
+        if kwargs.get("shared_temp_directory"):
+            Path(kwargs["shared_temp_directory"]).mkdir(mode=0o700)
         with cluster_class(queue)(**kwargs) as cluster:
             script = cluster.job_script()
+            _remove_credentials(cluster)
     return script.replace(scratch, str(Path(opts.out_dir or ".").resolve()))
 
 
