@@ -349,7 +349,8 @@ def _sbatch_test_only(kwargs: dict) -> None:
         fh.flush()
         out = subprocess.run(["sbatch", "--test-only", fh.name], capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
-        raise ClusterError(f"SLURM refuses the worker job: {out.stderr.strip() or out.stdout.strip()} "
+        said = "; ".join(line.strip() for line in (out.stderr or out.stdout).strip().splitlines())
+        raise ClusterError(f"SLURM refuses the worker job: {said} "
                            "(see the script with --dry-run)")
 
 

@@ -133,24 +133,17 @@ def run_catalog(
         batch_size=batch_size, catalog_columns=tuple(columns),
     )
     opts = cluster_options(cluster, wf, out_dir)
-    results: list[dict] = []
-    dashboard = None
     t_run = time.perf_counter()
-    # An empty catalog has nothing to run: no cluster is started for it.
-    place = _cluster_for(opts, client, cluster) if shards else no_cluster(opts)
-    with _undo_on_failure(out_dir), place as handle:
+    with _undo_on_failure(out_dir) as started:
+        # The folder is prepared first (job queues keep their logs and credentials in it), and put
+        # back as it was if the cluster then fails to start.
         done = prepare_output(out_dir, record, resume, overwrite)
         todo = [s for s in shards if s.name not in done]
-        say(f"relabel run: {cat.nrows} rows in {len(shards)} shards of <= {shard_size} "
-            f"({len(shards) - len(todo)} already written), planned in {t_plan:.2f} s")
-        if cat.nrows == 0:
-            say("relabel run: the catalog is empty; writing an empty output")
+        # Nothing to run (an empty catalog, a finished run resumed): no cluster is started.
+        with (_cluster_for(opts, client, cluster) if todo else no_cluster(opts)) as handle:
+            started()
+            results = _report_and_execute(handle, todo, shards, cat.nrows, shard_size, t_plan, ctx, progress, say)
         dashboard = handle.dashboard
-        say(f"cluster: {handle.description}")
-        if dashboard:
-            say(f"dashboard: {dashboard}")
-        if todo:
-            results = _execute(handle, todo, ctx, progress)
     elapsed = time.perf_counter() - t_run
 
     if not shards:
@@ -161,6 +154,17 @@ def run_catalog(
     write_json_atomic(out_dir / SUMMARY, summary)
     say(f"output: {out_dir.resolve()}  ({summary['rows_out']} rows; statuses {summary['status']})")
     return RunResult(out_dir, summary, dashboard, results)
+
+
+def _report_and_execute(handle, todo, shards, nrows, shard_size, t_plan, ctx, progress, say) -> list[dict]:
+    say(f"relabel run: {nrows} rows in {len(shards)} shards of <= {shard_size} "
+        f"({len(shards) - len(todo)} already written), planned in {t_plan:.2f} s")
+    if nrows == 0:
+        say("relabel run: the catalog is empty; writing an empty output")
+    say(f"cluster: {handle.description}")
+    if handle.dashboard:
+        say(f"dashboard: {handle.dashboard}")
+    return _execute(handle, todo, ctx, progress) if todo else []
 
 
 def _announcer(echo: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -208,18 +212,26 @@ def _refuse_occupied_output(out_dir: Path, record: dict, resume: bool, overwrite
 
 @contextlib.contextmanager
 def _undo_on_failure(out_dir: Path):
-    """A run refused before its output was prepared leaves nothing: not the folder, not the cluster's files in it."""
-    existed = out_dir.exists()
-    before = set(out_dir.iterdir()) if existed and out_dir.is_dir() else set()
+    """A run refused before its cluster started leaves the output folder as it found it (or no folder).
+
+    Yields a function to call once the cluster has started: from then on, written files stay (resumable).
+    """
+    existed = out_dir.is_dir()
+    before = set(out_dir.iterdir()) if existed else set()
+    record = out_dir / RUN_RECORD
+    old_record = record.read_bytes() if record.is_file() else None
+    state = {"started": False}
     try:
-        yield
+        yield lambda: state.update(started=True)
     except BaseException:
-        if not (out_dir / RUN_RECORD).exists() or not (out_dir / RUN_RECORD).stat().st_size:
+        if not state["started"]:
             if not existed:
                 shutil.rmtree(out_dir, ignore_errors=True)
             else:
                 for p in set(out_dir.iterdir()) - before:
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                if old_record is not None:
+                    record.write_bytes(old_record)
         raise
 
 
