@@ -35,7 +35,3 @@ class RelabelWarning(UserWarning):
 
 class ModelWarning(RelabelWarning):
     """A checkpoint is usable but suspect (e.g. it failed its collapse guard in training)."""
-
-
-class ClusterWarning(RelabelWarning):
-    """A cluster setting is unusual but not fatal (e.g. a job asks for more than a node has)."""

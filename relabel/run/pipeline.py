@@ -47,22 +47,11 @@ class RunResult:
     shard_results: list[dict] = field(default_factory=list)
 
 
-def run_catalog(
-    catalog: str | Path,
-    model: str | Path,
-    out_dir: str | Path,
-    *,
-    workflow: str | Path | Workflow | None = None,
-    cluster: ClusterOptions | None = None,
-    client=None,
-    shard_size: int | None = None,
-    batch_size: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    bias: bool = True,
-    echo: Callable[[str], None] | None = None,
-) -> RunResult:
+def run_catalog(catalog: str | Path, model: str | Path, out_dir: str | Path, *,
+                workflow: str | Path | Workflow | None = None, cluster: ClusterOptions | None = None, client=None,
+                shard_size: int | None = None, batch_size: int | None = None, resume: bool = False,
+                overwrite: bool = False, progress: bool = True, bias: bool = True,
+                echo: Callable[[str], None] | None = None) -> RunResult:
     """Re-label every row of ``catalog`` with the checkpoint ``model``; write Parquet to ``out_dir``.
 
     Parameters
@@ -72,9 +61,8 @@ def run_catalog(
     workflow : str, Path or Workflow, optional
         Default: the mapping recorded in the checkpoint, paths relative to the catalog's folder.
     cluster : ClusterOptions, optional
-        Where shards run. Not given: the ``client`` (or the caller's active
-        ``distributed.Client``, LSDB's rule: no cluster is made behind the user's back), else
-        the workflow's ``cluster.kind`` (default a LocalCluster).
+        Where shards run. Not given: ``client``, else the caller's active ``distributed.Client``
+        (LSDB's rule: no cluster behind the user's back), else the workflow's ``cluster.kind``.
     client : distributed.Client, optional
         Run on this client; it is neither closed nor changed.
     shard_size : int, optional
@@ -85,19 +73,13 @@ def run_catalog(
     Returns
     -------
     RunResult
-        The run summary (also in ``out_dir/_summary.json``).
+        The run summary (also in ``out_dir/_summary.json``). See docs/python.md for examples.
 
     Raises
     ------
     RelabelError
-        A catalog, workflow, checkpoint, output folder or cluster that fails its checks. Nothing
-        is written before all of them have passed and the cluster has started.
-
-    Examples
-    --------
-    >>> from distributed import Client, LocalCluster              # doctest: +SKIP
-    >>> with LocalCluster(n_workers=2) as lc, Client(lc):         # doctest: +SKIP
-    ...     relabel.run_catalog("catalog.fits", "model.pt", "out")  # runs on this Client
+        A catalog, workflow, checkpoint, output folder or cluster that fails its checks; a refused
+        run leaves the output folder as it found it.
     """
     say = _announcer(echo)
     t0 = time.perf_counter()
@@ -107,13 +89,7 @@ def run_catalog(
     cat = open_catalog(catalog, wf.catalog.hdu if catalog.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
-    if meta.metrics.get("collapse_guard_passed") is False:
-        # Not an error: the user may want exactly this model, but they should know.
-        text = (f"{model} failed its collapse guard in training (no epoch after the warm-up kept its balanced "
-                f"accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
-        warnings.warn(text, ModelWarning, stacklevel=2)
-        if echo:
-            echo(f"warning: {text}")
+    _warn_if_collapsed(model, meta, echo)
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
@@ -124,14 +100,8 @@ def run_catalog(
     if clash:
         raise CatalogError(f"{catalog}: column(s) {', '.join(clash)} would clash with relabel's output columns")
     _refuse_occupied_output(out_dir, record, resume, overwrite)
-    parquet_meta = {k: record[k] for k in ("relabel_version", "model_hash", "method", "workflow_hash", "started")}
-    parquet_meta["workflow_name"] = wf.name
-    schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta)
-    ctx = RunContext(
-        catalog=str(catalog.resolve()), hdu=getattr(cat, "hdu", None), workflow=wf, model=str(model.resolve()),
-        model_hash=meta.content_hash, classes=tuple(meta.classes), out_dir=str(out_dir.resolve()), schema=schema,
-        batch_size=batch_size, catalog_columns=tuple(columns),
-    )
+    ctx = _run_context(catalog, cat, model, meta, wf, record, out_dir, batch_size, columns)
+    schema = ctx.schema
     opts = cluster_options(cluster, wf, out_dir)
     t_run = time.perf_counter()
     with _undo_on_failure(out_dir) as started:
@@ -154,6 +124,28 @@ def run_catalog(
     write_json_atomic(out_dir / SUMMARY, summary)
     say(f"output: {out_dir.resolve()}  ({summary['rows_out']} rows; statuses {summary['status']})")
     return RunResult(out_dir, summary, dashboard, results)
+
+
+def _warn_if_collapsed(model: Path, meta, echo) -> None:
+    if meta.metrics.get("collapse_guard_passed") is False:
+        # Not an error: the user may want exactly this model, but they should know.
+        text = (f"{model} failed its collapse guard in training (no epoch after the warm-up kept its balanced "
+                f"accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
+        warnings.warn(text, ModelWarning, stacklevel=3)
+        if echo:
+            echo(f"warning: {text}")
+
+
+def _run_context(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, record: dict, out_dir: Path,
+                 batch_size: int, columns: list[str]) -> RunContext:
+    parquet_meta = {k: record[k] for k in ("relabel_version", "model_hash", "method", "workflow_hash", "started")}
+    parquet_meta["workflow_name"] = wf.name
+    schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta)
+    return RunContext(
+        catalog=str(catalog.resolve()), hdu=getattr(cat, "hdu", None), workflow=wf, model=str(model.resolve()),
+        model_hash=meta.content_hash, classes=tuple(meta.classes), out_dir=str(out_dir.resolve()), schema=schema,
+        batch_size=batch_size, catalog_columns=tuple(columns),
+    )
 
 
 def _report_and_execute(handle, todo, shards, nrows, shard_size, t_plan, ctx, progress, say) -> list[dict]:
