@@ -87,7 +87,7 @@ def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
     threads = opts.threads_per_worker or 1
     env = worker_environment(max(1, cores // workers), n_gpus)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {
-            **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}}):
+            **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}}), _environment_kept() as saved:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                                host=opts.host or "127.0.0.1",
                                dashboard_address=settings.get("dashboard-address", opts.dashboard_address),
@@ -99,6 +99,24 @@ def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
                                             + (f", {n_gpus} GPU(s)" if n_gpus else ", CPU"))
     finally:
         cluster.close()
+        _restore_environment(saved)  # a worker restarted during the run wrote them again
+
+
+@contextlib.contextmanager
+def _environment_kept() -> Iterator[dict]:
+    """Put this process's environment back: in-process nannies write their pre-spawn-environ
+    (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...) into ``os.environ`` before each spawn."""
+    saved = dict(os.environ)
+    try:
+        yield saved
+    finally:
+        _restore_environment(saved)
+
+
+def _restore_environment(saved: dict) -> None:
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 @contextlib.contextmanager

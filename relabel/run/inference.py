@@ -104,8 +104,10 @@ def _worker_threads() -> int | None:
     # A worker with t task threads runs t shards at once: each gets an equal part of the job's cores.
     import dask
 
-    # relabel.worker-cores reaches the worker as DASK_RELABEL__WORKER_CORES (distributed.nanny.pre-spawn-environ).
-    cores = int(dask.config.get("relabel.worker-cores", None) or os.environ.get("RELABEL_WORKER_CORES", 0) or 0)
+    # relabel.worker-cores reaches the worker as DASK_RELABEL__WORKER_CORES through distributed.nanny.pre-spawn-environ,
+    # which the worker process applies after Dask read its configuration: hence the variable itself as well.
+    cores = int(dask.config.get("relabel.worker-cores", None) or os.environ.get("DASK_RELABEL__WORKER_CORES", 0)
+                or os.environ.get("RELABEL_WORKER_CORES", 0) or 0)
     cores = cores or worker.state.nthreads
     return max(1, cores // max(1, worker.state.nthreads))
 

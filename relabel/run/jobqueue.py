@@ -212,7 +212,9 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
     else:
         directives = lists["job_extra_directives"] + directives
     env = worker_environment(max(1, cores // processes), gpus)
-    lists["job_script_prologue"] += [f"export {k}={v}" for k, v in env.items()]
+    # The job's nanny would override MALLOC_TRIM_THRESHOLD_ with its own pre-spawn-environ; workers set it
+    # themselves (relabel.run.inference.relax_malloc_trimming). The rest reaches them through the job's environment.
+    lists["job_script_prologue"] += [f"export {k}={v}" for k, v in env.items() if not k.startswith("MALLOC_")]
     kwargs = {"cores": cores, "processes": processes, "memory": str(resolved["memory"]),
               "walltime": _queue_walltime(resolved["walltime_s"], queue),
               "job_script_prologue": lists["job_script_prologue"], "job_extra_directives": directives,

@@ -187,3 +187,31 @@ def test_quiet_and_verbose_flags_set_the_relabel_logger(tiny_run, tmp_path, caps
     assert main(["-q", "run", str(root / "catalog.fits"), "--model", str(model), "--out", str(tmp_path / "b"),
                  "--config", str(root / "workflow.yaml"), "--no-bias", "--no-progress", "--cluster", "none"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def _worker_settings(_):
+    import os
+
+    from relabel.run.inference import _worker_threads
+
+    return _worker_threads(), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_workers_get_their_environment_through_pre_spawn_environ():
+    import os
+
+    import distributed  # noqa: F401  (its defaults enter dask.config on import)
+
+    from relabel.run.clusters import local_cluster
+
+    before = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    environ = dict(os.environ)
+    with local_cluster(ClusterOptions(workers=2, dashboard_address="127.0.0.1:0")) as handle:
+        client = handle.client
+        workers = list(client.scheduler_info()["workers"])
+        seen = client.gather([client.submit(_worker_settings, w, workers=[w], pure=False) for w in workers])
+    cores = max(1, (os.cpu_count() or 1) // 2)
+    assert len(seen) == 2 and set(seen) == {(cores, str(256 * 2**20))}
+    assert dict(dask.config.get("distributed.nanny.pre-spawn-environ")) == before, "the caller's config is unchanged"
+    # distributed's in-process nannies write OMP_NUM_THREADS=1 etc. into os.environ before spawning: put back
+    assert dict(os.environ) == environ, "the caller's environment is unchanged"
