@@ -134,6 +134,8 @@ def connected(target, timeout: float | str | None = None, security=None) -> Iter
     import dask
     from distributed import Client
 
+    if isinstance(target, str):
+        _refused_at_once(target)
     before = dask.config.get("scheduler", None)
     try:
         client = Client(target, timeout=timeout or settings.get("connect-timeout"), set_as_default=False,
@@ -143,6 +145,11 @@ def connected(target, timeout: float | str | None = None, security=None) -> Iter
         raise ClusterError(f"cannot reach the Dask scheduler at {target} ({cause}; waited up to "
                            f"{timeout or settings.get('connect-timeout')}); is it running, and is the "
                            "address as `dask scheduler` printed it?") from None
+    except Exception as exc:  # something listens there, but it does not speak Dask's protocol
+        if not isinstance(target, str):
+            raise
+        raise ClusterError(f"cannot use the Dask scheduler at {target}: what answers there is not a Dask "
+                           f"scheduler, or not this version's ({type(exc).__name__}: {str(exc)[:120]})") from None
     finally:
         if before is None:
             dask.config.config.pop("scheduler", None)
@@ -150,6 +157,25 @@ def connected(target, timeout: float | str | None = None, security=None) -> Iter
         yield client
     finally:
         client.close()
+
+
+def _refused_at_once(address: str) -> None:
+    """Fail in a second on a port where nothing listens: Dask's own connect retries for its whole timeout."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    protocol, location = parse_address(address)
+    if protocol not in ("tcp", "tls"):
+        return
+    host, port = parse_host_port(location)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except ConnectionRefusedError:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} (connection refused: nothing listens "
+                           "on that port); is it running, and is the address as `dask scheduler` printed it?") from None
+    except OSError:
+        pass  # unresolvable or filtered: Dask's connect says more, within its timeout
 
 
 def scheduler_address(address: str | None, scheduler_file: str | None) -> str:

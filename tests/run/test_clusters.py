@@ -70,7 +70,7 @@ def test_scheduler_files_give_the_address_or_say_what_is_wrong(tmp_path):
 @pytest.mark.parametrize("how", ["address", "file"])
 def test_unreachable_scheduler_is_one_line_and_leaves_nothing(tiny_run, tmp_path, capsys, how):
     root, _, _, model = tiny_run
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{_free_port()}"  # a closed port: refused at once
     where = ["--scheduler", address] if how == "address" else [
         "--scheduler-file", str(_scheduler_file(tmp_path / "scheduler.json", address))]
     out = tmp_path / "out"
@@ -80,6 +80,35 @@ def test_unreachable_scheduler_is_one_line_and_leaves_nothing(tiny_run, tmp_path
     assert len(err) == 1 and err[0].startswith(f"relabel: error: cannot reach the Dask scheduler at {address}")
     assert not out.exists(), "a refused run writes nothing, so a retry needs no --overwrite"
     assert dask.config.get("scheduler", None) is None, "a failed Client leaves no global scheduler setting"
+
+
+def test_an_address_where_something_else_answers_is_one_line(tiny_run, tmp_path, capsys):
+    """A web server (or anything not Dask) on the port: Dask reads its bytes as a frame length."""
+    import threading
+
+    root, _, _, model = tiny_run
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    out = tmp_path / "out"
+    try:
+        with dask.config.set({"relabel.connect-timeout": "3s"}):
+            assert _cli(root, model, out, "--scheduler", f"tcp://127.0.0.1:{port}") == 2
+    finally:
+        server.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the Dask scheduler at tcp://127.0.0.1:{port}" in err[0], err
+    assert not out.exists()
 
 
 def test_scheduler_without_workers_fails_after_the_worker_timeout(tiny_run, tmp_path):
