@@ -312,6 +312,10 @@ def jobqueue_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
     resolved = resolve(queue, opts.queue_settings)
     out_dir = Path(opts.out_dir)
     kwargs, scaling = build_cluster_kwargs(queue, resolved, out_dir, opts)
+    submit = QUEUES[queue][1]
+    if not shutil.which(submit):
+        raise ClusterError(f"--cluster {queue} needs {submit} on PATH: run relabel on a login node of that "
+                           f"queue (see the job script with --dry-run)")
     if queue == "slurm":
         _sbatch_test_only(kwargs)
     if kwargs.get("security"):
@@ -341,8 +345,6 @@ def jobqueue_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
 
 def _sbatch_test_only(kwargs: dict) -> None:
     """Ask SLURM whether it would accept the job (``sbatch --test-only``) before anything starts."""
-    if not shutil.which("sbatch"):
-        raise ClusterError("--cluster slurm needs sbatch on PATH (run relabel on a SLURM login node)")
     probe = {**kwargs, "scheduler_options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
     probe.pop("security", None)
     probe.pop("shared_temp_directory", None)

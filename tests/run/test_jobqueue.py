@@ -325,3 +325,17 @@ def test_a_job_whose_worker_retires_is_replaced_and_the_run_uses_the_new_one(tin
     assert sorted(df["row"]) == list(range(40))
     ran_in = {r["slurm_job_id"] for r in result.shard_results}
     assert None not in ran_in and not ran_in & first, "the retired job ran nothing after it retired"
+
+
+@pytest.mark.parametrize("queue, command", [("pbs", "qsub"), ("sge", "qsub"), ("lsf", "bsub"), ("htcondor", "condor_submit")])
+def test_a_queue_without_its_submit_command_is_one_line_before_anything(tiny_run, capsys, queue, command):
+    if shutil.which(command):
+        pytest.skip(f"{command} exists here")
+    root, _, _, model = tiny_run
+    assert main(["run", str(root / "catalog.fits"), "--model", str(model), "--out", str(root / "out"),
+                 "--config", str(root / "workflow.yaml"), "--cluster", queue, "--cores", "1", "--memory", "1GB",
+                 "--scheduler-host", "127.0.0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"relabel: error: --cluster {queue} needs {command} on PATH: run relabel on a login node of "
+                   "that queue (see the job script with --dry-run)"]
+    assert not (root / "out").exists()
