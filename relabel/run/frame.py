@@ -44,10 +44,10 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
 
     Examples
     --------
-    >>> import dask.dataframe as dd                                          # doctest: +SKIP
-    >>> ddf = dd.from_pandas(catalog, npartitions=8)                          # doctest: +SKIP
-    >>> meta = relabel.predict_frame(ddf._meta, "model.pt", "workflow.yaml")  # doctest: +SKIP
-    >>> out = ddf.map_partitions(relabel.predict_frame, "model.pt", "workflow.yaml", meta=meta)  # doctest: +SKIP
+    With a Dask DataFrame ``ddf`` of catalog rows (tests/run/test_frame.py runs exactly this)::
+
+        meta = relabel.predict_frame(ddf._meta, "model.pt", "workflow.yaml")
+        out = ddf.map_partitions(relabel.predict_frame, "model.pt", "workflow.yaml", meta=meta)
     """
     from relabel.cutouts.sources import open_cutout_source
     from relabel.model.checkpoint import read_checkpoint

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ class RunResult:
     shard_results: list[dict] = field(default_factory=list)
 
 
-def run_catalog(catalog: str | Path, model: str | Path, out_dir: str | Path, *,
+def run_catalog(catalog, model: str | Path, out_dir: str | Path, *,
                 workflow: str | Path | Workflow | None = None, cluster: ClusterOptions | None = None, client=None,
                 shard_size: int | None = None, batch_size: int | None = None, resume: bool = False,
                 overwrite: bool = False, progress: bool = True, bias: bool = True,
@@ -56,8 +57,11 @@ def run_catalog(catalog: str | Path, model: str | Path, out_dir: str | Path, *,
 
     Parameters
     ----------
-    catalog, model, out_dir : str or Path
-        FITS or Parquet catalog, checkpoint from ``relabel train``, output folder (a Parquet dataset).
+    catalog : str, Path, pandas.DataFrame or astropy.table.Table
+        FITS or Parquet catalog; a table in memory is kept with the output as ``_catalog.parquet``
+        (the file every worker reads), once the run has passed its checks.
+    model, out_dir : str or Path
+        Checkpoint from ``relabel train``, output folder (a Parquet dataset).
     workflow : str, Path or Workflow, optional
         Default: the mapping recorded in the checkpoint, paths relative to the catalog's folder.
     cluster : ClusterOptions, optional
@@ -81,12 +85,46 @@ def run_catalog(catalog: str | Path, model: str | Path, out_dir: str | Path, *,
         A catalog, workflow, checkpoint, output folder or cluster that fails its checks; a refused
         run leaves the output folder as it found it.
     """
+    options = dict(workflow=workflow, cluster=cluster, client=client, shard_size=shard_size, batch_size=batch_size,
+                   resume=resume, overwrite=overwrite, progress=progress, bias=bias, echo=echo)
+    if isinstance(catalog, (str, Path)):
+        return _run(Path(catalog), None, Path(model), Path(out_dir), **options)
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / "catalog.parquet"
+        _table_frame(catalog).to_parquet(staged, index=False)
+        return _run(Path(out_dir) / IN_MEMORY_CATALOG, staged, Path(model), Path(out_dir), **options)
+
+
+#: Where a catalog given as a DataFrame or Table is kept, with the output it produced.
+IN_MEMORY_CATALOG = "_catalog.parquet"
+
+
+def _table_frame(catalog):
+    """A pandas DataFrame of a DataFrame or an astropy Table (masked values become missing ones)."""
+    import pandas as pd
+
+    if isinstance(catalog, pd.DataFrame):
+        return catalog
+    try:
+        from astropy.table import Table
+    except ImportError:  # pragma: no cover - astropy is a dependency
+        Table = ()
+    if isinstance(catalog, Table):
+        table = catalog.copy(copy_data=False)
+        table.convert_bytestring_to_unicode()  # FITS text columns: paths and ids as str, not bytes
+        return table.to_pandas()
+    raise CatalogError(f"catalog must be a path, a pandas DataFrame or an astropy Table, got {type(catalog).__name__}")
+
+
+def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, workflow, cluster, client, shard_size,
+         batch_size, resume, overwrite, progress, bias, echo) -> RunResult:
+    """:func:`run_catalog` on a catalog file; ``staged``: the file to read now, moved to ``catalog`` once prepared."""
     say = _announcer(echo)
     t0 = time.perf_counter()
-    catalog, model, out_dir = Path(catalog), Path(model), Path(out_dir)
     _, meta = read_checkpoint(model)
-    wf = _resolve_workflow(workflow, meta, catalog)
-    cat = open_catalog(catalog, wf.catalog.hdu if catalog.suffix.lower() not in (".parquet", ".pq") else None)
+    wf = _resolve_workflow(workflow, meta, catalog if staged is None else Path.cwd() / catalog.name)
+    source = staged or catalog
+    cat = open_catalog(source, wf.catalog.hdu if source.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
     _warn_if_collapsed(model, meta, echo)
@@ -108,6 +146,8 @@ def run_catalog(catalog: str | Path, model: str | Path, out_dir: str | Path, *,
         # The folder is prepared first (job queues keep their logs and credentials in it), and put
         # back as it was if the cluster then fails to start.
         done = prepare_output(out_dir, record, resume, overwrite)
+        if staged is not None:
+            shutil.move(staged, catalog)
         todo = [s for s in shards if s.name not in done]
         # Nothing to run (an empty catalog, a finished run resumed): no cluster is started.
         with (_cluster_for(opts, client, cluster) if todo else no_cluster(opts)) as handle:

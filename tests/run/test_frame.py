@@ -3,6 +3,7 @@
 import fitsio
 import numpy as np
 import pandas as pd
+import pytest
 
 import relabel
 from relabel.catalog.reader import open_catalog
@@ -56,3 +57,26 @@ def test_one_partition_keeps_its_index_and_columns(tiny_run):
     assert out.index.equals(rows.index)
     pd.testing.assert_frame_equal(out[rows.columns], rows)
     assert out["status"].eq("ok").all() and np.allclose(out[["p_elliptical", "p_spiral"]].sum(axis=1), 1, atol=1e-5)
+
+
+def test_run_catalog_takes_a_dataframe_or_an_astropy_table(tiny_run, tmp_path):
+    from astropy.table import Table
+
+    from relabel.errors import CatalogError
+
+    root, _, _, model = tiny_run
+    kw = dict(workflow=root / "workflow.yaml", cluster=ClusterOptions(kind="none"), bias=False, progress=False,
+              shard_size=16)
+    relabel.run_catalog(root / "catalog.fits", model, tmp_path / "file", **kw)
+    expected = pd.read_parquet(tmp_path / "file").sort_values("row").reset_index(drop=True)
+    frame = open_catalog(root / "catalog.fits").read(list(open_catalog(root / "catalog.fits").columns))
+    for name, table in (("frame", frame), ("table", Table.read(root / "catalog.fits", hdu=1))):
+        result = relabel.run_catalog(table, model, tmp_path / name, **kw)
+        got = pd.read_parquet(tmp_path / name).sort_values("row").reset_index(drop=True)
+        assert result.summary["rows_out"] == 40 and (tmp_path / name / "_catalog.parquet").is_file()
+        for col in ["OBJID", "status", "label", "label_original"]:
+            assert got[col].tolist() == expected[col].tolist(), (name, col)
+        np.testing.assert_allclose(got[["p_elliptical", "p_spiral"]], expected[["p_elliptical", "p_spiral"]], atol=1e-6)
+    with pytest.raises(CatalogError, match="RA"):
+        relabel.run_catalog(frame.drop(columns="RA"), model, tmp_path / "refused", **kw)
+    assert not (tmp_path / "refused").exists(), "a refused in-memory catalog leaves nothing"
