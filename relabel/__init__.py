@@ -33,6 +33,10 @@ _PUBLIC = {
     "evaluate_model": "relabel.evaluate",
     "load_checkpoint": "relabel.model.checkpoint",
     "run_catalog": "relabel.run.pipeline",
+    "predict_frame": "relabel.run.frame",
+    "ClusterOptions": "relabel.run.clusters",
+    "RelabelError": "relabel.errors",
+    "RelabelWarning": "relabel.errors",
     "make_report": "relabel.report.page",
     "run_demo": "relabel.demo",
 }

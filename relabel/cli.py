@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    _setup_logging(args.verbose - args.quiet)
     try:
         return int(args.func(args) or 0)
     except RelabelError as exc:
@@ -29,6 +30,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _setup_logging(level: int) -> None:
+    """The ``relabel`` logger: progress lines on stdout, warnings on stderr; -q warnings only, -v/-vv more detail."""
+    import logging
+
+    logger = logging.getLogger("relabel")
+    for h in [h for h in logger.handlers if getattr(h, "_relabel_cli", False)]:
+        logger.removeHandler(h)  # main() called again in one process (tests): streams may have changed
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    for handler, fmt in ((out, "%(message)s"), (err, "relabel: %(levelname)s: %(message)s")):
+        handler.setFormatter(logging.Formatter(fmt))
+        handler._relabel_cli = True
+        logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(level, logging.ERROR if level < 0 else logging.DEBUG))
+    logging.captureWarnings(True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relabel",
@@ -36,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"relabel {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="fewer log lines (-q: warnings only)")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_simulate(sub)
     _add_bias(sub)
@@ -200,57 +223,64 @@ def _add_run(sub) -> None:
     p.add_argument("--model", type=Path, required=True, help="checkpoint from `relabel train`")
     p.add_argument("--out", type=Path, required=True, help="output folder (a Parquet dataset)")
     p.add_argument("--config", type=Path, help="workflow file (default: the mapping recorded in the checkpoint)")
-    p.add_argument("--cluster", choices=["local", "slurm", "none"], default=None,
-                   help="local: a LocalCluster (default, or the workflow's cluster.kind); slurm: workers as SLURM "
-                        "jobs; none: in this process, plain tracebacks")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="attach to a running Dask scheduler instead")
+    p.add_argument("--cluster", choices=["local", *JOB_QUEUES_CLI, "none"], default=None,
+                   help="local: a LocalCluster (default, or the workflow's cluster.kind); slurm, pbs, sge, lsf, "
+                        "htcondor: workers as batch jobs (dask-jobqueue); none: in this process, plain tracebacks")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="attach to a running Dask scheduler (tcp://host:port)")
+    where.add_argument("--scheduler-file", metavar="PATH",
+                       help="attach to the scheduler that `dask scheduler --scheduler-file PATH` started")
     p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: 2 on CPU, 1 per GPU)")
     p.add_argument("--threads-per-worker", type=int, help="tasks each worker runs at once (default 1)")
-    p.add_argument("--dashboard-address", default="127.0.0.1:8787",
-                   help="where the LocalCluster dashboard listens (default 127.0.0.1:8787; a busy port picks another)")
-    p.add_argument("--shard-size", type=int, help="rows per shard (default: workflow run.shard_size)")
+    p.add_argument("--dashboard-address", default=None,
+                   help="where the dashboard listens (default: dask config relabel.dashboard-address, 127.0.0.1:8787)")
+    p.add_argument("--worker-timeout", type=float,
+                   help="seconds to wait for the first workers before saying why (default: relabel.worker-timeout, 300)")
+    p.add_argument("--shard-size", type=int, help="rows per shard (default: workflow run.shard_size; --resume: the run's)")
     p.add_argument("--batch-size", type=int, help="cutouts per forward pass (default: workflow run.batch_size)")
     p.add_argument("--resume", action="store_true", help="complete an interrupted run: skip shards already written")
     p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run")
     p.add_argument("--no-bias", action="store_true", help="skip L of the original and new labels in the summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s = p.add_argument_group("SLURM (--cluster slurm; over the workflow's cluster.slurm and dask's jobqueue.slurm)")
+    s = p.add_argument_group("job queues (--cluster slurm|pbs|sge|lsf|htcondor; over the workflow's cluster.<queue> "
+                             "and dask's jobqueue.<queue>)")
     s.add_argument("--jobs", type=int, help="fixed number of jobs (default 1; the way for GPU pools)")
     s.add_argument("--min-jobs", type=int, help="adaptive CPU pool: at least this many jobs")
     s.add_argument("--max-jobs", type=int, help="adaptive CPU pool: at most this many jobs")
-    s.add_argument("--queue", "--partition", dest="queue", help="SLURM partition")
-    s.add_argument("--account", help="SLURM account to charge")
+    s.add_argument("--queue", "--partition", dest="queue", help="queue / SLURM partition")
+    s.add_argument("--account", help="account / project to charge")
     s.add_argument("--walltime", help="job walltime, e.g. 02:00:00 (workers retire before it)")
-    s.add_argument("--cores", type=int, help="cores per job")
+    s.add_argument("--cores", type=int, help="cores per job (default: a node's, from sinfo; else 4)")
     s.add_argument("--memory", help="memory per job, e.g. 32GB")
     s.add_argument("--gpus-per-job", type=int, help="GPUs per job: one worker process per GPU, each GPU=1")
     s.add_argument("--interface", help="network interface the workers listen on (e.g. ib0)")
     s.add_argument("--scheduler-interface", help="interface the scheduler listens on, reachable from compute nodes")
-    s.add_argument("--python", help="Python executable on the compute nodes")
+    s.add_argument("--scheduler-host", help="address the scheduler listens on (default: this host's routable one)")
+    s.add_argument("--python", help="Python on the compute nodes (default: `python` after a prologue)")
     s.add_argument("--prologue", action="append", dest="job_script_prologue", metavar="LINE",
                    help="shell line run before the worker starts (repeatable): module load, source activate, ...")
-    s.add_argument("--log-dir", dest="log_directory", help="worker job logs (default OUT/_logs/slurm)")
-    s.add_argument("--worker-timeout", type=int, help="seconds to wait for workers before explaining why (default 300)")
+    s.add_argument("--log-dir", dest="log_directory", help="worker job logs (default OUT/_logs/QUEUE)")
     s.add_argument("--no-tls", dest="tls", action="store_false", default=None,
                    help="plain TCP scheduler (only on a cluster where nobody else can reach its port)")
     s.add_argument("--dry-run", action="store_true", help="print the job script that would be submitted and exit")
 
 
-SLURM_OPTIONS = ("jobs", "min_jobs", "max_jobs", "queue", "account", "walltime", "cores", "memory", "gpus_per_job",
-                 "interface", "scheduler_interface", "python", "job_script_prologue", "log_directory",
-                 "worker_timeout", "tls")
+JOB_QUEUES_CLI = ("slurm", "pbs", "sge", "lsf", "htcondor")
+QUEUE_OPTIONS = ("jobs", "min_jobs", "max_jobs", "queue", "account", "walltime", "cores", "memory", "gpus_per_job",
+                 "interface", "scheduler_interface", "scheduler_host", "python", "job_script_prologue",
+                 "log_directory", "tls")
 
 
 def _run(args) -> int:
     from relabel.run.clusters import ClusterOptions
-    from relabel.run.pipeline import run_catalog, slurm_dry_run
+    from relabel.run.pipeline import dry_run, run_catalog
 
-    slurm = {k: getattr(args, k) for k in SLURM_OPTIONS}
-    opts = ClusterOptions(kind=args.cluster, scheduler=args.scheduler, workers=args.workers,
-                          threads_per_worker=args.threads_per_worker, dashboard_address=args.dashboard_address,
-                          extra={"slurm": slurm})
+    opts = ClusterOptions(kind=args.cluster, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                          workers=args.workers, threads_per_worker=args.threads_per_worker,
+                          dashboard_address=args.dashboard_address, worker_timeout=args.worker_timeout,
+                          queue_settings={k: getattr(args, k) for k in QUEUE_OPTIONS})
     if args.dry_run:
-        print(slurm_dry_run(args.catalog, args.model, args.out, args.config, opts))
+        print(dry_run(args.catalog, args.model, args.out, workflow=args.config, cluster=opts))
         return 0
     run_catalog(args.catalog, args.model, args.out, workflow=args.config, cluster=opts, shard_size=args.shard_size,
                 batch_size=args.batch_size, resume=args.resume, overwrite=args.overwrite,

@@ -18,31 +18,29 @@ from typing import Any
 import yaml
 
 from relabel.errors import ConfigError
+from relabel.schema import REQUIRED, as_mapping, defaults, parse_section, schema_markdown, setting
 
 BEST_ENDS = ("low", "high")
 LAYOUTS = ("tiles", "files")
-
-BIAS_DEFAULTS = {"log2_bins_int": 4, "bins_obs": 5, "n_boot": 20, "n_per_bin": None, "n_null": 10, "seed": 0}
-TRAIN_DEFAULTS = {"epochs": 12, "batch_size": 128, "lambda": 10.0, "val_fraction": 0.25, "seed": 0}
-RUN_DEFAULTS = {"shard_size": 2048, "batch_size": 256}
-CLUSTER_DEFAULTS = {"kind": "local"}
+CLUSTER_KINDS = ("local", "slurm", "pbs", "sge", "lsf", "htcondor", "none")
+JOB_QUEUES = ("slurm", "pbs", "sge", "lsf", "htcondor")
 
 
 @dataclass(frozen=True)
 class ProbabilityLabel:
     """One class defined by a vote-fraction column passing a threshold."""
 
-    column: str
-    name: str
-    threshold: float
+    column: str = setting(REQUIRED, "vote-fraction column")
+    name: str = setting(REQUIRED, "class name", key="class")
+    threshold: float = setting(REQUIRED, "the object is this class when the column is >= it", minimum=0, maximum=1)
 
 
 @dataclass(frozen=True)
 class Observable:
     """An observing-condition column and which end of it is the best quality."""
 
-    column: str
-    best: str  # "low" or "high"
+    column: str = setting(REQUIRED, "observing-condition column")
+    best: str = setting(REQUIRED, "the best-quality end of the column", choices=BEST_ENDS)
 
 
 @dataclass
@@ -53,10 +51,10 @@ class LabelSpec:
     categorical ``label_column`` with its ``classes`` in order.
     """
 
-    probabilities: list[ProbabilityLabel] = field(default_factory=list)
-    label_column: str | None = None
-    classes: list[str] = field(default_factory=list)
-    keep_uncertain: bool = False
+    probabilities: list[ProbabilityLabel] = setting([], "class <- probability column >= threshold (later column wins)")
+    label_column: str | None = setting(None, "alternative: one categorical label column ...")
+    classes: list[str] = setting([], "... with these values, in this order")
+    keep_uncertain: bool = setting(False, "objects passing no threshold form a class 'uncertain'")
 
     @property
     def class_names(self) -> list[str]:
@@ -82,26 +80,26 @@ class LabelSpec:
 class CatalogSpec:
     """Where the catalog is and which columns identify and place each galaxy."""
 
-    path: Path | None = None
-    hdu: int | str = 1
-    id: str = "OBJID"
-    ra: str = "RA"
-    dec: str = "DEC"
-    passthrough: list[str] = field(default_factory=list)
+    path: Path | None = setting(None, "default catalog for commands that take one")
+    hdu: int | str = setting(1, "FITS extension number or EXTNAME")
+    id: str = setting("OBJID", "galaxy id column")
+    ra: str = setting("RA", "right ascension column (deg)")
+    dec: str = setting("DEC", "declination column (deg)")
+    passthrough: list[str] = setting([], "extra catalog columns copied to the run output")
 
 
 @dataclass
 class CutoutSpec:
     """Where each galaxy's image is: a slice of a tile cube, or a file of its own."""
 
-    layout: str = "tiles"
-    root: Path = Path(".")
-    tile_column: str = "TILE"
-    index_column: str = "TILE_INDEX"
-    path_column: str = "CUTOUT"
-    size: int = 64
-    bands: list[str] = field(default_factory=lambda: ["r"])
-    pixel_scale: float = 0.396
+    layout: str = setting("tiles", "cutouts packed in tile cubes, or one file per galaxy", choices=LAYOUTS)
+    root: Path = setting(Path("."), "folder the tile / file paths in the catalog are relative to")
+    tile_column: str = setting("TILE", "layout tiles: tile path column")
+    index_column: str = setting("TILE_INDEX", "layout tiles: the cutout's index in the tile's cube")
+    path_column: str = setting("CUTOUT", "layout files: one FITS file per galaxy")
+    size: int = setting(64, "cutout side (pixels)", above=0)
+    bands: list[str] = setting(["r"], "bands along axis 1 of each cube, in this order")
+    pixel_scale: float = setting(0.396, "arcsec / pixel", above=0)
 
     @property
     def columns(self) -> list[str]:
@@ -109,6 +107,107 @@ class CutoutSpec:
         if self.layout == "tiles":
             return [self.tile_column, self.index_column]
         return [self.path_column]
+
+
+@dataclass
+class BiasSettings:
+    """The metric L's binning and uncertainty (Cabrera-Vives et al. 2018)."""
+
+    log2_bins_int: int = setting(4, "depth of the intrinsic k-d tree (2^l bins)", minimum=0)
+    bins_obs: int = setting(5, "observable bins per intrinsic bin", above=0)
+    n_boot: int = setting(20, "bootstrap repetitions", minimum=0)
+    n_per_bin: int | None = setting(None, "subsample n x 2^l x B objects per repetition (null: all)", above=0)
+    n_null: int = setting(10, "shuffles for the null L", minimum=0)
+    seed: int = setting(0, "random seed", minimum=0)
+
+
+@dataclass
+class TrainSettings:
+    """Training of the classifier (``relabel train``)."""
+
+    epochs: int = setting(12, "at most this many epochs", above=0)
+    batch_size: int = setting(128, "cutouts per step", above=0)
+    lam: float = setting(10.0, "weight of the bias term (debiased)", key="lambda", minimum=0)
+    val_fraction: float = setting(0.25, "share of objects held out for validation", above=0, maximum=0.9)
+    seed: int = setting(0, "random seed of the split and the weights", minimum=0)
+
+
+@dataclass
+class RunSettings:
+    """Re-labelling a catalog (``relabel run``)."""
+
+    shard_size: int = setting(2048, "rows per shard (one Dask task)", above=0)
+    batch_size: int = setting(256, "cutouts per forward pass", above=0)
+
+
+@dataclass
+class JobQueueSettings:
+    """One job queue's workers (dask-jobqueue); unset keys fall back to the user's ``jobqueue.<queue>`` config."""
+
+    jobs: int | None = setting(None, "fixed number of jobs (default 1; the way for GPU pools)", above=0)
+    min_jobs: int | None = setting(None, "adaptive CPU pool: at least this many jobs", minimum=0)
+    max_jobs: int | None = setting(None, "adaptive CPU pool: at most this many jobs", above=0)
+    queue: str | None = setting(None, "queue / partition")
+    account: str | None = setting(None, "account / project to charge")
+    walltime: str | None = setting(None, "job walltime, [D-]HH:MM:SS (workers retire before it)")
+    cores: int | None = setting(None, "cores per job (default: what a node of the partition has, else 4)", above=0)
+    memory: str | None = setting(None, "memory per job, e.g. 32GB (default: the node's, else 15GB)")
+    gpus_per_job: int | None = setting(None, "GPUs per job: one worker process per GPU, each GPU=1", minimum=0)
+    job_cpu: int | None = setting(None, "CPUs reserved per job, if not cores", above=0)
+    job_mem: str | None = setting(None, "memory reserved per job, if not memory")
+    interface: str | None = setting(None, "network interface the workers listen on (e.g. ib0)")
+    scheduler_interface: str | None = setting(None, "interface the scheduler listens on, reachable from compute nodes")
+    scheduler_host: str | None = setting(None, "address the scheduler listens on (default: this host's routable one)")
+    python: str | None = setting(None, "Python on the compute nodes (default: `python` after the prologue)")
+    job_script_prologue: list[str] | None = setting(None, "shell lines before the worker starts (module load, activate)")
+    job_extra_directives: list[str] | None = setting(None, "extra #SBATCH/#PBS/... directives")
+    worker_extra_args: list[str] | None = setting(None, "extra `dask worker` arguments")
+    log_directory: str | None = setting(None, "worker job logs (default OUT/_logs/<queue>)")
+    local_directory: str | None = setting(None, "workers' scratch folder")
+    tls: bool | None = setting(None, "TLS with temporary credentials (default true)")
+    lifetime: str | None = setting(None, "worker --lifetime (default: from the walltime)")
+    lifetime_stagger: str | None = setting(None, "worker --lifetime-stagger")
+    worker_timeout: int | None = setting(None, "seconds to wait for workers before explaining why (default 300)",
+                                         above=0)
+
+
+@dataclass
+class ClusterSettings:
+    """Where shards run; the job-queue sections hold that queue's options."""
+
+    kind: str = setting("local", "where shards run", choices=CLUSTER_KINDS)
+    slurm: JobQueueSettings = setting(JobQueueSettings(), "SLURM (dask_jobqueue.SLURMCluster)")
+    pbs: JobQueueSettings = setting(JobQueueSettings(), "PBS / Torque (dask_jobqueue.PBSCluster)")
+    sge: JobQueueSettings = setting(JobQueueSettings(), "SGE (dask_jobqueue.SGECluster)")
+    lsf: JobQueueSettings = setting(JobQueueSettings(), "LSF (dask_jobqueue.LSFCluster)")
+    htcondor: JobQueueSettings = setting(JobQueueSettings(), "HTCondor (dask_jobqueue.HTCondorCluster)")
+
+
+@dataclass(kw_only=True)
+class WorkflowFile:
+    """The top level of a workflow file: one key per section."""
+
+    name: str | None = setting(None, "a name for the survey (default: the file's stem)")
+    catalog: CatalogSpec = setting(CatalogSpec(), "the catalog's columns")
+    labels: LabelSpec = setting(REQUIRED, "how the catalog's columns become classes")
+    intrinsic: list[str] = setting(REQUIRED, "intrinsic-property columns (morphology may depend on them)")
+    observables: list[Observable] = setting(REQUIRED, "observing-condition columns (morphology must not)")
+    cutouts: CutoutSpec = setting(CutoutSpec(), "where each galaxy's image is")
+    bias: BiasSettings = setting(BiasSettings(), "the metric L")
+    train: TrainSettings = setting(TrainSettings(), "training")
+    run: RunSettings = setting(RunSettings(), "re-labelling")
+    cluster: ClusterSettings = setting(ClusterSettings(), "where shards run")
+
+
+BIAS_DEFAULTS = defaults(BiasSettings)
+TRAIN_DEFAULTS = defaults(TrainSettings)
+RUN_DEFAULTS = defaults(RunSettings)
+CLUSTER_DEFAULTS = {"kind": "local"}
+
+
+def schema_table() -> str:
+    """The Markdown table of every workflow key, as printed in ``docs/conventions.md``."""
+    return schema_markdown({"": WorkflowFile})
 
 
 @dataclass
@@ -130,71 +229,40 @@ class Workflow:
 
     @classmethod
     def from_dict(cls, data: dict, base_dir: str | Path = ".", source: str | Path | None = None) -> "Workflow":
-        """Validate a parsed workflow mapping; relative paths resolve against ``base_dir``."""
+        """Validate a parsed workflow mapping; relative paths resolve against ``base_dir``.
+
+        Raises
+        ------
+        ConfigError
+            An unknown key (the nearest valid one is suggested), a missing one, a wrong type
+            or a value out of range; the message names the file and the dotted key.
+        """
         where = str(source) if source is not None else "workflow"
-        check = _Checker(where)
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
-        known = {"name", "catalog", "labels", "intrinsic", "observables", "cutouts", "bias", "train", "run", "cluster"}
-        check.no_unknown(data, known, "")
+        parsed = parse_section(WorkflowFile, data, where, "")
+        _check_labels(parsed.labels, where)
+        for key in ("intrinsic", "observables"):
+            if not getattr(parsed, key):
+                raise ConfigError(f"{where}: key '{key}' is missing or empty")
         base = Path(base_dir)
-
-        cat = check.mapping(data.get("catalog", {}), "catalog")
-        check.no_unknown(cat, {"path", "hdu", "id", "ra", "dec", "passthrough"}, "catalog")
-        hdu = cat.get("hdu", 1)
-        if not isinstance(hdu, (int, str)) or isinstance(hdu, bool):
-            raise ConfigError(f"{where}: key 'catalog.hdu' must be an extension number or name, got {hdu!r}")
-        catalog = CatalogSpec(
-            path=(base / cat["path"]) if cat.get("path") else None,
-            hdu=hdu,
-            id=check.string(cat.get("id", "OBJID"), "catalog.id"),
-            ra=check.string(cat.get("ra", "RA"), "catalog.ra"),
-            dec=check.string(cat.get("dec", "DEC"), "catalog.dec"),
-            passthrough=check.strings(cat.get("passthrough", []), "catalog.passthrough"),
-        )
-
-        labels = _parse_labels(check, data.get("labels"))
-        intrinsic = check.strings(data.get("intrinsic"), "intrinsic", required=True)
-        observables = _parse_observables(check, data.get("observables"))
-
-        cut = check.mapping(data.get("cutouts", {}), "cutouts")
-        check.no_unknown(cut, {"layout", "root", "tile_column", "index_column", "path_column", "size", "bands", "pixel_scale"}, "cutouts")
-        layout = cut.get("layout", "tiles")
-        if layout not in LAYOUTS:
-            raise ConfigError(f"{where}: key 'cutouts.layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-        cutouts = CutoutSpec(
-            layout=layout,
-            root=base / str(cut.get("root", ".")),
-            tile_column=check.string(cut.get("tile_column", "TILE"), "cutouts.tile_column"),
-            index_column=check.string(cut.get("index_column", "TILE_INDEX"), "cutouts.index_column"),
-            path_column=check.string(cut.get("path_column", "CUTOUT"), "cutouts.path_column"),
-            size=check.positive_int(cut.get("size", 64), "cutouts.size"),
-            bands=check.strings(cut.get("bands", ["r"]), "cutouts.bands", required=True),
-            pixel_scale=check.positive_float(cut.get("pixel_scale", 0.396), "cutouts.pixel_scale"),
-        )
-
-        bias = check.section(data.get("bias"), "bias", BIAS_DEFAULTS)
-        for key in ("log2_bins_int", "n_boot", "n_null", "seed"):
-            check.non_negative_int(bias[key], f"bias.{key}")
-        check.positive_int(bias["bins_obs"], "bias.bins_obs")
-        if bias["n_per_bin"] is not None:
-            check.positive_int(bias["n_per_bin"], "bias.n_per_bin")
-        train = check.section(data.get("train"), "train", TRAIN_DEFAULTS, allow_extra=True)
-        run = check.section(data.get("run"), "run", RUN_DEFAULTS, allow_extra=True)
-        check.positive_int(run["shard_size"], "run.shard_size")
-        check.positive_int(run["batch_size"], "run.batch_size")
-        cluster = check.section(data.get("cluster"), "cluster", CLUSTER_DEFAULTS, allow_extra=True)
-
+        catalog = parsed.catalog
+        if catalog.path is not None:
+            catalog.path = base / catalog.path
+        parsed.cutouts.root = base / parsed.cutouts.root
+        cluster = as_mapping(parsed.cluster)
+        # Only the queue sections the file gives are kept: unset keys must fall through to dask's config.
+        cluster = {k: v for k, v in cluster.items() if k == "kind" or k in (data.get("cluster") or {})}
         return cls(
-            name=str(data.get("name", Path(where).stem)),
+            name=str(parsed.name or Path(where).stem),
             catalog=catalog,
-            labels=labels,
-            intrinsic=intrinsic,
-            observables=observables,
-            cutouts=cutouts,
-            bias=bias,
-            train=train,
-            run=run,
+            labels=parsed.labels,
+            intrinsic=parsed.intrinsic,
+            observables=parsed.observables,
+            cutouts=parsed.cutouts,
+            bias=as_mapping(parsed.bias),
+            train=as_mapping(parsed.train),
+            run=as_mapping(parsed.run),
             cluster=cluster,
             source=Path(source) if source is not None else None,
             raw=copy.deepcopy(data),
@@ -233,124 +301,15 @@ def load_workflow(path: str | Path) -> Workflow:
     return Workflow.from_dict(data or {}, base_dir=path.parent, source=path)
 
 
-def _parse_labels(check: "_Checker", value: Any) -> LabelSpec:
-    lab = check.mapping(value, "labels", required=True)
-    check.no_unknown(lab, {"probabilities", "label_column", "classes", "keep_uncertain"}, "labels")
-    keep = lab.get("keep_uncertain", False)
-    if not isinstance(keep, bool):
-        raise ConfigError(f"{check.where}: key 'labels.keep_uncertain' must be true or false, got {keep!r}")
-    probs = lab.get("probabilities")
-    column = lab.get("label_column")
-    if bool(probs) == bool(column):
+def _check_labels(labels: LabelSpec, where: str) -> None:
+    """The rules between label keys that a type cannot say."""
+    if bool(labels.probabilities) == bool(labels.label_column):
         raise ConfigError(
-            f"{check.where}: key 'labels' needs exactly one of 'probabilities' (vote-fraction columns with "
+            f"{where}: key 'labels' needs exactly one of 'probabilities' (vote-fraction columns with "
             "thresholds) or 'label_column' (with 'classes')"
         )
-    if column:
-        classes = check.strings(lab.get("classes"), "labels.classes", required=True)
-        return LabelSpec(label_column=check.string(column, "labels.label_column"), classes=classes, keep_uncertain=keep)
-    if not isinstance(probs, list):
-        raise ConfigError(f"{check.where}: key 'labels.probabilities' must be a list of {{column, class, threshold}}")
-    items = []
-    for i, item in enumerate(probs):
-        key = f"labels.probabilities[{i}]"
-        item = check.mapping(item, key, required=True)
-        check.no_unknown(item, {"column", "class", "threshold"}, key)
-        for need in ("column", "class", "threshold"):
-            if need not in item:
-                raise ConfigError(f"{check.where}: key '{key}.{need}' is missing")
-        threshold = item["threshold"]
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-            raise ConfigError(f"{check.where}: key '{key}.threshold' must be a number in [0, 1], got {threshold!r}")
-        items.append(
-            ProbabilityLabel(check.string(item["column"], f"{key}.column"), check.string(item["class"], f"{key}.class"), float(threshold))
-        )
-    names = [p.name for p in items]
+    if labels.label_column and not labels.classes:
+        raise ConfigError(f"{where}: key 'labels.classes' is missing or empty (the values of {labels.label_column})")
+    names = [p.name for p in labels.probabilities]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{check.where}: key 'labels.probabilities' repeats a class name: {names}")
-    return LabelSpec(probabilities=items, keep_uncertain=keep)
-
-
-def _parse_observables(check: "_Checker", value: Any) -> list[Observable]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{check.where}: key 'observables' must be a non-empty list of {{column, best: low|high}}")
-    out = []
-    for i, item in enumerate(value):
-        key = f"observables[{i}]"
-        item = check.mapping(item, key, required=True)
-        check.no_unknown(item, {"column", "best"}, key)
-        if "column" not in item:
-            raise ConfigError(f"{check.where}: key '{key}.column' is missing")
-        best = item.get("best")
-        if best not in BEST_ENDS:
-            raise ConfigError(
-                f"{check.where}: key '{key}.best' must be 'low' or 'high' (the best-quality end of "
-                f"{item['column']}), got {best!r}"
-            )
-        out.append(Observable(check.string(item["column"], f"{key}.column"), best))
-    return out
-
-
-class _Checker:
-    """Type checks that name the workflow file and the key in their errors."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def fail(self, key: str, what: str, value: Any) -> None:
-        raise ConfigError(f"{self.where}: key '{key}' must be {what}, got {value!r}")
-
-    def mapping(self, value: Any, key: str, required: bool = False) -> dict:
-        if value is None and not required:
-            return {}
-        if not isinstance(value, dict):
-            if value is None:
-                raise ConfigError(f"{self.where}: key '{key}' is missing")
-            self.fail(key, "a mapping", value)
-        return value
-
-    def no_unknown(self, value: dict, known: set[str], key: str) -> None:
-        unknown = sorted(set(value) - known)
-        if unknown:
-            prefix = f"{key}." if key else ""
-            names = ", ".join(f"'{prefix}{u}'" for u in unknown)
-            raise ConfigError(f"{self.where}: unknown key {names}; known here: {', '.join(sorted(known))}")
-
-    def string(self, value: Any, key: str) -> str:
-        if not isinstance(value, str) or not value:
-            self.fail(key, "a non-empty string", value)
-        return value
-
-    def strings(self, value: Any, key: str, required: bool = False) -> list[str]:
-        if value is None or value == []:
-            if required:
-                raise ConfigError(f"{self.where}: key '{key}' is missing or empty")
-            return []
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.fail(key, "a list of column names", value)
-        return list(value)
-
-    def positive_int(self, value: Any, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            self.fail(key, "a positive integer", value)
-        return value
-
-    def non_negative_int(self, value: Any, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.fail(key, "a non-negative integer", value)
-        return value
-
-    def positive_float(self, value: Any, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            self.fail(key, "a positive number", value)
-        return float(value)
-
-    def section(self, value: Any, key: str, defaults: dict, allow_extra: bool = False) -> dict:
-        value = self.mapping(value, key)
-        if not allow_extra:
-            self.no_unknown(value, set(defaults), key)
-        merged = dict(defaults)
-        merged.update(value)
-        return merged
+        raise ConfigError(f"{where}: key 'labels.probabilities' repeats a class name: {names}")

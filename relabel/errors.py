@@ -21,5 +21,21 @@ class OutputError(RelabelError):
     """The output location cannot be written as asked (exists, other run, ...)."""
 
 
+class ClusterError(RelabelError):
+    """A Dask cluster cannot be started or reached, or its workers do not arrive."""
+
+
+class WorkersMissing(ClusterError):
+    """Workers did not connect in time; the message says how many came and what to check."""
+
+
+class RelabelWarning(UserWarning):
+    """Base class of relabel's warnings (filter them with ``warnings.filterwarnings``)."""
+
+
+class ModelWarning(RelabelWarning):
+    """A checkpoint is usable but suspect (e.g. it failed its collapse guard in training)."""
+
+
 class MissingDependencyError(RelabelError, ImportError):
     """An optional dependency (an extra such as ``relabel[sim]``) is not installed."""

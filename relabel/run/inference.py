@@ -82,10 +82,12 @@ def configure_torch_threads(n: int | None = None) -> int:
     Also the first call in a process relaxes malloc trimming (:func:`relax_malloc_trimming`).
     """
     global _THREADS_SET
+    if n is None:
+        n = _worker_threads()
+        if n is None:  # not on a Dask worker: the caller's own process keeps its torch and malloc settings
+            return torch.get_num_threads()
     if not _THREADS_SET:
         relax_malloc_trimming()
-    if n is None:
-        n = _worker_threads() or os.cpu_count() or 1
     if not _THREADS_SET or torch.get_num_threads() != n:
         torch.set_num_threads(max(1, int(n)))
         _THREADS_SET = True
@@ -100,7 +102,13 @@ def _worker_threads() -> int | None:
     except (ImportError, ValueError):
         return None
     # A worker with t task threads runs t shards at once: each gets an equal part of the job's cores.
-    cores = int(os.environ.get("RELABEL_WORKER_CORES", 0)) or worker.state.nthreads
+    import dask
+
+    # relabel.worker-cores reaches the worker as DASK_RELABEL__WORKER_CORES through distributed.nanny.pre-spawn-environ,
+    # which the worker process applies after Dask read its configuration: hence the variable itself as well.
+    cores = int(dask.config.get("relabel.worker-cores", None) or os.environ.get("DASK_RELABEL__WORKER_CORES", 0)
+                or os.environ.get("RELABEL_WORKER_CORES", 0) or 0)
+    cores = cores or worker.state.nthreads
     return max(1, cores // max(1, worker.state.nthreads))
 
 

@@ -9,8 +9,15 @@ client once every shard file is in place.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,13 +27,15 @@ import numpy as np
 
 from relabel import __version__
 from relabel.catalog.reader import Catalog, open_catalog
-from relabel.run.clusters import ClusterOptions, start_cluster
-from relabel.config import Workflow, load_workflow
-from relabel.errors import CatalogError, ConfigError
+from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
+from relabel.config import JOB_QUEUES, Workflow, load_workflow
+from relabel.errors import CatalogError, ConfigError, ModelWarning
 from relabel.model.checkpoint import read_checkpoint
-from relabel.run.output import SUMMARY, prepare_output, write_common_metadata, write_json_atomic, write_table_atomic
+from relabel.run.output import RUN_RECORD, SUMMARY, prepare_output, write_common_metadata, write_json_atomic, write_table_atomic
 from relabel.run.plan import plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,42 +48,168 @@ class RunResult:
     shard_results: list[dict] = field(default_factory=list)
 
 
-def run_catalog(
-    catalog: str | Path,
-    model: str | Path,
-    out_dir: str | Path,
-    workflow: str | Path | Workflow | None = None,
-    cluster: ClusterOptions | None = None,
-    shard_size: int | None = None,
-    batch_size: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    bias: bool = True,
-    echo: Callable[[str], None] = print,
-) -> RunResult:
+def run_catalog(catalog, model: str | Path, out_dir: str | Path, *,
+                workflow: str | Path | Workflow | None = None, cluster: ClusterOptions | None = None, client=None,
+                shard_size: int | None = None, batch_size: int | None = None, resume: bool = False,
+                overwrite: bool = False, progress: bool = True, bias: bool = True,
+                echo: Callable[[str], None] | None = None) -> RunResult:
     """Re-label every row of ``catalog`` with the checkpoint ``model``; write Parquet to ``out_dir``.
 
-    ``workflow`` defaults to the mapping recorded in the checkpoint, with paths relative
-    to the catalog's folder. Returns the run summary (also in ``out_dir/_summary.json``).
+    Parameters
+    ----------
+    catalog : str, Path, pandas.DataFrame or astropy.table.Table
+        FITS or Parquet catalog; a table in memory is kept with the output as ``_catalog.parquet``
+        (the file every worker reads), once the run has passed its checks.
+    model, out_dir : str or Path
+        Checkpoint from ``relabel train``, output folder (a Parquet dataset).
+    workflow : str, Path or Workflow, optional
+        Default: the mapping recorded in the checkpoint, paths relative to the catalog's folder.
+    cluster : ClusterOptions, optional
+        Where shards run. Not given: ``client``, else the caller's active ``distributed.Client``
+        (LSDB's rule: no cluster behind the user's back), else the workflow's ``cluster.kind``.
+    client : distributed.Client, optional
+        Run on this client; it is neither closed nor changed.
+    shard_size : int, optional
+        Rows per shard (default: ``run.shard_size``; with ``resume``, the interrupted run's).
+    echo : callable, optional
+        Also called with each progress line (they go to the ``relabel`` logger in any case).
+
+    Returns
+    -------
+    RunResult
+        The run summary (also in ``out_dir/_summary.json``). See docs/python.md for examples.
+
+    Raises
+    ------
+    RelabelError
+        A catalog, workflow, checkpoint, output folder or cluster that fails its checks; a refused
+        run leaves the output folder as it found it.
     """
+    options = dict(workflow=workflow, cluster=cluster, client=client, shard_size=shard_size, batch_size=batch_size,
+                   resume=resume, overwrite=overwrite, progress=progress, bias=bias, echo=echo)
+    if isinstance(catalog, (str, Path)):
+        return _run(Path(catalog), None, Path(model), Path(out_dir), **options)
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / "catalog.parquet"
+        _table_frame(catalog).to_parquet(staged, index=False)
+        return _run(Path(out_dir) / IN_MEMORY_CATALOG, staged, Path(model), Path(out_dir), **options)
+
+
+#: Where a catalog given as a DataFrame or Table is kept, with the output it produced.
+IN_MEMORY_CATALOG = "_catalog.parquet"
+
+
+def _table_frame(catalog):
+    """A pandas DataFrame of a DataFrame or an astropy Table (masked values become missing ones)."""
+    import pandas as pd
+
+    if isinstance(catalog, pd.DataFrame):
+        return catalog
+    try:
+        from astropy.table import Table
+    except ImportError:  # pragma: no cover - astropy is a dependency
+        Table = ()
+    if isinstance(catalog, Table):
+        table = catalog.copy(copy_data=False)
+        table.convert_bytestring_to_unicode()  # FITS text columns: paths and ids as str, not bytes
+        return table.to_pandas()
+    raise CatalogError(f"catalog must be a path, a pandas DataFrame or an astropy Table, got {type(catalog).__name__}")
+
+
+def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, workflow, cluster, client, shard_size,
+         batch_size, resume, overwrite, progress, bias, echo) -> RunResult:
+    """:func:`run_catalog` on a catalog file; ``staged``: the file to read now, moved to ``catalog`` once prepared."""
+    say = _announcer(echo)
     t0 = time.perf_counter()
-    catalog, model, out_dir = Path(catalog), Path(model), Path(out_dir)
     _, meta = read_checkpoint(model)
-    wf = _resolve_workflow(workflow, meta, catalog)
-    cat = open_catalog(catalog, wf.catalog.hdu if catalog.suffix.lower() not in (".parquet", ".pq") else None)
+    wf = _resolve_workflow(workflow, meta, catalog if staged is None else Path.cwd() / catalog.name)
+    source = staged or catalog
+    cat = open_catalog(source, wf.catalog.hdu if source.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
-    if meta.metrics.get("collapse_guard_passed") is False:
-        # Not an error: the user may want exactly this model, but they should know.
-        echo(f"warning: {model} failed its collapse guard in training (no epoch after the warm-up kept its "
-             f"balanced accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
-    shard_size = shard_size or int(wf.run["shard_size"])
+    _warn_if_collapsed(model, meta, echo)
+    shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
     t_plan = time.perf_counter() - t0
+    record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
+    columns = catalog_columns(wf)
+    clash = [c for c in columns if c in (ROW, *NEW_COLUMNS) or c in [f"p_{k}" for k in meta.classes]]
+    if clash:
+        raise CatalogError(f"{catalog}: column(s) {', '.join(clash)} would clash with relabel's output columns")
+    _refuse_occupied_output(out_dir, record, resume, overwrite)
+    ctx = _run_context(catalog, cat, model, meta, wf, record, out_dir, batch_size, columns)
+    schema = ctx.schema
+    opts = cluster_options(cluster, wf, out_dir)
+    t_run = time.perf_counter()
+    with _undo_on_failure(out_dir) as started:
+        # The folder is prepared first (job queues keep their logs and credentials in it), and put
+        # back as it was if the cluster then fails to start.
+        done = prepare_output(out_dir, record, resume, overwrite)
+        if staged is not None:
+            shutil.move(staged, catalog)
+        todo = [s for s in shards if s.name not in done]
+        # Nothing to run (an empty catalog, a finished run resumed): no cluster is started.
+        with (_cluster_for(opts, client, cluster) if todo else no_cluster(opts)) as handle:
+            started()
+            results = _report_and_execute(handle, todo, shards, cat.nrows, shard_size, t_plan, ctx, progress, say)
+        dashboard = handle.dashboard
+    elapsed = time.perf_counter() - t_run
 
-    record = {
+    if not shards:
+        # pandas reads a folder with no data file as a table without columns: one empty shard keeps the schema.
+        write_table_atomic(schema.empty_table(), out_dir / "part-000000.parquet")
+    write_common_metadata(out_dir, schema)
+    summary = summarise(out_dir, wf, record, results, elapsed, t_plan, bias=bias)
+    write_json_atomic(out_dir / SUMMARY, summary)
+    say(f"output: {out_dir.resolve()}  ({summary['rows_out']} rows; statuses {summary['status']})")
+    return RunResult(out_dir, summary, dashboard, results)
+
+
+def _warn_if_collapsed(model: Path, meta, echo) -> None:
+    if meta.metrics.get("collapse_guard_passed") is False:
+        # Not an error: the user may want exactly this model, but they should know.
+        text = (f"{model} failed its collapse guard in training (no epoch after the warm-up kept its balanced "
+                f"accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
+        warnings.warn(text, ModelWarning, stacklevel=3)
+        if echo:
+            echo(f"warning: {text}")
+
+
+def _run_context(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, record: dict, out_dir: Path,
+                 batch_size: int, columns: list[str]) -> RunContext:
+    parquet_meta = {k: record[k] for k in ("relabel_version", "model_hash", "method", "workflow_hash", "started")}
+    parquet_meta["workflow_name"] = wf.name
+    schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta)
+    return RunContext(
+        catalog=str(catalog.resolve()), hdu=getattr(cat, "hdu", None), workflow=wf, model=str(model.resolve()),
+        model_hash=meta.content_hash, classes=tuple(meta.classes), out_dir=str(out_dir.resolve()), schema=schema,
+        batch_size=batch_size, catalog_columns=tuple(columns),
+    )
+
+
+def _report_and_execute(handle, todo, shards, nrows, shard_size, t_plan, ctx, progress, say) -> list[dict]:
+    say(f"relabel run: {nrows} rows in {len(shards)} shards of <= {shard_size} "
+        f"({len(shards) - len(todo)} already written), planned in {t_plan:.2f} s")
+    if nrows == 0:
+        say("relabel run: the catalog is empty; writing an empty output")
+    say(f"cluster: {handle.description}")
+    if handle.dashboard:
+        say(f"dashboard: {handle.dashboard}")
+    return _execute(handle, todo, ctx, progress) if todo else []
+
+
+def _announcer(echo: Callable[[str], None] | None) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        log.info(line)
+        if echo:
+            echo(line)
+
+    return say
+
+
+def _run_record(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, shard_size: int, n_shards: int) -> dict:
+    return {
         "relabel_version": __version__,
         "catalog": str(catalog.resolve()),
         "catalog_rows": cat.nrows,
@@ -86,79 +221,91 @@ def run_catalog(
         # Relative paths in the workflow (cutout root) resolve against this folder.
         "workflow_base": str((Path(wf.source).parent if wf.source and Path(wf.source).is_file() else catalog.parent).resolve()),
         "shard_size": shard_size,
-        "n_shards": len(shards),
+        "n_shards": n_shards,
         "classes": list(meta.classes),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    done = prepare_output(out_dir, record, resume, overwrite)
-    columns = catalog_columns(wf)
-    clash = [c for c in columns if c in (ROW, *NEW_COLUMNS) or c in [f"p_{k}" for k in meta.classes]]
-    if clash:
-        raise CatalogError(f"{catalog}: column(s) {', '.join(clash)} would clash with relabel's output columns")
-    parquet_meta = {k: record[k] for k in ("relabel_version", "model_hash", "method", "workflow_hash", "started")}
-    parquet_meta["workflow_name"] = wf.name
-    schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta)
-    ctx = RunContext(
-        catalog=str(catalog.resolve()), hdu=getattr(cat, "hdu", None), workflow=wf, model=str(model.resolve()),
-        model_hash=meta.content_hash, classes=tuple(meta.classes), out_dir=str(out_dir.resolve()), schema=schema,
-        batch_size=batch_size, catalog_columns=tuple(columns),
-    )
-    todo = [s for s in shards if s.name not in done]
-    echo(f"relabel run: {cat.nrows} rows in {len(shards)} shards of <= {shard_size} "
-         f"({len(shards) - len(todo)} already written), planned in {t_plan:.2f} s")
-    if cat.nrows == 0:
-        echo("relabel run: the catalog is empty; writing an empty output")
-
-    results: list[dict] = []
-    t_run = time.perf_counter()
-    opts = _cluster_options(cluster, wf, out_dir)
-    dashboard = None
-    if todo:
-        with start_cluster(opts) as handle:
-            dashboard = handle.dashboard
-            echo(f"cluster: {handle.description}")
-            if dashboard:
-                echo(f"dashboard: {dashboard}")
-            results = _execute(handle, todo, ctx, progress)
-    elapsed = time.perf_counter() - t_run
-
-    if not shards:
-        # pandas reads a folder with no data file as a table without columns: one empty shard keeps the schema.
-        write_table_atomic(schema.empty_table(), out_dir / "part-000000.parquet")
-    write_common_metadata(out_dir, schema)
-    summary = summarise(out_dir, wf, record, results, elapsed, t_plan, bias=bias)
-    write_json_atomic(out_dir / SUMMARY, summary)
-    echo(f"output: {out_dir.resolve()}  ({summary['rows_out']} rows; statuses {summary['status']})")
-    return RunResult(out_dir, summary, dashboard, results)
 
 
-def _cluster_options(cluster: ClusterOptions | None, wf: Workflow, out_dir: Path) -> ClusterOptions:
-    """The CLI's choices over the workflow's ``cluster`` section; SLURM settings merged the same way."""
-    import dataclasses
+def _recorded_shard_size(out_dir: Path) -> int | None:
+    """The shard size of the run being resumed: its shard names depend on it."""
+    try:
+        return int(json.loads((out_dir / RUN_RECORD).read_text())["shard_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
+
+def _refuse_occupied_output(out_dir: Path, record: dict, resume: bool, overwrite: bool) -> None:
+    """Fail on an occupied output folder before a cluster is started (prepare_output writes nothing when it refuses)."""
+    occupied = out_dir.is_dir() and any(out_dir.iterdir())
+    if (resume and overwrite) or (occupied and not (resume or overwrite)):
+        prepare_output(out_dir, record, resume, overwrite)
+
+
+@contextlib.contextmanager
+def _undo_on_failure(out_dir: Path):
+    """A run refused before its cluster started leaves the output folder as it found it (or no folder).
+
+    Yields a function to call once the cluster has started: from then on, written files stay (resumable).
+    """
+    existed = out_dir.is_dir()
+    before = set(out_dir.iterdir()) if existed else set()
+    record = out_dir / RUN_RECORD
+    old_record = record.read_bytes() if record.is_file() else None
+    state = {"started": False}
+    try:
+        yield lambda: state.update(started=True)
+    except BaseException:
+        if not state["started"]:
+            if not existed:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            else:
+                for p in set(out_dir.iterdir()) - before:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                if old_record is not None:
+                    record.write_bytes(old_record)
+        raise
+
+
+def _cluster_for(opts: ClusterOptions, client, cluster: ClusterOptions | None):
+    """The caller's client (given, or active when no cluster was asked for), else a cluster of ``opts``."""
+    from relabel.run.clusters import active_client, given_client
+
+    if client is None and cluster is None:
+        client = active_client()
+    if client is not None:
+        return given_client(client, opts.worker_timeout)
+    return start_cluster(opts)
+
+
+def cluster_options(cluster: ClusterOptions | None, wf: Workflow, out_dir: Path) -> ClusterOptions:
+    """The caller's choices over the workflow's ``cluster`` section; job-queue settings merged key by key."""
     opts = dataclasses.replace(cluster) if cluster else ClusterOptions()
     opts.kind = opts.kind or wf.cluster.get("kind", "local")
-    if opts.kind == "slurm" and not opts.scheduler:
+    opts.out_dir = str(out_dir)
+    if opts.kind in JOB_QUEUES and not (opts.scheduler or opts.scheduler_file):
         from relabel.run.jobqueue import merged_settings
 
-        opts.extra = {**opts.extra, "out_dir": str(out_dir), "settings": merged_settings(opts.extra.get("slurm", {}), wf.cluster)}
+        opts.queue_settings = merged_settings(opts.kind, opts.queue_settings, wf.cluster)
     return opts
 
 
-def slurm_dry_run(catalog, model, out_dir, workflow, cluster: ClusterOptions) -> str:
-    """The job script `--cluster slurm` would submit; nothing is submitted and no output is written."""
-    import tempfile
+def dry_run(catalog, model, out_dir, *, workflow=None, cluster: ClusterOptions | None = None) -> str:
+    """The job script ``--cluster QUEUE`` would submit; nothing is submitted and no output is written.
 
+    Raises
+    ------
+    ConfigError
+        The cluster kind is not a job queue, or one of its settings would be refused.
+    """
     from relabel.run.jobqueue import job_script
 
     _, meta = read_checkpoint(Path(model))
     wf = _resolve_workflow(workflow, meta, Path(catalog))
-    opts = _cluster_options(cluster, wf, Path(out_dir))
-    if opts.kind != "slurm":
-        raise ConfigError("--dry-run shows a SLURM job script: use it with --cluster slurm")
-    with tempfile.TemporaryDirectory() as scratch:
-        script = job_script(opts.extra["settings"], Path(scratch), opts)
-    return script.replace(scratch, str(Path(out_dir).resolve()))
+    opts = cluster_options(cluster, wf, Path(out_dir))
+    if opts.kind not in JOB_QUEUES:
+        raise ConfigError(f"--dry-run shows a job script: use it with --cluster {'|'.join(JOB_QUEUES)}")
+    return job_script(opts)
 
 
 def _resolve_workflow(workflow, meta, catalog: Path) -> Workflow:
@@ -230,7 +377,7 @@ def _execute(handle, shards, ctx: RunContext, progress: bool) -> list[dict]:
             resources=resources, retries=2, pure=False,
         )
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=handle.client.loop):
                 results.append(future.result())
                 bar.update()
         except BaseException:

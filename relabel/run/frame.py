@@ -1,0 +1,85 @@
+"""`predict_frame`: re-label one DataFrame partition in this process, for ``map_partitions``.
+
+The same per-row work as a shard of ``relabel run`` (coordinates checked, cutouts read,
+normalised and predicted, faults as statuses), on rows the caller already holds: a
+pandas DataFrame, or each partition of a Dask (or LSDB) DataFrame. The model is loaded
+once per process and travels by path, never inside the task graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from relabel import status as st
+from relabel.config import Workflow, load_workflow
+
+
+def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Workflow | None = None, *,
+                  batch_size: int | None = None, device: str | None = None) -> pd.DataFrame:
+    """The rows of ``df`` with the new columns of ``relabel run``: ``p_<class>``, ``label``, ``label_original``, ``status``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Catalog rows with the workflow's columns (id, ra, dec, labels, cutout location). An
+        empty frame returns the empty output, without loading the model: pass
+        ``predict_frame(ddf._meta, model, workflow)`` as ``meta=`` to ``map_partitions``.
+    model : str or Path
+        Checkpoint from ``relabel train``.
+    workflow : str, Path or Workflow, optional
+        Default: the mapping recorded in the checkpoint, paths relative to the working folder.
+    batch_size : int, optional
+        Cutouts per forward pass (default: ``run.batch_size``).
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:1``... (default: a GPU when there is one).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``df``'s columns and index, then the new ones; statuses as in :mod:`relabel.status`.
+
+    Examples
+    --------
+    With a Dask DataFrame ``ddf`` of catalog rows (tests/run/test_frame.py runs exactly this)::
+
+        meta = relabel.predict_frame(ddf._meta, "model.pt", "workflow.yaml")
+        out = ddf.map_partitions(relabel.predict_frame, "model.pt", "workflow.yaml", meta=meta)
+    """
+    from relabel.cutouts.sources import open_cutout_source
+    from relabel.model.checkpoint import read_checkpoint
+    from relabel.run.inference import cached_model, predict_rows
+    from relabel.run.task import _output_frame, _valid_coordinates
+
+    if len(df) == 0:
+        _, meta = read_checkpoint(model)
+        wf = _workflow(workflow, meta)
+        probs = np.zeros((0, meta.n_classes), dtype=np.float32)
+        status = np.zeros(0, dtype=object)
+    else:
+        net, meta = cached_model(model, None, device)
+        wf = _workflow(workflow, meta)
+        rows = df.reset_index(drop=True)
+        status = np.full(len(rows), st.OK, dtype=object)
+        status[~_valid_coordinates(rows, wf)] = st.BAD_COORDINATES
+        with open_cutout_source(wf, meta.size, len(meta.bands)) as source:
+            pred = predict_rows(rows, source, net, meta, batch_size or int(wf.run["batch_size"]), status)
+        probs, status = pred.probabilities, pred.status
+    # The same columns, in the same way, as a shard file of `relabel run`.
+    ctx = SimpleNamespace(catalog_columns=(), classes=tuple(meta.classes), workflow=wf)
+    new = _output_frame(df.reset_index(drop=True), probs, status, ctx).drop(columns="row")
+    new.index = df.index
+    if len(df) == 0:
+        new = new.astype({c: "float32" for c in new.columns if c.startswith("p_")})
+    return pd.concat([df, new], axis=1)
+
+
+def _workflow(workflow, meta) -> Workflow:
+    if isinstance(workflow, Workflow):
+        return workflow
+    if workflow is not None:
+        return load_workflow(workflow)
+    return Workflow.from_dict(meta.workflow, base_dir=Path.cwd(), source="the workflow recorded in the checkpoint")
