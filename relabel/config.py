@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from relabel.catalog.missing import parse_missing_codes
 from relabel.errors import ConfigError
 
 BEST_ENDS = ("low", "high")
@@ -88,6 +89,7 @@ class CatalogSpec:
     ra: str = "RA"
     dec: str = "DEC"
     passthrough: list[str] = field(default_factory=list)
+    missing: dict[str, list] = field(default_factory=dict)  # column -> missing-value codes (catalog.missing)
 
 
 @dataclass
@@ -140,7 +142,7 @@ class Workflow:
         base = Path(base_dir)
 
         cat = check.mapping(data.get("catalog", {}), "catalog")
-        check.no_unknown(cat, {"path", "hdu", "id", "ra", "dec", "passthrough"}, "catalog")
+        check.no_unknown(cat, {"path", "hdu", "id", "ra", "dec", "passthrough", "missing"}, "catalog")
         hdu = cat.get("hdu", 1)
         if not isinstance(hdu, (int, str)) or isinstance(hdu, bool):
             raise ConfigError(f"{where}: key 'catalog.hdu' must be an extension number or name, got {hdu!r}")
@@ -151,6 +153,7 @@ class Workflow:
             ra=check.string(cat.get("ra", "RA"), "catalog.ra"),
             dec=check.string(cat.get("dec", "DEC"), "catalog.dec"),
             passthrough=check.strings(cat.get("passthrough", []), "catalog.passthrough"),
+            missing=parse_missing_codes(cat.get("missing"), where),
         )
 
         labels = _parse_labels(check, data.get("labels"))
