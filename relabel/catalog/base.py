@@ -40,8 +40,14 @@ class Catalog:
         raise NotImplementedError
 
     def dtype(self, column: str) -> np.dtype:
-        """The column's element dtype once read (native byte order; scaled integers: float64)."""
-        return self._dtypes[column]
+        """The column's dtype once read (native byte order; scaled integers: float64; nullable integers: ``Int64``...).
+
+        A fixed-size vector column gives a sub-array dtype (``np.dtype((np.float32, (5,)))``).
+        """
+        base, shape = self._dtypes[column], self.shape(column)
+        if shape and all(shape) and isinstance(base, np.dtype):
+            return np.dtype((base, shape))
+        return base
 
     def shape(self, column: str) -> tuple:
         """The shape of one row's value: ``()`` for scalar columns, ``(3,)`` for a 3E vector."""
@@ -101,7 +107,7 @@ class Catalog:
                     f"{self.path}: column {col} holds vectors ({_per_row(self.shape(col))}); "
                     f"{what} needs one number per row"
                 )
-            kind = self.dtype(col).kind
+            kind = getattr(self.dtype(col), "kind", "O")
             if kind not in "biuf":
                 raise CatalogError(
                     f"{self.path}: column {col} must be numeric for {what}, but it holds {self.dtype(col)} values"

@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from relabel import __version__
+from relabel.catalog.ids import check_ids
+from relabel.catalog.missing import missing_mask
 from relabel.catalog.reader import Catalog, open_catalog
 from relabel.run.clusters import ClusterOptions, start_cluster
 from relabel.config import Workflow, load_workflow
@@ -189,25 +192,19 @@ def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
     prob_cols = wf.labels.columns if wf.labels.probabilities else []
     for chunk in cat.iter_chunks([wf.catalog.id, *prob_cols]):
         for col in prob_cols:
-            values = chunk[col].to_numpy()
+            values = chunk[col].to_numpy(dtype=np.float64, na_value=np.nan)
             with np.errstate(invalid="ignore"):
-                bad = (values < 0) | (values > 1)
+                # missing vote fractions (relabel.catalog.missing) are allowed: label_original is null there
+                bad = ((values < 0) | (values > 1)) & ~missing_mask(chunk[col], wf.catalog.missing.get(col, ()))
             if bad.any():
                 first = chunk.index[np.flatnonzero(bad)[:3]].tolist()
                 raise CatalogError(
                     f"{cat.path}: column {col} holds {int(bad.sum())} value(s) outside [0, 1] "
                     f"(first at rows {first}); label probabilities must be vote fractions"
                 )
-        ids_seen.append(chunk[wf.catalog.id].to_numpy())
+        ids_seen.append(chunk[wf.catalog.id])
     if ids_seen:
-        ids = np.concatenate(ids_seen)
-        uniq, counts = np.unique(ids, return_counts=True)
-        dup = uniq[counts > 1]
-        if len(dup):
-            raise CatalogError(
-                f"{cat.path}: column {wf.catalog.id} repeats {len(dup)} id(s) (e.g. {dup[:5].tolist()}); "
-                "relabel needs one row per galaxy: deduplicate the catalog first"
-            )
+        check_ids(pd.concat(ids_seen), cat.path, wf.catalog.id)  # nulls and repeats, naming their rows
 
 
 def _execute(handle, shards, ctx: RunContext, progress: bool) -> list[dict]:
@@ -248,9 +245,10 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
 
     files = sorted(out_dir.glob("part-*.parquet"))
     status = {}
-    rows_out = 0
+    rows_out = label_missing = 0
     if files:
-        table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["status"])
+        table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["status", "label_original"])
+        label_missing = table.column("label_original").null_count  # rows predicted without a catalog label
         values, counts = np.unique(np.asarray(table.column("status").to_pylist(), dtype=object).astype(str),
                                    return_counts=True)
         status = dict(zip(values.tolist(), counts.tolist()))
@@ -265,6 +263,7 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
         "rows_in": record["catalog_rows"],
         "rows_out": rows_out,
         "status": status,
+        "rows_label_missing": label_missing,
         "shards": record["n_shards"],
         "shards_this_run": len(results),
         "plan_seconds": round(t_plan, 3),
