@@ -104,38 +104,47 @@ class FitsCatalog(Catalog):
         return pd.DataFrame({c: arrays[c] for c in columns}, index=pd.RangeIndex(start, stop))
 
     def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
+        """The given row numbers (any order), reading only those rows (a shard of scattered tile rows)."""
+        self.require(columns, what="this read")
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= self.nrows):
             raise CatalogError(f"{self.path}: row numbers outside the table's {self.nrows} rows")
-        return super().read_rows(columns, rows)
+        columns = list(dict.fromkeys(columns))
+        order = np.argsort(rows, kind="stable")
+        arrays = self._read_columns(columns, 0, 0, rows=rows[order]) if len(rows) else \
+            self._read_columns(columns, 0, 0)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return pd.DataFrame({c: arrays[c][inverse] for c in columns}, index=pd.Index(rows))
 
-    def _read_columns(self, columns: list[str], start: int, stop: int) -> dict:
-        """Column name -> values of rows ``start:stop`` (NumPy array or pandas array), by route."""
+    def _read_columns(self, columns: list[str], start: int, stop: int, rows: np.ndarray | None = None) -> dict:
+        """Column name -> values of rows ``start:stop`` (or the sorted ``rows``), by route."""
         out = {}
         plain = [c for c in columns if self.plans[c].route == "fitsio"]
         other = [c for c in columns if self.plans[c].route != "fitsio"]
         if plain:
-            out.update(self._read_fitsio(plain, start, stop))
+            out.update(self._read_fitsio(plain, start, stop, rows))
         if other:
             from astropy.io import fits as afits
 
+            n = stop - start if rows is None else len(rows)
             with afits.open(self.path, memmap=True) as hdul:
                 data = hdul[self.hdu].data
-                sub = data[start:stop] if data is not None else None
+                sub = None if data is None else data[start:stop] if rows is None else data[rows]
                 for c in other:
-                    out[c] = _read_astropy(sub, self.plans[c], stop - start)
+                    out[c] = _read_astropy(sub, self.plans[c], n)
         return out
 
-    def _read_fitsio(self, columns: list[str], start: int, stop: int) -> dict:
+    def _read_fitsio(self, columns: list[str], start: int, stop: int, rows: np.ndarray | None) -> dict:
         import fitsio
 
         with fitsio.FITS(str(self.path)) as fits:
             hdu = fits[self.hdu]
-            if stop == start:
+            if rows is None and stop == start:
                 full = hdu.get_rec_dtype()[0]
                 rec = np.zeros(0, dtype=[(c, full[c]) for c in columns])
             else:
-                rec = hdu.read(columns=columns, rows=np.arange(start, stop))
+                rec = hdu.read(columns=columns, rows=np.arange(start, stop) if rows is None else rows)
         return {c: finish_values(rec[c], None, nullable=False) for c in columns}
 
 

@@ -248,3 +248,14 @@ def test_astropy_table_and_dataframe_in_memory(tmp_path):
     cat = open_catalog(frame)
     assert cat.n_rows == 2 and cat.columns == ["OBJID", "P"]
     assert int(cat.read(["OBJID"], 0, 1)["OBJID"].iloc[0]) == 2**64 - 2
+
+
+def test_scattered_rows_read_alone_in_any_order(tmp_path):
+    path = tmp_path / "all.fits"
+    _write_binary(path)
+    rows = np.array([30, 2, 17, 3, 36, 0])
+    frame = open_catalog(path).read_rows(["SNULL", "SCALEDI", "TEXT", "VEC", "LONG"], rows)
+    assert frame.index.tolist() == rows.tolist()
+    table = _oracle(path)[rows.tolist()]
+    _assert_same_as_astropy(frame.reset_index(drop=True), table[["SNULL", "SCALEDI", "TEXT", "VEC", "LONG"]],
+                            slice(None))
