@@ -97,8 +97,10 @@ def _nullable_integers() -> dict:
 def _element_dtype(kind) -> np.dtype:
     import pyarrow as pa
 
-    if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
+    if pa.types.is_fixed_size_list(kind):
         return _element_dtype(kind.value_type)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pd.ArrowDtype(kind)  # variable length: the Arrow type itself, so output keeps it
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
         return np.dtype(object)
     try:

@@ -85,6 +85,8 @@ def arrow_type(dtype) -> pa.DataType:
     """The Arrow type of a catalog column's dtype (NumPy, pandas nullable, or NumPy sub-array for vectors)."""
     if isinstance(dtype, np.dtype) and dtype.shape:
         return pa.list_(arrow_type(dtype.base))
+    if isinstance(dtype, pd.ArrowDtype):  # e.g. a variable-length list column of a Parquet catalog
+        return dtype.pyarrow_dtype
     if hasattr(dtype, "numpy_dtype"):  # pandas nullable integers, booleans
         dtype = dtype.numpy_dtype
     if not isinstance(dtype, np.dtype) or dtype.kind in "USO":

@@ -92,3 +92,27 @@ def test_case_sibling_columns_refused_before_anything_is_written(tmp_path, capsy
     err = capsys.readouterr().err
     assert "columns ra and RA differ only in case" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_parquet_dataset_run_keeps_nulls_ids_and_lists(tmp_path):
+    # a 3-file Parquet catalog: uint64 ids near 2**64, a null passthrough value, a variable-length list column
+    import pyarrow as pa
+
+    data, model = _survey(tmp_path, passthrough=("MAG_R", "NOTE", "BANDS_SEEN"))
+    frame = pd.DataFrame({n: data[n].astype(data.dtype[n].newbyteorder("=")) if data.dtype[n].kind != "S"
+                          else data[n].astype(str) for n in data.dtype.names})
+    ids = pa.array(np.uint64(2**64 - 1) - np.arange(40, dtype=np.uint64))
+    note = pa.array([None if i % 9 == 4 else f"n{i}" for i in range(40)])
+    seen = pa.array([list(range(i % 3)) for i in range(40)], type=pa.list_(pa.int16()))
+    table = pa.Table.from_pandas(frame, preserve_index=False).set_column(0, "OBJID", ids)
+    table = table.append_column("NOTE", note).append_column("BANDS_SEEN", seen)
+    (tmp_path / "cat").mkdir()
+    for part in range(3):
+        pq.write_table(table.slice(part * 14, 14), tmp_path / "cat" / f"p{part}.parquet", row_group_size=5)
+    assert main(["run", str(tmp_path / "cat"), "--model", str(model), "--config", str(tmp_path / "workflow.yaml"),
+                 "--out", str(tmp_path / "out"), "--cluster", "none", "--no-progress", "--shard-size", "16"]) == 0
+    out = pq.read_table(tmp_path / "out").sort_by("row")
+    assert out.column("OBJID").to_pylist() == ids.to_pylist()
+    assert out.column("NOTE").to_pylist() == note.to_pylist()
+    assert out.column("BANDS_SEEN").to_pylist() == seen.to_pylist()
+    assert set(out.column("status").to_pylist()) == {"ok"}
