@@ -201,12 +201,7 @@ def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int
     return kinds[workflow.cutouts.layout](workflow.cutouts, size, n_bands)
 
 
-def _first_image(fits):
-    """The first HDU holding image data, or None: cutout files put it in the primary or the first extension."""
-    for hdu in fits:
-        if hdu.get_exttype() == "IMAGE_HDU" and hdu.get_dims():
-            return hdu
-    return None
+_first_image = image_hdu  # kept for callers of the old name; relabel.cutouts.pixels finds image HDUs now
 
 
 def _consecutive(index: np.ndarray) -> bool:

@@ -1,10 +1,8 @@
 """`relabel run` on catalogs with missing vote fractions, nulls, vector columns and case-sibling names."""
 
-import fitsio
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 import yaml
 from astropy.io import fits
 
