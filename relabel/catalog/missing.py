@@ -112,3 +112,26 @@ def as_numpy_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFram
         if hasattr(dtype, "numpy_dtype") and dtype.kind in "iub" and not out[column].isna().any():
             out[column] = out[column].to_numpy(dtype=dtype.numpy_dtype)
     return out
+
+
+def null_where(values: pd.Series, mask: np.ndarray):
+    """``values`` with null where ``mask`` is True, keeping the column's type (integers become nullable).
+
+    Returns
+    -------
+    pandas array or numpy.ndarray, shape (n,)
+    """
+    if not mask.any():
+        return values.array
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        nullable = pd.array(values.to_numpy(), dtype=f"{'U' if dtype.kind == 'u' else ''}Int{8 * dtype.itemsize}")
+        nullable[mask] = pd.NA
+        return nullable
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        out = values.to_numpy(copy=True)
+        out[mask] = np.nan
+        return out
+    out = values.array.copy()
+    out[mask] = None if not hasattr(dtype, "na_value") else dtype.na_value
+    return out

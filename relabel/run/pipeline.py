@@ -27,7 +27,7 @@ from relabel.run.clusters import ClusterOptions, start_cluster
 from relabel.config import Workflow, load_workflow
 from relabel.errors import CatalogError, ConfigError
 from relabel.model.checkpoint import read_checkpoint
-from relabel.run.output import SUMMARY, prepare_output, write_common_metadata, write_json_atomic, write_table_atomic
+from relabel.run.output import SUMMARY, null_counts, prepare_output, write_common_metadata, write_json_atomic, write_table_atomic
 from relabel.run.plan import plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
 
@@ -246,9 +246,11 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
     files = sorted(out_dir.glob("part-*.parquet"))
     status = {}
     rows_out = label_missing = 0
+    nulls: dict[str, int] = {}
     if files:
         table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["status", "label_original"])
         label_missing = table.column("label_original").null_count  # rows predicted without a catalog label
+        nulls = null_counts(files)
         values, counts = np.unique(np.asarray(table.column("status").to_pylist(), dtype=object).astype(str),
                                    return_counts=True)
         status = dict(zip(values.tolist(), counts.tolist()))
@@ -264,6 +266,8 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
         "rows_out": rows_out,
         "status": status,
         "rows_label_missing": label_missing,
+        # nulls by output column: missing catalog values (relabel.catalog.missing); label: rows not predicted
+        "null_values": {c: n for c, n in nulls.items() if n},
         "shards": record["n_shards"],
         "shards_this_run": len(results),
         "plan_seconds": round(t_plan, 3),

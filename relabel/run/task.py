@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from relabel import status as st
-from relabel.catalog.missing import as_numpy_columns, missing_mask
+from relabel.catalog.missing import as_numpy_columns, missing_mask, null_where
 from relabel.catalog.reader import open_catalog
 from relabel.config import Workflow
 from relabel.cutouts.sources import open_cutout_source
@@ -163,8 +163,10 @@ def original_labels(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
 
 def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext) -> pd.DataFrame:
     out = {ROW: rows.index.to_numpy(dtype=np.int64)}
+    codes = ctx.workflow.catalog.missing
     for col in ctx.catalog_columns:
-        out[col] = rows[col].array  # keeps nulls of nullable integers; vectors stay arrays (list columns)
+        # nulls stay null (nullable integers, NaN, None); declared missing-value codes become null too
+        out[col] = null_where(rows[col], missing_mask(rows[col], codes[col])) if col in codes else rows[col].array
     classes = np.asarray(ctx.classes, dtype=object)
     for k, name in enumerate(ctx.classes):
         out[f"p_{name}"] = probs[:, k]

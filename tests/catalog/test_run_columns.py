@@ -114,3 +114,26 @@ def test_parquet_dataset_run_keeps_nulls_ids_and_lists(tmp_path):
     assert out.column("NOTE").to_pylist() == note.to_pylist()
     assert out.column("BANDS_SEEN").to_pylist() == seen.to_pylist()
     assert set(out.column("status").to_pylist()) == {"ok"}
+
+
+def test_declared_codes_predicted_and_written_as_null(tmp_path):
+    # shared case sentinel-values, run part: REDSHIFT -9999 and FLAG 99 declared missing; rows still predicted
+    data = write_tiny_catalog(tmp_path / "x.fits")
+    z = data["REDSHIFT"].astype(np.float32)
+    z[[1, 2, 30]] = -9999
+    flag = (np.arange(40) % 5).astype(np.int32)
+    flag[[7, 30]] = 99
+    _, model = _survey(tmp_path, passthrough=("MAG_R", "FLAG"),
+                       override={"REDSHIFT": fits.Column(name="REDSHIFT", format="E", array=z)},
+                       extra_columns=[fits.Column(name="FLAG", format="J", array=flag)])
+    wf = yaml.safe_load((tmp_path / "workflow.yaml").read_text())
+    wf["catalog"]["missing"] = {"REDSHIFT": [-9999], "FLAG": [99]}
+    (tmp_path / "workflow.yaml").write_text(yaml.safe_dump(wf))
+    assert _run(tmp_path, model) == 0
+    table = pq.read_table(tmp_path / "out").sort_by("row")
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    assert [i for i, v in enumerate(table.column("REDSHIFT").to_pylist()) if v is None or v != v] == [1, 2, 30]
+    assert str(table.schema.field("FLAG").type) == "int32"
+    assert [i for i, v in enumerate(table.column("FLAG").to_pylist()) if v is None] == [7, 30]
+    summary = pd.read_json(tmp_path / "out" / "_summary.json", typ="series")
+    assert summary["null_values"]["FLAG"] == 2 and summary["rows_label_missing"] == 0
