@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from relabel.catalog.missing import parse_missing_codes
 from relabel.errors import ConfigError
 from relabel.schema import REQUIRED, as_mapping, defaults, parse_section, schema_markdown, setting
 
@@ -86,6 +87,7 @@ class CatalogSpec:
     ra: str = setting("RA", "right ascension column (deg)")
     dec: str = setting("DEC", "declination column (deg)")
     passthrough: list[str] = setting([], "extra catalog columns copied to the run output")
+    missing: dict[str, Any] = setting({}, "missing-value codes per column, e.g. {REDSHIFT: [-9999], M_R: [99]}")
 
 
 @dataclass
@@ -247,6 +249,7 @@ class Workflow:
                 raise ConfigError(f"{where}: key '{key}' is missing or empty")
         base = Path(base_dir)
         catalog = parsed.catalog
+        catalog.missing = parse_missing_codes(catalog.missing, where)
         if catalog.path is not None:
             catalog.path = base / catalog.path
         parsed.cutouts.root = base / parsed.cutouts.root

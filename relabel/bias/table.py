@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-import pandas as pd
-
 from relabel.bias.metric import BEST_ENDS, BiasError, BiasResult, bias_with_errors
+from relabel.catalog.missing import as_numpy_columns, drop_missing
 from relabel.catalog.reader import open_catalog
 from relabel.config import BIAS_DEFAULTS, LabelSpec, ProbabilityLabel, load_workflow
 from relabel.errors import ConfigError
@@ -21,7 +19,7 @@ from relabel.catalog.labels import NO_CLASS, table_labels
 
 
 def bias_of_table(
-    path: str | Path | None,
+    path: Any,
     workflow: Any = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> BiasResult:
@@ -30,7 +28,8 @@ def bias_of_table(
     Parameters
     ----------
     path
-        The table; None takes the workflow's ``catalog.path``.
+        The table (a file or folder, a pandas DataFrame or an astropy Table); None takes the
+        workflow's ``catalog.path``.
     workflow
         A :class:`relabel.config.Workflow`, a path to a workflow file, or None
         (then ``overrides`` must name labels, intrinsic and observable columns).
@@ -44,7 +43,8 @@ def bias_of_table(
         one for all), ``log2_bins_int``, ``bins_obs``, ``n_boot``,
         ``n_per_bin``, ``seed``, ``null`` (or ``n_null``), ``hdu``, ``workers``.
 
-    Rows with NaN (or inf) in a used column, and, with probability columns,
+    Rows missing a used value (:mod:`relabel.catalog.missing`: nulls, NaN, inf, the workflow's
+    ``catalog.missing`` codes), and, with probability columns,
     rows passing no threshold (unless ``keep_uncertain``), are dropped; the
     counts are in the result's ``dropped`` and :func:`format_result` prints them.
 
@@ -80,27 +80,23 @@ def bias_of_table(
         if workflow is None or workflow.catalog.path is None:
             raise ConfigError("relabel bias needs a table: give TABLE or a workflow with catalog.path")
         path = workflow.catalog.path
-    path = Path(path)
     hdu = opts.get("hdu")
-    if hdu is None and workflow is not None and workflow.catalog.path is not None:
-        if path.resolve() == Path(workflow.catalog.path).resolve():
-            hdu = workflow.catalog.hdu
+    if isinstance(path, (str, Path)):  # else a DataFrame or astropy Table in memory
+        path = Path(path)
+        if hdu is None and workflow is not None and workflow.catalog.path is not None:
+            if path.resolve() == Path(workflow.catalog.path).resolve():
+                hdu = workflow.catalog.hdu
     catalog = open_catalog(path, hdu)
+    path = catalog.path
     numeric = list(dict.fromkeys(intrinsic + observables + [p.column for p in label_spec.probabilities]))
     columns = list(dict.fromkeys(numeric + label_spec.columns))
     catalog.require(columns, numeric=numeric, what="relabel bias")
     frame = catalog.read_all(columns)
     n_table = len(frame)
 
-    dropped: dict[str, int] = {}
-    keep = np.ones(n_table, dtype=bool)
-    for col in columns:
-        values = frame[col].to_numpy()
-        bad = ~np.isfinite(values) if values.dtype.kind == "f" else pd.isna(frame[col]).to_numpy()
-        if bad.any():
-            dropped[f"NaN or inf in {col}"] = int(bad.sum())
-            keep &= ~bad
-    frame = frame[keep]
+    # one missing-value rule (relabel.catalog.missing): nulls, NaN, inf and the workflow's codes
+    frame, dropped = drop_missing(frame, columns, workflow.catalog.missing if workflow is not None else {})
+    frame = as_numpy_columns(frame, columns)
 
     codes, class_names = table_labels(frame, label_spec)
     unlabelled = codes == NO_CLASS

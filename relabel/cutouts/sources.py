@@ -17,6 +17,7 @@ import pandas as pd
 
 from relabel import status as st
 from relabel.config import CutoutSpec, Workflow
+from relabel.cutouts.pixels import image_hdu, read_image, read_section
 
 
 @dataclass
@@ -138,7 +139,7 @@ class TileSource(CutoutSource):
             return None, st.MISSING_FILE
         try:
             fits = fitsio.FITS(str(path))
-            hdu = _first_image(fits)
+            hdu = image_hdu(fits)
         except (OSError, ValueError):
             return None, st.CORRUPT_FILE
         if hdu is None:
@@ -178,7 +179,7 @@ class FileSource(CutoutSource):
                 continue
             try:
                 with fitsio.FITS(str(path)) as fits:
-                    hdu = _first_image(fits)
+                    hdu = image_hdu(fits)
                     if hdu is None:
                         out.status[i] = st.EMPTY_HDU
                         continue
@@ -186,7 +187,7 @@ class FileSource(CutoutSource):
                     if fault is not None:
                         out.status[i] = fault
                         continue
-                    image = hdu.read()
+                    image = read_image(hdu)  # BLANK pixels become NaN
             except (OSError, ValueError):
                 out.status[i] = st.CORRUPT_FILE
                 continue
@@ -200,12 +201,7 @@ def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int
     return kinds[workflow.cutouts.layout](workflow.cutouts, size, n_bands)
 
 
-def _first_image(fits):
-    """The first HDU holding image data, or None: cutout files put it in the primary or the first extension."""
-    for hdu in fits:
-        if hdu.get_exttype() == "IMAGE_HDU" and hdu.get_dims():
-            return hdu
-    return None
+_first_image = image_hdu  # kept for callers of the old name; relabel.cutouts.pixels finds image HDUs now
 
 
 def _consecutive(index: np.ndarray) -> bool:
@@ -214,8 +210,7 @@ def _consecutive(index: np.ndarray) -> bool:
 
 
 def _read_section(hdu, lo: int, hi: int) -> np.ndarray:
-    ndim = len(hdu.get_dims())
-    return hdu[(slice(lo, hi),) + (slice(None),) * (ndim - 1)]
+    return read_section(hdu, lo, hi)  # BSCALE/BZERO applied, BLANK pixels NaN (relabel.cutouts.pixels)
 
 
 def _store(block: np.ndarray, where: np.ndarray, out: Cutouts) -> None:

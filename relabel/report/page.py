@@ -20,6 +20,7 @@ import pandas as pd
 from relabel import status as st
 from relabel.bias.metric import fraction_curves
 from relabel.bias.table import bias_of_table
+from relabel.catalog.missing import drop_missing
 from relabel.config import Workflow
 from relabel.errors import OutputError, RelabelError
 from relabel.run.output import RUN_RECORD
@@ -104,7 +105,7 @@ def _bias_numbers(out_dir: Path, wf: Workflow, classes: list[str], frame: pd.Dat
     if "true_label" in frame:
         from relabel.bias.metric import bias_with_errors
 
-        rows = frame[predicted]
+        rows, _ = drop_missing(frame[predicted], [*wf.intrinsic, *wf.observable_columns], wf.catalog.missing)
         codes = pd.Categorical(rows["true_label"], categories=classes).codes
         try:
             opts = wf.bias
@@ -131,7 +132,7 @@ def _accuracy(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: 
     if obs.best == "low":
         q = 3 - q
     new_ok = (rows["label"] == rows["true_label"]).to_numpy()
-    confident = (rows["label_original"] != "uncertain").to_numpy()
+    confident = (rows["label_original"].notna() & (rows["label_original"] != "uncertain")).to_numpy()  # null: missing
     orig_ok = (rows["label_original"] == rows["true_label"]).to_numpy()
     return {
         "observable": obs.column,

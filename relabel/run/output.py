@@ -104,3 +104,19 @@ def write_common_metadata(out_dir: Path, schema: pa.Schema) -> None:
             raise OutputError(f"{f} has schema {other} which differs from the run's {schema}")
     with atomic_path(out_dir / COMMON_METADATA) as tmp:
         pq.write_metadata(schema, tmp)
+
+
+def null_counts(files: list[Path]) -> dict[str, int]:
+    """Nulls per column over shard files, from their footers' statistics (no data is read)."""
+    counts: dict[str, int] = {}
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                column = group.column(c)
+                name = column.path_in_schema.split(".")[0]
+                stats = column.statistics
+                if stats is not None and stats.has_null_count and "." not in column.path_in_schema:
+                    counts[name] = counts.get(name, 0) + int(stats.null_count)
+    return counts

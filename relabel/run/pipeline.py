@@ -24,14 +24,25 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from relabel import __version__
+from relabel.catalog.ids import check_ids
+from relabel.catalog.missing import missing_mask
 from relabel.catalog.reader import Catalog, open_catalog
 from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
 from relabel.config import JOB_QUEUES, Workflow, load_workflow
 from relabel.errors import CatalogError, ConfigError, ModelWarning
 from relabel.model.checkpoint import read_checkpoint
-from relabel.run.output import RUN_RECORD, SUMMARY, prepare_output, write_common_metadata, write_json_atomic, write_table_atomic
+from relabel.run.output import (
+    RUN_RECORD,
+    SUMMARY,
+    null_counts,
+    prepare_output,
+    write_common_metadata,
+    write_json_atomic,
+    write_table_atomic,
+)
 from relabel.run.plan import plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
 
@@ -336,25 +347,19 @@ def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
     prob_cols = wf.labels.columns if wf.labels.probabilities else []
     for chunk in cat.iter_chunks([wf.catalog.id, *prob_cols]):
         for col in prob_cols:
-            values = chunk[col].to_numpy()
+            values = chunk[col].to_numpy(dtype=np.float64, na_value=np.nan)
             with np.errstate(invalid="ignore"):
-                bad = (values < 0) | (values > 1)
+                # missing vote fractions (relabel.catalog.missing) are allowed: label_original is null there
+                bad = ((values < 0) | (values > 1)) & ~missing_mask(chunk[col], wf.catalog.missing.get(col, ()))
             if bad.any():
                 first = chunk.index[np.flatnonzero(bad)[:3]].tolist()
                 raise CatalogError(
                     f"{cat.path}: column {col} holds {int(bad.sum())} value(s) outside [0, 1] "
                     f"(first at rows {first}); label probabilities must be vote fractions"
                 )
-        ids_seen.append(chunk[wf.catalog.id].to_numpy())
+        ids_seen.append(chunk[wf.catalog.id])
     if ids_seen:
-        ids = np.concatenate(ids_seen)
-        uniq, counts = np.unique(ids, return_counts=True)
-        dup = uniq[counts > 1]
-        if len(dup):
-            raise CatalogError(
-                f"{cat.path}: column {wf.catalog.id} repeats {len(dup)} id(s) (e.g. {dup[:5].tolist()}); "
-                "relabel needs one row per galaxy: deduplicate the catalog first"
-            )
+        check_ids(pd.concat(ids_seen), cat.path, wf.catalog.id)  # nulls and repeats, naming their rows
 
 
 def _execute(handle, shards, ctx: RunContext, progress: bool) -> list[dict]:
@@ -395,9 +400,12 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
 
     files = sorted(out_dir.glob("part-*.parquet"))
     status = {}
-    rows_out = 0
+    rows_out = label_missing = 0
+    nulls: dict[str, int] = {}
     if files:
-        table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["status"])
+        table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["status", "label_original"])
+        label_missing = table.column("label_original").null_count  # rows predicted without a catalog label
+        nulls = null_counts(files)
         values, counts = np.unique(np.asarray(table.column("status").to_pylist(), dtype=object).astype(str),
                                    return_counts=True)
         status = dict(zip(values.tolist(), counts.tolist()))
@@ -412,6 +420,9 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
         "rows_in": record["catalog_rows"],
         "rows_out": rows_out,
         "status": status,
+        "rows_label_missing": label_missing,
+        # nulls by output column: missing catalog values (relabel.catalog.missing); label: rows not predicted
+        "null_values": {c: n for c, n in nulls.items() if n},
         "shards": record["n_shards"],
         "shards_this_run": len(results),
         "plan_seconds": round(t_plan, 3),

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from relabel import status as st
+from relabel.catalog.missing import as_numpy_columns, missing_mask, null_where
 from relabel.catalog.reader import open_catalog
 from relabel.config import Workflow
 from relabel.cutouts.sources import open_cutout_source
@@ -65,18 +66,32 @@ def catalog_columns(workflow: Workflow) -> list[str]:
 
 
 def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metadata: dict) -> pa.Schema:
-    """The schema every shard file is written with, empty shards included."""
+    """The schema every shard file is written with, empty shards included.
+
+    Catalog columns keep their type: nullable integers stay integers (null where missing),
+    text is ``string``, and a fixed-size vector column (sub-array dtype) becomes a Parquet list column.
+    """
     fields = [pa.field(ROW, pa.int64())]
     for name, dtype in catalog_dtypes.items():
-        if dtype.kind in "USO":
-            fields.append(pa.field(name, pa.string()))
-        else:
-            fields.append(pa.field(name, pa.from_numpy_dtype(dtype.newbyteorder("="))))
+        fields.append(pa.field(name, arrow_type(dtype)))
     fields += [pa.field(f"p_{c}", pa.float32()) for c in classes]
     fields += [pa.field(name, pa.string()) for name in NEW_COLUMNS]
     import json
 
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
+
+
+def arrow_type(dtype) -> pa.DataType:
+    """The Arrow type of a catalog column's dtype (NumPy, pandas nullable, or NumPy sub-array for vectors)."""
+    if isinstance(dtype, np.dtype) and dtype.shape:
+        return pa.list_(arrow_type(dtype.base))
+    if isinstance(dtype, pd.ArrowDtype):  # e.g. a variable-length list column of a Parquet catalog
+        return dtype.pyarrow_dtype
+    if hasattr(dtype, "numpy_dtype"):  # pandas nullable integers, booleans
+        dtype = dtype.numpy_dtype
+    if not isinstance(dtype, np.dtype) or dtype.kind in "USO":
+        return pa.string()
+    return pa.from_numpy_dtype(dtype.newbyteorder("="))
 
 
 def run_shard(shard: Shard, ctx: RunContext) -> dict:
@@ -123,16 +138,35 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
 
 
 def _valid_coordinates(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
-    ra = rows[workflow.catalog.ra].to_numpy(dtype=np.float64)
-    dec = rows[workflow.catalog.dec].to_numpy(dtype=np.float64)
+    ra = rows[workflow.catalog.ra].to_numpy(dtype=np.float64, na_value=np.nan)
+    dec = rows[workflow.catalog.dec].to_numpy(dtype=np.float64, na_value=np.nan)
     with np.errstate(invalid="ignore"):
         return np.isfinite(ra) & np.isfinite(dec) & (ra >= 0) & (ra < 360) & (np.abs(dec) <= 90)
 
 
+def original_labels(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
+    """The catalog's own class of each row: None where a label column is missing (NaN vote fractions, nulls,
+    declared codes), ``uncertain`` where no fraction passes its threshold."""
+    labels = workflow.labels
+    missing = np.zeros(len(rows), dtype=bool)
+    for column in labels.columns:
+        missing |= missing_mask(rows[column], workflow.catalog.missing.get(column, ()))
+    original = np.full(len(rows), None, dtype=object)
+    if (~missing).any():
+        present = as_numpy_columns(rows[~missing], labels.columns)
+        codes, names = table_labels(present, labels)
+        known = np.full(len(present), UNCERTAIN, dtype=object)
+        known[codes != NO_CLASS] = np.asarray(names, dtype=object)[codes[codes != NO_CLASS]]
+        original[~missing] = known
+    return original
+
+
 def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext) -> pd.DataFrame:
     out = {ROW: rows.index.to_numpy(dtype=np.int64)}
+    codes = ctx.workflow.catalog.missing
     for col in ctx.catalog_columns:
-        out[col] = rows[col].to_numpy()
+        # nulls stay null (nullable integers, NaN, None); declared missing-value codes become null too
+        out[col] = null_where(rows[col], missing_mask(rows[col], codes[col])) if col in codes else rows[col].array
     classes = np.asarray(ctx.classes, dtype=object)
     for k, name in enumerate(ctx.classes):
         out[f"p_{name}"] = probs[:, k]
@@ -141,10 +175,6 @@ def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx
     if predicted.any():
         label[predicted] = classes[np.argmax(probs[predicted], axis=1)]
     out["label"] = label
-    codes, names = table_labels(rows, ctx.workflow.labels)
-    original = np.full(len(rows), UNCERTAIN, dtype=object)
-    known = codes != NO_CLASS
-    original[known] = np.asarray(names, dtype=object)[codes[known]]
-    out["label_original"] = original
+    out["label_original"] = original_labels(rows, ctx.workflow)
     out["status"] = status.astype(str).astype(object)
     return pd.DataFrame(out)

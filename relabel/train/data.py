@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from relabel import status as st
+from relabel.catalog.ids import check_ids
+from relabel.catalog.missing import as_numpy_columns, drop_missing
 from relabel.catalog.reader import open_catalog
 from relabel.catalog.labels import table_labels
 from relabel.config import Workflow
@@ -48,22 +50,25 @@ class LabelledCutouts:
 
 
 def read_table(catalog_path, workflow: Workflow) -> tuple[pd.DataFrame, dict]:
-    """The columns training and evaluation use, without rows holding NaN or inf in a label, intrinsic or observable
-    column (``dropped`` counts them per column)."""
+    """The columns training and evaluation use, without rows missing a label, intrinsic or observable value
+    (:mod:`relabel.catalog.missing`; ``dropped`` counts them per column). ``catalog_path`` may be a file, a
+    folder, a DataFrame or an astropy Table.
+
+    Raises
+    ------
+    CatalogError
+        Null or repeated ids (naming their rows), missing or non-numeric columns.
+    """
     catalog = open_catalog(catalog_path, hdu=workflow.catalog.hdu)
     numeric = list(dict.fromkeys(workflow.intrinsic + workflow.observable_columns))
     label_columns = workflow.labels.columns
     source_columns = open_cutout_source(workflow).columns
     columns = list(dict.fromkeys([workflow.catalog.id, *label_columns, *numeric, *source_columns]))
     catalog.require(columns, numeric=numeric, what="training/evaluation")
-    table = catalog.read_all(columns).reset_index(drop=True)
-    dropped = {}
-    for column in [*label_columns, *numeric]:
-        if table[column].dtype.kind == "f":
-            bad = ~np.isfinite(table[column].to_numpy())
-            if bad.any():
-                dropped[f"nan_or_inf_{column}"] = int(bad.sum())
-                table = table[~bad]
+    table = catalog.read_all(columns)
+    check_ids(table[workflow.catalog.id], catalog.path, workflow.catalog.id)
+    table, dropped = drop_missing(table, [*label_columns, *numeric], workflow.catalog.missing)
+    table = as_numpy_columns(table, columns)
     return table.reset_index(drop=True), dropped
 
 

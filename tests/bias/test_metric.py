@@ -419,7 +419,7 @@ def test_bias_of_fits_table_drops_and_reports_rows(tmp_path):
                            labels[keep], 2, 2, 4, ["high", "low"])
     assert result.L == pytest.approx(expected, abs=1e-12)
     assert result.n_objects == keep.sum() and result.n_table == 3000
-    assert result.dropped == {"NaN or inf in ABS_MAG": 7, "passing no threshold": int((labels[~np.isnan(data["ABS_MAG"])] < 0).sum())}
+    assert result.dropped == {"missing ABS_MAG": 7, "passing no threshold": int((labels[~np.isnan(data["ABS_MAG"])] < 0).sum())}
     assert result.classes == ["elliptical", "spiral"] and result.best == ["high", "low"]
     assert "dropped" in format_result(result)
 
@@ -449,7 +449,7 @@ def test_bias_of_parquet_dataset_with_overrides(tmp_path):
     uncertain = bias_of_table(tmp_path / "out", tmp_path / "workflow.yaml",
                               {"labels": ["P_CS"], "thresholds": [0.5], "keep_uncertain": True, "observables": ["REDSHIFT"]})
     assert uncertain.classes == ["spiral", "uncertain"] and uncertain.best == ["low"]
-    assert uncertain.dropped == {"NaN or inf in ABS_MAG": 7}
+    assert uncertain.dropped == {"missing ABS_MAG": 7}
 
 
 def test_bias_of_table_option_errors(tmp_path):

@@ -1,0 +1,129 @@
+"""The catalog interface: a table read by row ranges and column lists, whatever it is stored in.
+
+A survey catalog may hold tens of millions of rows, so nothing here loads a whole
+table: :meth:`Catalog.read` takes a row range and a column list, and returns a
+pandas DataFrame in native byte order (FITS is big-endian; pandas and Arrow are not).
+
+Missing values come back as pandas understands them: NaN in float columns,
+``pd.NA`` in nullable integer columns (``Int16``, ``UInt64``, ...), ``None`` in
+text columns; :mod:`relabel.catalog.missing` applies the one rule on top.
+Vector (multi-element) columns come back as one NumPy array per row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from relabel.errors import CatalogError
+
+
+class Catalog:
+    """A table of galaxies read by row ranges. Use :func:`relabel.catalog.open_catalog`."""
+
+    path: Path
+    nrows: int
+    columns: list[str]
+    _dtypes: dict[str, np.dtype]
+    _shapes: dict[str, tuple] = {}
+
+    @property
+    def n_rows(self) -> int:
+        """The number of rows (an alias of ``nrows``)."""
+        return self.nrows
+
+    def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start``."""
+        raise NotImplementedError
+
+    def dtype(self, column: str) -> np.dtype:
+        """The column's dtype once read (native byte order; scaled integers: float64; nullable integers: ``Int64``...).
+
+        A fixed-size vector column gives a sub-array dtype (``np.dtype((np.float32, (5,)))``).
+        """
+        base, shape = self._dtypes[column], self.shape(column)
+        if shape and all(shape) and isinstance(base, np.dtype):
+            return np.dtype((base, shape))
+        return base
+
+    def shape(self, column: str) -> tuple:
+        """The shape of one row's value: ``()`` for scalar columns, ``(3,)`` for a 3E vector."""
+        return self._shapes.get(column, ())
+
+    def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
+        """The given row numbers (any order) of ``columns``, indexed by row number."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return self.read(columns, 0, 0)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        return self.read(columns, lo, hi).loc[rows]
+
+    def iter_chunks(self, columns: Sequence[str], chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+        """Yield consecutive row ranges of ``columns``: whole-table work in bounded memory."""
+        for start in range(0, self.nrows, chunk_rows):
+            yield self.read(columns, start, min(start + chunk_rows, self.nrows))
+
+    def read_all(self, columns: Sequence[str], chunk_rows: int = 1_000_000) -> pd.DataFrame:
+        """All rows of a few columns (the whole table is never read, only these columns)."""
+        chunks = list(self.iter_chunks(columns, chunk_rows))
+        if not chunks:
+            return self.read(columns, 0, 0)
+        return pd.concat(chunks)
+
+    def require(self, columns: Sequence[str], numeric: Sequence[str] = (), what: str = "the workflow") -> None:
+        """Fail with the missing names and the available ones, an ambiguous name, or a non-numeric column.
+
+        Names match exactly. FITS treats names that differ only in case as the same
+        (FITS standard 4.0, section 7.2.2), so a wanted column with such a sibling is
+        refused, naming both, rather than risking the wrong one.
+
+        Raises
+        ------
+        CatalogError
+            Naming the catalog file, the missing, ambiguous, non-numeric or vector columns, and what asked for them.
+        """
+        wanted = list(dict.fromkeys(columns))
+        missing = [c for c in wanted if c not in self.columns]
+        if missing:
+            hints = [f"{c} (the catalog has {', '.join(_case_siblings(c, self.columns))})"
+                     if _case_siblings(c, self.columns) else c for c in missing]
+            raise CatalogError(
+                f"{self.path}: {what} needs column(s) {', '.join(hints)} which the catalog does not have; "
+                f"available: {', '.join(self.columns)}"
+            )
+        for col in wanted:
+            siblings = [s for s in _case_siblings(col, self.columns) if s != col]
+            if siblings:
+                raise CatalogError(
+                    f"{self.path}: columns {col} and {', '.join(siblings)} differ only in case, which FITS treats "
+                    f"as the same name; rename one so that {what} reads the right column"
+                )
+        for col in numeric:
+            if self.shape(col):
+                raise CatalogError(
+                    f"{self.path}: column {col} holds vectors ({_per_row(self.shape(col))}); "
+                    f"{what} needs one number per row"
+                )
+            kind = getattr(self.dtype(col), "kind", "O")
+            if kind not in "biuf":
+                raise CatalogError(
+                    f"{self.path}: column {col} must be numeric for {what}, but it holds {self.dtype(col)} values"
+                )
+
+    def _check_range(self, start: int, stop: int | None) -> tuple[int, int]:
+        stop = self.nrows if stop is None else stop
+        if not 0 <= start <= stop <= self.nrows:
+            raise CatalogError(f"{self.path}: row range {start}:{stop} is outside the table's {self.nrows} rows")
+        return start, stop
+
+
+def _case_siblings(name: str, names: Sequence[str]) -> list[str]:
+    return [n for n in names if n.upper() == name.upper()]
+
+
+def _per_row(shape: tuple) -> str:
+    size = int(np.prod(shape))
+    return f"{size} values per row" if size else "a list per row"

@@ -1,0 +1,63 @@
+"""In-memory catalogs: a pandas DataFrame or an astropy Table, read like a file.
+
+So that bias, train, evaluate and run take a table a user already holds. An
+astropy Table's masked values become missing values (NaN, ``pd.NA``, ``None``)
+exactly as when the same table is read from its FITS file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from relabel.catalog.base import Catalog
+from relabel.catalog.fits import finish_values
+
+
+class FrameCatalog(Catalog):
+    """A pandas DataFrame (rows in order; its index is ignored) seen through the Catalog interface."""
+
+    def __init__(self, frame: pd.DataFrame, name: str = "<DataFrame>"):
+        self.path = Path(name)
+        self.frame = frame.reset_index(drop=True)
+        self.nrows = len(self.frame)
+        self.columns = [str(c) for c in self.frame.columns]
+        self._dtypes, self._shapes = {}, {}
+        for column in self.columns:
+            values = self.frame[column]
+            first = values.iloc[0] if len(values) and values.dtype == object else None
+            if isinstance(first, (np.ndarray, list, tuple)):
+                self._shapes[column] = np.shape(first)
+                self._dtypes[column] = np.asarray(first).dtype
+            else:
+                self._dtypes[column] = values.dtype
+
+    def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        self.require(columns, what="this read")
+        start, stop = self._check_range(start, stop)
+        out = self.frame.iloc[start:stop][list(dict.fromkeys(columns))].copy()
+        out.index = pd.RangeIndex(start, stop)
+        return out
+
+
+def table_to_frame(table) -> pd.DataFrame:
+    """An astropy Table as a DataFrame: masks become missing values, text is stripped, vectors become arrays per row.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Possibly masked (as ``Table.read`` of a FITS file with nulls gives).
+    """
+    columns = {}
+    for name in table.colnames:
+        column = table[name]
+        mask = np.ma.getmaskarray(column) if getattr(column, "mask", None) is not None else None
+        if mask is not None and mask.ndim > 1:
+            mask = mask.all(axis=tuple(range(1, mask.ndim)))
+        values = np.asarray(column.data.data if hasattr(column.data, "data") and mask is not None else column)
+        nullable = mask is not None and values.dtype.kind in "iu" and values.ndim == 1
+        columns[name] = finish_values(values, mask if mask is not None and mask.any() or nullable else None, nullable)
+    return pd.DataFrame(columns)

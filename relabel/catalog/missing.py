@@ -1,0 +1,137 @@
+"""The one missing-value rule, used by bias, train, evaluate, run and report.
+
+A value is missing when it is a FITS null (TNULLn, a blank ASCII field, an empty
+text field), NaN or infinite, a Parquet null, or one of the codes the workflow
+declares for its column (``catalog.missing: {REDSHIFT: [-9999], M_R: [99]}``, as
+SDSS and Galaxy Zoo tables use). Rows missing a value a command needs are left
+out of bias and training and counted by column (each row once in the total);
+``relabel run`` still predicts them and writes null where the value is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from relabel.errors import ConfigError
+
+
+def parse_missing_codes(value: Any, where: str = "workflow") -> dict[str, list]:
+    """Validate ``catalog.missing``: a mapping of column name to a list of codes (numbers or text).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key when the value is not such a mapping.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: key 'catalog.missing' must map column names to lists of codes, "
+                          f"e.g. {{REDSHIFT: [-9999]}}; got {value!r}")
+    codes = {}
+    for column, items in value.items():
+        items = items if isinstance(items, (list, tuple)) else [items]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+                raise ConfigError(f"{where}: key 'catalog.missing.{column}' holds {item!r}; codes are numbers or text")
+        codes[str(column)] = list(items)
+    return codes
+
+
+def missing_mask(values: pd.Series, codes: Sequence = ()) -> np.ndarray:
+    """True where a column's value is missing: null, NaN, +-inf, or one of ``codes``.
+
+    Codes compare in the column's own precision (a float32 column's -9999.0 is the
+    float32 code), and text values after stripping trailing blanks.
+
+    Parameters
+    ----------
+    values : pandas.Series, shape (n,)
+    codes : sequence of numbers or str
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n,)
+    """
+    if values.dtype == object and any(isinstance(v, np.ndarray) for v in values):
+        return np.array([v is None or (np.ndim(v) == 0 and pd.isna(v)) for v in values], dtype=bool)
+    mask = np.array(pd.isna(values), dtype=bool)
+    kind = getattr(values.dtype, "kind", "O")
+    if kind == "f":
+        mask |= np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    if len(codes):
+        mask |= _matches(values, codes, kind)
+    return mask
+
+
+def _matches(values: pd.Series, codes: Sequence, kind: str) -> np.ndarray:
+    if kind in "iuf":
+        numbers = [c for c in codes if not isinstance(c, str)]
+        if not numbers:
+            return np.zeros(len(values), dtype=bool)
+        dtype = values.dtype.numpy_dtype if hasattr(values.dtype, "numpy_dtype") else values.dtype
+        if kind in "iu":
+            numbers = [int(c) for c in numbers if float(c).is_integer()]
+            return np.asarray(values.isin(numbers).fillna(False), dtype=bool)
+        return np.asarray(values.isin(np.asarray(numbers, dtype=dtype)), dtype=bool)
+    text = {str(c).rstrip() for c in codes}
+    return np.array([isinstance(v, str) and v.rstrip() in text for v in values], dtype=bool)
+
+
+def drop_missing(frame: pd.DataFrame, columns: Sequence[str], codes: Mapping[str, Sequence] | None = None
+                 ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows of ``frame`` with every one of ``columns`` present, and the count of missing values by column.
+
+    Returns
+    -------
+    kept : pandas.DataFrame
+        The complete rows, in order.
+    counts : dict
+        ``"missing COLUMN"`` -> rows missing that column (a row missing two columns counts in both;
+        ``len(frame) - len(kept)`` counts it once).
+    """
+    codes = codes or {}
+    keep = np.ones(len(frame), dtype=bool)
+    counts = {}
+    for column in dict.fromkeys(columns):
+        bad = missing_mask(frame[column], codes.get(column, ()))
+        if bad.any():
+            counts[f"missing {column}"] = int(bad.sum())
+            keep &= ~bad
+    return frame[keep], counts
+
+
+def as_numpy_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with nullable integer columns (no nulls left) as plain NumPy integers, for array code."""
+    out = frame.copy(deep=False)
+    for column in dict.fromkeys(columns):
+        dtype = out[column].dtype
+        if hasattr(dtype, "numpy_dtype") and dtype.kind in "iub" and not out[column].isna().any():
+            out[column] = out[column].to_numpy(dtype=dtype.numpy_dtype)
+    return out
+
+
+def null_where(values: pd.Series, mask: np.ndarray):
+    """``values`` with null where ``mask`` is True, keeping the column's type (integers become nullable).
+
+    Returns
+    -------
+    pandas array or numpy.ndarray, shape (n,)
+    """
+    if not mask.any():
+        return values.array
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        nullable = pd.array(values.to_numpy(), dtype=f"{'U' if dtype.kind == 'u' else ''}Int{8 * dtype.itemsize}")
+        nullable[mask] = pd.NA
+        return nullable
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        out = values.to_numpy(copy=True)
+        out[mask] = np.nan
+        return out
+    out = values.array.copy()
+    out[mask] = None if not hasattr(dtype, "na_value") else dtype.na_value
+    return out
