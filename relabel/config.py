@@ -20,7 +20,7 @@ import yaml
 from relabel.errors import ConfigError
 
 BEST_ENDS = ("low", "high")
-LAYOUTS = ("tiles", "files")
+LAYOUTS = ("tiles", "files", "images")
 
 BIAS_DEFAULTS = {"log2_bins_int": 4, "bins_obs": 5, "n_boot": 20, "n_per_bin": None, "n_null": 10, "seed": 0}
 TRAIN_DEFAULTS = {"epochs": 12, "batch_size": 128, "lambda": 10.0, "val_fraction": 0.25, "seed": 0}
@@ -102,12 +102,21 @@ class CutoutSpec:
     size: int = 64
     bands: list[str] = field(default_factory=lambda: ["r"])
     pixel_scale: float = 0.396
+    # Layout "images": each row's survey image (a column whose paths may hold "{band}"),
+    # or, with no column, a path pattern ("*" and "{band}") whose images are matched by WCS footprint.
+    image_column: str | None = None
+    image_pattern: str | None = None
+    pixel_scale_tolerance: float = 0.02
+    # PNG/JPEG stamps: the image channel (R, G, B, or L for grey) that holds each band, in band order.
+    channels: list[str] | None = None
 
     @property
     def columns(self) -> list[str]:
         """Catalog columns that locate the cutouts for this layout."""
         if self.layout == "tiles":
             return [self.tile_column, self.index_column]
+        if self.layout == "images":
+            return [self.image_column] if self.image_column else []
         return [self.path_column]
 
 
@@ -158,7 +167,8 @@ class Workflow:
         observables = _parse_observables(check, data.get("observables"))
 
         cut = check.mapping(data.get("cutouts", {}), "cutouts")
-        check.no_unknown(cut, {"layout", "root", "tile_column", "index_column", "path_column", "size", "bands", "pixel_scale"}, "cutouts")
+        check.no_unknown(cut, {"layout", "root", "tile_column", "index_column", "path_column", "size", "bands", "pixel_scale",
+                               *IMAGE_KEYS}, "cutouts")
         layout = cut.get("layout", "tiles")
         if layout not in LAYOUTS:
             raise ConfigError(f"{where}: key 'cutouts.layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -171,6 +181,7 @@ class Workflow:
             size=check.positive_int(cut.get("size", 64), "cutouts.size"),
             bands=check.strings(cut.get("bands", ["r"]), "cutouts.bands", required=True),
             pixel_scale=check.positive_float(cut.get("pixel_scale", 0.396), "cutouts.pixel_scale"),
+            **_parse_image_keys(check, cut, layout),
         )
 
         bias = check.section(data.get("bias"), "bias", BIAS_DEFAULTS)
@@ -231,6 +242,34 @@ def load_workflow(path: str | Path) -> Workflow:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return Workflow.from_dict(data or {}, base_dir=path.parent, source=path)
+
+
+IMAGE_KEYS = ("image_column", "image_pattern", "pixel_scale_tolerance", "channels")
+
+
+def _parse_image_keys(check: "_Checker", cut: dict, layout: str) -> dict:
+    """The cutouts keys of survey images (layout "images") and of PNG/JPEG stamps (``channels``)."""
+    out: dict[str, Any] = {}
+    if cut.get("image_column") is not None:
+        out["image_column"] = check.string(cut["image_column"], "cutouts.image_column")
+    if cut.get("image_pattern") is not None:
+        out["image_pattern"] = check.string(cut["image_pattern"], "cutouts.image_pattern")
+    if layout == "images" and not (out.get("image_column") or out.get("image_pattern")):
+        raise ConfigError(f"{check.where}: layout 'images' needs key 'cutouts.image_column' (each row's image) "
+                          "or 'cutouts.image_pattern' (images found by their WCS footprints)")
+    if "pixel_scale_tolerance" in cut:
+        out["pixel_scale_tolerance"] = check.positive_float(cut["pixel_scale_tolerance"], "cutouts.pixel_scale_tolerance")
+    if cut.get("channels") is not None:
+        channels = [c.upper() for c in check.strings(cut["channels"], "cutouts.channels")]
+        if any(c not in ("R", "G", "B", "L") for c in channels):
+            check.fail("cutouts.channels", "a list of image channels R, G, B or L (grey), one per band", cut["channels"])
+        bands = cut.get("bands", ["r"])
+        bands = [bands] if isinstance(bands, str) else list(bands or [])
+        if len(channels) != len(bands):
+            raise ConfigError(f"{check.where}: key 'cutouts.channels' names {len(channels)} channel(s) for "
+                              f"{len(bands)} band(s) {bands}: give one channel per band")
+        out["channels"] = channels
+    return out
 
 
 def _parse_labels(check: "_Checker", value: Any) -> LabelSpec:

@@ -25,6 +25,7 @@ class Cutouts:
 
     images: np.ndarray  # float32 (n, bands, size, size)
     status: np.ndarray  # object array of status names
+    coverage: np.ndarray | None = None  # float32 (n,): share of each stamp on its survey image (layout "images")
 
     @property
     def usable(self) -> np.ndarray:
@@ -194,8 +195,16 @@ class FileSource(CutoutSource):
         return out
 
 
-def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int | None = None) -> CutoutSource:
-    """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's."""
+def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int | None = None,
+                       image: str | None = None) -> CutoutSource:
+    """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's.
+
+    ``image`` (layout "images"): the survey image every row read lies on, e.g. its shard's.
+    """
+    if workflow.cutouts.layout == "images":
+        from relabel.cutouts.images import ImageSource
+
+        return ImageSource(workflow.cutouts, size, n_bands, workflow.catalog.ra, workflow.catalog.dec, image)
     kinds = {"tiles": TileSource, "files": FileSource}
     return kinds[workflow.cutouts.layout](workflow.cutouts, size, n_bands)
 
