@@ -29,6 +29,7 @@ from relabel.run.plan import Shard
 UNCERTAIN = "uncertain"
 ROW = "row"
 NEW_COLUMNS = ("label", "label_original", "status")
+COVERAGE = "coverage"
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,12 @@ def catalog_columns(workflow: Workflow) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metadata: dict) -> pa.Schema:
-    """The schema every shard file is written with, empty shards included."""
+def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metadata: dict,
+                  coverage: bool = False) -> pa.Schema:
+    """The schema every shard file is written with, empty shards included.
+
+    ``coverage`` (layout "images") adds the share of each stamp that lay on its survey image.
+    """
     fields = [pa.field(ROW, pa.int64())]
     for name, dtype in catalog_dtypes.items():
         if dtype.kind in "USO":
@@ -74,6 +79,8 @@ def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metad
             fields.append(pa.field(name, pa.from_numpy_dtype(dtype.newbyteorder("="))))
     fields += [pa.field(f"p_{c}", pa.float32()) for c in classes]
     fields += [pa.field(name, pa.string()) for name in NEW_COLUMNS]
+    if coverage:
+        fields.append(pa.field(COVERAGE, pa.float32()))
     import json
 
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
@@ -99,11 +106,11 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     model, meta = cached_model(ctx.model, ctx.model_hash, ctx.device)
     status = np.full(len(rows), st.OK, dtype=object)
     status[~_valid_coordinates(rows, workflow)] = st.BAD_COORDINATES
-    with open_cutout_source(workflow, meta.size, len(meta.bands)) as source:
+    with open_cutout_source(workflow, meta.size, len(meta.bands), image=shard.image) as source:
         pred = predict_rows(rows, source, model, meta, ctx.batch_size, status)
     t_pred = time.perf_counter()
 
-    frame = _output_frame(rows, pred.probabilities, pred.status, ctx)
+    frame = _output_frame(rows, pred.probabilities, pred.status, ctx, pred.coverage)
     table = pa.Table.from_pandas(frame, schema=ctx.schema, preserve_index=False)
     write_table_atomic(table, shard_path(Path(ctx.out_dir), shard.name))
     t_end = time.perf_counter()
@@ -129,7 +136,8 @@ def _valid_coordinates(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
         return np.isfinite(ra) & np.isfinite(dec) & (ra >= 0) & (ra < 360) & (np.abs(dec) <= 90)
 
 
-def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext) -> pd.DataFrame:
+def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext,
+                  coverage: np.ndarray | None = None) -> pd.DataFrame:
     out = {ROW: rows.index.to_numpy(dtype=np.int64)}
     for col in ctx.catalog_columns:
         out[col] = rows[col].to_numpy()
@@ -147,4 +155,6 @@ def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx
     original[known] = np.asarray(names, dtype=object)[codes[known]]
     out["label_original"] = original
     out["status"] = status.astype(str).astype(object)
+    if COVERAGE in ctx.schema.names:
+        out[COVERAGE] = coverage
     return pd.DataFrame(out)
