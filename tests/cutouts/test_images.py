@@ -158,3 +158,62 @@ def test_pixel_scale_far_from_the_models_is_refused_naming_both(tmp_path):
     with pytest.raises(ConfigError, match=r"img.fits has pixels of 0.2600 x 0.2600 arcsec where checkpoint m.pt "
                                           r"was trained on 0.3960"):
         check_pixel_scales(["img.fits"], spec, 0.396, "checkpoint m.pt")
+
+
+def _image_run(tmp_path, model_scale=None):
+    """A 16x16-stamp model run over one survey image: 12 galaxies, one on the edge, one off the image."""
+    import yaml
+
+    from conftest import WORKFLOW_YAML, write_untrained_checkpoint
+
+    rng = np.random.default_rng(5)
+    wcs = make_wcs(crpix=(64.5, 48.5), cd=rotated_cd(10.0, 0.396 / 3600, 0.396 / 3600))
+    data = rng.normal(0, 1, (96, 128)).astype(np.float32)
+    write_image(tmp_path / "field_r.fits.fz", data, wcs, compress="gzip", qlevel=None)
+    xy = np.column_stack([rng.uniform(10, 118, 12), rng.uniform(10, 86, 12)])
+    xy[10], xy[11] = (2.2, 40.3), (200.0, 40.0)
+    table = rows_at(wcs, xy, "field_{band}.fits.fz")
+    table["OBJID"] = np.arange(12) + 1
+    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
+        table[col] = rng.uniform(0, 1, 12).astype(np.float32)
+    table.to_parquet(tmp_path / "catalog.parquet")
+    wf = yaml.safe_load(WORKFLOW_YAML)
+    wf["cutouts"] = {"layout": "images", "root": ".", "image_column": "IMAGE", "size": 16, "bands": ["r"],
+                     "pixel_scale": 0.396}
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(wf))
+    trained = dict(wf, cutouts=dict(wf["cutouts"], pixel_scale=model_scale or 0.396))
+    model = write_untrained_checkpoint(tmp_path / "model.pt", workflow=trained)
+    return data, wcs, xy, model
+
+
+def test_images_layout_end_to_end_through_run(tmp_path):
+    from relabel.model import load_checkpoint, predict_proba, preprocess
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    data, wcs, xy, model = _image_run(tmp_path)
+    run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                cluster=ClusterOptions(kind="none"), shard_size=5, bias=False, progress=False)
+    df = pd.read_parquet(tmp_path / "out").sort_values("row")
+    assert df["status"].tolist() == [st.OK] * 10 + [st.PARTIAL_EDGE, st.OUTSIDE_IMAGE]
+    assert df["coverage"].tolist()[9:] == [1.0, pytest.approx(10.5 / 16, abs=1 / 16), 0.0]
+    padded = np.pad(data, 16)
+    x0 = np.floor(xy[:11, 0] - 7.5 + 0.5).astype(int) + 16
+    y0 = np.floor(xy[:11, 1] - 7.5 + 0.5).astype(int) + 16
+    stamps = np.stack([padded[y:y + 16, x:x + 16] for x, y in zip(x0, y0)])[:, None]
+    net, meta = load_checkpoint(model)
+    expect = predict_proba(net, preprocess(stamps, meta))
+    np.testing.assert_allclose(df[["p_elliptical", "p_spiral"]].to_numpy()[:11], expect, atol=1e-5)
+    assert df[["p_elliptical", "p_spiral"]].iloc[11].isna().all()
+
+
+def test_run_refuses_images_at_another_pixel_scale_before_writing(tmp_path):
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    _, _, _, model = _image_run(tmp_path, model_scale=0.262)
+    with pytest.raises(ConfigError, match=r"field_r.fits.fz has pixels of 0.3960 x 0.3960 arcsec where "
+                                          r"checkpoint .*model.pt was trained on 0.2620"):
+        run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                    cluster=ClusterOptions(kind="none"), bias=False, progress=False)
+    assert not (tmp_path / "out").exists()
