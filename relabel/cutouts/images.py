@@ -13,9 +13,10 @@ files first. How a stamp is cut:
   row flagged ``partial_edge`` with the share of pixels on the image (``coverage``);
   a centre off the image is ``outside_image``.
 - Pixels: an uncompressed image is memory-mapped with NumPy (a stamp is one strided
-  slice, no copy of the image); a tile-compressed one is read with fitsio sections,
-  strip by strip over the rows the shard's stamps need, so only the compression tiles
-  under those stamps are decompressed, never the whole image. Not
+  slice, no copy of the image); a tile-compressed one is read with fitsio sections in
+  blocks of rows (kept, within a memory budget, for the rest of the shard), so only the
+  compression tiles under the shard's stamps are decompressed, each once, never the
+  whole image at once. Not
   :class:`astropy.nddata.Cutout2D`: it needs the image as an array in memory (it would
   decompress a ``.fits.fz`` whole) and makes a WCS object per stamp, which we do not
   need: the stamp is fed to the network, not written back.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,14 @@ from relabel.errors import ConfigError
 
 BAND_FIELD = "{band}"
 
-#: Rows of a compressed image decompressed per section read: stamps whose rows fall in
-#: one strip share the read, so a default fpack file (one compression tile per image row)
-#: is decompressed about once per shard, in bounded memory.
-STRIP_ROWS = 256
+#: Rows of a compressed image decompressed per section read (one block, full width):
+#: fpack's default tiles are single rows, so a block is 256 compression tiles.
+BLOCK_ROWS = 256
+
+#: Decompressed blocks kept per open image: a shard's stamps come in catalog order, not
+#: row order, and every block is then decompressed once per shard, in bounded memory
+#: (a whole 2048^2 float32 image is 16 MB; a 10k-wide DES tile keeps ~3000 rows).
+BLOCK_CACHE_BYTES = 128 * 2**20
 
 
 def band_path(image: str, band: str) -> str:
@@ -78,6 +83,7 @@ class SurveyImage:
     fits: object
     hdu: object
     memmap: np.ndarray | None
+    blocks: OrderedDict = field(default_factory=OrderedDict)
 
     def close(self) -> None:
         self.fits.close()
@@ -85,32 +91,39 @@ class SurveyImage:
     def cut(self, x0: np.ndarray, y0: np.ndarray, size: int, out: np.ndarray) -> None:
         """Copy the in-image part of each stamp (lower-left 0-based corner x0, y0) into ``out`` (n, size, size)."""
         ny = self.shape[0]
-        order = np.argsort(y0, kind="stable")
-        ys = y0[order]
-        k = 0
-        while k < len(order):
-            # One strip takes every stamp that ends within STRIP_ROWS of the first one's start.
-            lo = max(int(ys[k]), 0)
-            stop = max(int(np.searchsorted(ys, lo + max(STRIP_ROWS, size) - size, side="right")), k + 1)
-            strip = self._rows(lo, min(int(ys[stop - 1]) + size, ny))
-            for j in order[k:stop]:
-                _paste(strip, int(x0[j]), int(y0[j]) - lo, size, out[j])
-            k = stop
+        for j in range(len(x0)):
+            ys, ye = max(int(y0[j]), 0), min(int(y0[j]) + size, ny)
+            for first_row, block in self._blocks_over(ys, ye):
+                _paste(block, first_row, int(x0[j]), int(y0[j]), size, out[j])
 
-    def _rows(self, lo: int, hi: int) -> np.ndarray:
-        if hi <= lo:
-            return np.zeros((0, self.shape[1]), dtype=np.float32)
+    def _blocks_over(self, ys: int, ye: int):
+        """(first row, pixels) of the blocks holding rows ys:ye: the whole memory map, or decompressed blocks."""
+        if ye <= ys:
+            return
         if self.memmap is not None:
-            return self.memmap[lo:hi]
-        return self.hdu[lo:hi, :]
+            yield 0, self.memmap
+            return
+        for k in range(ys // BLOCK_ROWS, (ye - 1) // BLOCK_ROWS + 1):
+            yield k * BLOCK_ROWS, self._block(k)
+
+    def _block(self, k: int) -> np.ndarray:
+        if k in self.blocks:
+            self.blocks.move_to_end(k)
+            return self.blocks[k]
+        block = self.hdu[k * BLOCK_ROWS:min((k + 1) * BLOCK_ROWS, self.shape[0]), :]
+        self.blocks[k] = block
+        keep = max(2, BLOCK_CACHE_BYTES // max(block.nbytes, 1))
+        while len(self.blocks) > keep:
+            self.blocks.popitem(last=False)
+        return block
 
 
-def _paste(strip: np.ndarray, x0: int, y0: int, size: int, target: np.ndarray) -> None:
-    """Copy the overlap of ``strip`` with the stamp at (x0, y0) into ``target``; the rest stays 0."""
-    ys, ye = max(y0, 0), min(y0 + size, strip.shape[0])
-    xs, xe = max(x0, 0), min(x0 + size, strip.shape[1])
+def _paste(block: np.ndarray, first_row: int, x0: int, y0: int, size: int, target: np.ndarray) -> None:
+    """Copy the overlap of a block of image rows with the stamp at (x0, y0) into ``target``; the rest stays 0."""
+    ys, ye = max(y0, first_row), min(y0 + size, first_row + block.shape[0])
+    xs, xe = max(x0, 0), min(x0 + size, block.shape[1])
     if ye > ys and xe > xs:
-        target[ys - y0:ye - y0, xs - x0:xe - x0] = strip[ys:ye, xs:xe]
+        target[ys - y0:ye - y0, xs - x0:xe - x0] = block[ys - first_row:ye - first_row, xs:xe]
 
 
 def open_survey_image(path: Path) -> tuple[SurveyImage | None, str | None]:

@@ -8,6 +8,7 @@ cutting on the fly from survey images with a WCS) subclasses :class:`CutoutSourc
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,9 +165,9 @@ class TileSource(CutoutSource):
 class FileSource(CutoutSource):
     """One file per galaxy: FITS, an image (size, size) or (bands, size, size) in its first image HDU; or PNG/JPEG."""
 
-    #: Threads reading files at once: opening many small files is latency, not CPU, and
-    #: fitsio and Pillow release the GIL while they read and decode.
-    read_threads = 4
+    #: Threads reading files at once (environment RELABEL_READ_THREADS): opening many small
+    #: files is latency, not CPU, and fitsio and Pillow release the GIL while they read and decode.
+    read_threads = int(os.environ.get("RELABEL_READ_THREADS", 4))
 
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
         super().__init__(spec, size, n_bands)

@@ -95,27 +95,59 @@ def draw_image(task: dict) -> int:
     ``task``: ``k``, ``path`` (template), ``image_size``, ``size``, ``seed``, ``rows``
     (truth-row dicts) and ``corners`` (their r-grid corners).
     """
-    k, n_pix, size = int(task["k"]), int(task["image_size"]), int(task["size"])
+    size = int(task["size"])
+    stamps = [draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size) for row in task["rows"]]
+    write_survey_image(int(task["k"]), task["path"], stamps, task["corners"], int(task["image_size"]), int(task["seed"]))
+    return len(stamps)
+
+
+def write_survey_image(k: int, path: str, stamps, corners, image_size: int, seed: int) -> None:
+    """Paste stamps (bands in BANDS order, size x size) at their r-grid corners into sky noise; write each band.
+
+    Parameters
+    ----------
+    k : int
+        Image number (its WCS, :func:`image_wcs`).
+    path : str
+        Path template with ``{band}``; a ``.fz`` ending writes RICE_1 tile compression (q = 16).
+    stamps : sequence of numpy.ndarray
+        (len(BANDS), size, size) each, nanomaggies.
+    corners : sequence of (int, int)
+        Lower-left 0-based (x, y) of each stamp in the r grid (:func:`place_galaxies`).
+    image_size : int
+        Image side, pixels.
+    seed : int
+        Seeds the sky noise between the stamps.
+    """
+    size = stamps[0].shape[-1] if len(stamps) else 1
     margin = max(abs(v) for offset in BAND_OFFSETS.values() for v in offset) + size
-    rng = np.random.default_rng(np.random.SeedSequence([int(task["seed"]), 11, k]))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 11, int(k)]))
     canvas = {}
     for band in BANDS:
         electrons, sky = BAND_NOISE[band]
-        canvas[band] = rng.normal(0.0, np.sqrt(sky) / electrons, (n_pix + 2 * margin,) * 2).astype(np.float32)
-    for row, (x0, y0) in zip(task["rows"], task["corners"]):
-        stamp = draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size)
+        canvas[band] = rng.normal(0.0, np.sqrt(sky) / electrons, (image_size + 2 * margin,) * 2).astype(np.float32)
+    for stamp, (x0, y0) in zip(stamps, corners):
         for b, band in enumerate(BANDS):
             canvas[band][margin + y0:margin + y0 + size, margin + x0:margin + x0 + size] = stamp[b]
     for band in BANDS:
         dx, dy = BAND_OFFSETS[band]
-        data = canvas[band][margin + dy:margin + dy + n_pix, margin + dx:margin + dx + n_pix]
-        path = Path(task["path"].replace("{band}", band))
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        data = canvas[band][margin + dy:margin + dy + image_size, margin + dx:margin + dx + image_size]
+        target = Path(path.replace("{band}", band))
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         tmp.unlink(missing_ok=True)
-        compress = {"compress": "rice", "qlevel": 16.0} if path.suffix == ".fz" else {}
-        fitsio.write(str(tmp), np.ascontiguousarray(data), header=_header(image_wcs(k, n_pix, band)), **compress)
-        os.replace(tmp, path)
-    return len(task["rows"])
+        compress = {"compress": "rice", "qlevel": 16.0} if target.suffix == ".fz" else {}
+        fitsio.write(str(tmp), np.ascontiguousarray(data), header=_header(image_wcs(k, image_size, band)), **compress)
+        os.replace(tmp, target)
+
+
+def sky_positions(image: np.ndarray, corner: np.ndarray, size: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """RA, Dec (degrees) of galaxies centred on their stamps, each through its image's r-band WCS."""
+    ra, dec = np.empty(len(image)), np.empty(len(image))
+    centre = corner + (size - 1) / 2.0
+    for k in np.unique(image):
+        on = image == k
+        ra[on], dec[on] = image_wcs(int(k), int(image_size)).all_pix2world(centre[on, 0], centre[on, 1], 0)
+    return np.mod(ra, 360.0), dec
 
 
 def simulate_image_survey(out_dir, n: int, seed: int = 0, size: int = 64, image_size: int = IMAGE_SIZE,
@@ -161,11 +193,7 @@ def simulate_image_survey(out_dir, n: int, seed: int = 0, size: int = 64, image_
     galaxies = simulate_galaxies(int(n), int(seed))
     image, corner = place_galaxies(len(galaxies), int(image_size), int(size), int(seed))
     names = [image_name(k, compressed=k % 2 == 1) for k in range(int(image.max()) + 1)]
-    centre = corner + (size - 1) / 2.0
-    for k in range(len(names)):
-        on = image == k
-        ra, dec = image_wcs(k, int(image_size)).all_pix2world(centre[on, 0], centre[on, 1], 0)
-        galaxies.loc[on, "RA"], galaxies.loc[on, "DEC"] = np.mod(ra, 360.0), dec
+    galaxies["RA"], galaxies["DEC"] = sky_positions(image, corner, int(size), int(image_size))
     galaxies[IMAGE_COLUMN] = [names[k] for k in image]
     tasks = [{"k": k, "path": str(out_dir / names[k]), "image_size": int(image_size), "size": int(size),
               "seed": int(seed), "rows": galaxies[image == k].to_dict("records"),
@@ -174,7 +202,7 @@ def simulate_image_survey(out_dir, n: int, seed: int = 0, size: int = 64, image_
     paths = SurveyPaths(root=out_dir, catalog=out_dir / "catalog.fits", truth=out_dir / "truth.parquet",
                         workflow=out_dir / "workflow.yaml", cutout_dir=image_dir, layout="images")
     galaxies[TRUTH_COLUMNS].to_parquet(paths.truth, index=False)
-    _write_image_catalog(galaxies, paths.catalog, seed, size)  # last: its presence means the images exist
+    write_image_catalog(galaxies, paths.catalog, seed, size)  # last: its presence means the images exist
     workflow = workflow_dict("files", size)
     workflow["cutouts"] = {"layout": "images", "root": ".", "image_column": IMAGE_COLUMN, "size": int(size),
                            "bands": list(BANDS), "pixel_scale": PIXEL_SCALE}
@@ -198,7 +226,8 @@ def _draw_images(tasks: list[dict], workers: int | None, progress: bool) -> None
         pool.shutdown()
 
 
-def _write_image_catalog(galaxies, path: Path, seed: int, size: int) -> None:
+def write_image_catalog(galaxies, path: Path, seed: int, size: int) -> None:
+    """The catalog of an image survey: the simulator's columns and each galaxy's image (IMAGE), FITS."""
     names = [*CATALOG_COLUMNS, IMAGE_COLUMN]
     arrays = [galaxies[name].to_numpy() for name in CATALOG_COLUMNS] + [galaxies[IMAGE_COLUMN].to_numpy().astype("S")]
     header = [
