@@ -104,6 +104,28 @@ def survey_images(paths, image_size: int = 2048) -> tuple[Path, Path]:
     return catalog, workflow
 
 
+def read_rate(catalog, workflow, batch_size: int, read_threads: int | None = None) -> float:
+    """Stamps/s of the cutout source alone, in this process: the shards of the plan, batch by batch."""
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+    from relabel.run.plan import plan_shards
+
+    wf = load_workflow(workflow)
+    cat = open_catalog(catalog)
+    columns = list(dict.fromkeys([wf.catalog.ra, wf.catalog.dec, *wf.cutouts.columns]))
+    done, t0 = 0, time.perf_counter()
+    for shard in plan_shards(cat, wf, 2048):
+        rows = cat.read_rows(columns, shard.row_numbers()) if shard.rows is not None else \
+            cat.read(columns, shard.start, shard.stop)
+        with open_cutout_source(wf, image=shard.image) as source:
+            if read_threads is not None:
+                source.read_threads = read_threads
+            for start in range(0, len(rows), batch_size):
+                done += int(source.read(rows.iloc[start:start + batch_size]).usable.sum())
+    return done / (time.perf_counter() - t0)
+
+
 def relabel_rate(catalog, workflow, model, out, batch_size, workers, env: dict | None = None,
                  statuses=("ok",)) -> dict:
     from distributed import Client, LocalCluster
@@ -219,7 +241,11 @@ def compare_layouts(args) -> dict:
     }
     reps = []
     for _ in range(args.repeats):
-        rep = {"limit": sd.forward_rate(model, sample, args.batch_size, threads=args.workers)}
+        rep = {"limit": sd.forward_rate(model, sample, args.batch_size, threads=args.workers),
+               "read_tiles": read_rate(paths.catalog, paths.workflow, args.batch_size),
+               "read_images": read_rate(images_catalog, images_workflow, args.batch_size),
+               "read_files_serial": read_rate(files_catalog, files_workflow, args.batch_size, read_threads=1),
+               "read_files": read_rate(files_catalog, files_workflow, args.batch_size)}
         for workers in sorted({1, args.workers}):
             for name, run in runs.items():
                 rep[f"{name}_{workers}w"] = run(workers)["rate"]
@@ -232,9 +258,11 @@ def compare_layouts(args) -> dict:
     for key in reps[0]:
         rates = sorted(r[key] for r in reps)
         line = f"  {key:18}{rates[len(rates) // 2]:8.0f} img/s"
-        if key != "limit":
+        if key.startswith("read_"):
+            line += f"   vs reading tiles {np.median([r[key] / r['read_tiles'] for r in reps]):.2f}"
+        elif key != "limit":
             line += f"   vs limit {np.median([r[key] / r['limit'] for r in reps]):.2f}"
-        if key.startswith("images"):
+        if key.startswith("images_"):
             w = key.split("_")[1]
             line += f"   vs tiles {np.median([r[key] / r[f'tiles_{w}'] for r in reps]):.2f}"
         if key.startswith("files_") and not key.startswith("files_serial"):
