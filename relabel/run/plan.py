@@ -118,6 +118,7 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
     into shards of at most ``shard_size``, in catalog order.
     """
     from relabel.cutouts.images import assign_images, find_footprints
+    from relabel.cutouts.sources import _consecutive
 
     spec, n = workflow.cutouts, catalog.nrows
     codes = np.empty(n, dtype=np.int64)
@@ -141,12 +142,8 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
         image = image_of[int(codes[order[lo]])]
         for s in range(int(lo), int(hi), shard_size):
             rows = order[s:min(s + shard_size, int(hi))]
-            if _consecutive(rows) or len(rows) == 1:
+            if _consecutive(rows):
                 shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, image=image))
             else:
                 shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, tuple(int(r) for r in rows), image))
     return shards
-
-
-def _consecutive(rows: np.ndarray) -> bool:
-    return bool((np.diff(rows) == 1).all())

@@ -217,3 +217,31 @@ def test_run_refuses_images_at_another_pixel_scale_before_writing(tmp_path):
         run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
                     cluster=ClusterOptions(kind="none"), bias=False, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_footprint_mode_plans_one_image_per_shard_and_cuts_without_a_column(tmp_path):
+    import yaml
+
+    from conftest import WORKFLOW_YAML
+    from relabel.catalog.reader import open_catalog
+    from relabel.config import Workflow
+    from relabel.run.plan import plan_shards
+
+    (tmp_path / "img").mkdir()
+    left, right = make_wcs(crpix=(50.5, 50.5)), make_wcs(crpix=(-49.5, 50.5))  # b starts where a ends
+    for name, wcs, value in (("a", left, 1.0), ("b", right, 2.0)):
+        write_image(tmp_path / "img" / f"{name}_r.fits", np.full((100, 100), value, np.float32), wcs)
+    x = np.array([10.0, 150.0, 20.0, 500.0, 120.0, 30.0])
+    ra, dec = left.all_pix2world(x, np.full(6, 50.0), 0)
+    pd.DataFrame({"RA": ra, "DEC": dec}).to_parquet(tmp_path / "cat.parquet")
+    raw = yaml.safe_load(WORKFLOW_YAML)
+    raw["cutouts"] = {"layout": "images", "image_pattern": "img/*_{band}.fits", "size": 8, "bands": ["r"]}
+    wf = Workflow.from_dict(raw, base_dir=tmp_path)
+    shards = plan_shards(open_catalog(tmp_path / "cat.parquet"), wf, shard_size=2)
+    # Rows grouped by image (in catalog order), at most 2 a shard; the row on no image gets a shard of its own.
+    assert sorted((s.image, s.row_numbers().tolist()) for s in shards) == [
+        ("", [3]), ("img/a_{band}.fits", [0, 2]), ("img/a_{band}.fits", [5]), ("img/b_{band}.fits", [1, 4])]
+    with ImageSource(wf.cutouts, ra="RA", dec="DEC") as source:  # no image given: found by footprint
+        cut = source.read(pd.DataFrame({"RA": ra, "DEC": dec}))
+    assert list(cut.status) == [st.OK, st.OK, st.OK, st.OUTSIDE_IMAGE, st.OK, st.OK]
+    assert cut.images[:, 0, 4, 4].tolist() == [1.0, 2.0, 1.0, 0.0, 2.0, 1.0]
