@@ -11,6 +11,16 @@ Measured side by side in one run on the same simulated survey:
   baseline   the way a user would do it by hand: a torch DataLoader over the per-galaxy
              files read with astropy, predictions kept in memory, one Parquet at the end
 and the time of the tile run's shards broken down by stage.
+
+    python benchmarks/bench_pipeline.py --layouts [--n 4000] [--repeats 2]
+
+compares the cutout layouts on the same galaxies, in alternation, 1 and 2 workers:
+  tiles      the tile cubes
+  images     the same stamps pasted into 2048^2 survey images (g and r files with
+             their own WCS, every other image RICE-compressed), cut at run time
+  files      one FITS file per galaxy, read one by one (RELABEL_READ_THREADS=1)
+             and with the read-ahead thread pool (the default, 4 threads)
+and the bare forward limit; ratios are taken within each repetition.
 """
 
 from __future__ import annotations
@@ -59,7 +69,65 @@ def per_object_files(paths) -> tuple[Path, Path]:
     return catalog, workflow
 
 
-def relabel_rate(catalog, workflow, model, out, batch_size, workers) -> dict:
+def survey_images(paths, image_size: int = 2048) -> tuple[Path, Path]:
+    """The same galaxies' stamps (from the tiles) pasted into survey images, with catalog and workflow."""
+    import yaml
+
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+    from relabel.simulate import images as sim
+
+    root = paths.root / "images"
+    catalog, workflow = root / "catalog.fits", root / "workflow.yaml"
+    if workflow.exists():
+        return catalog, workflow
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    wf = load_workflow(paths.workflow)
+    cat = open_catalog(paths.catalog)
+    table = cat.read_all(cat.columns)
+    size = wf.cutouts.size
+    image, corner = sim.place_galaxies(len(table), image_size, size, seed=0)
+    names = [sim.image_name(k, compressed=k % 2 == 1) for k in range(int(image.max()) + 1)]
+    with open_cutout_source(wf) as source:
+        for k, name in enumerate(names):
+            on = np.flatnonzero(image == k)
+            stamps = source.read(table.iloc[on]).images
+            sim.write_survey_image(k, str(root / name), stamps, corner[on].tolist(), image_size, seed=0)
+    table["RA"], table["DEC"] = sim.sky_positions(image, corner, size, image_size)
+    table[sim.IMAGE_COLUMN] = [names[k] for k in image]
+    sim.write_image_catalog(table, catalog, seed=0, size=size)
+    raw = yaml.safe_load(paths.workflow.read_text())
+    raw["cutouts"] = {"layout": "images", "root": ".", "image_column": sim.IMAGE_COLUMN, "size": size,
+                      "bands": list(wf.cutouts.bands), "pixel_scale": wf.cutouts.pixel_scale}
+    workflow.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return catalog, workflow
+
+
+def read_rate(catalog, workflow, batch_size: int, read_threads: int | None = None) -> float:
+    """Stamps/s of the cutout source alone, in this process: the shards of the plan, batch by batch."""
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+    from relabel.run.plan import plan_shards
+
+    wf = load_workflow(workflow)
+    cat = open_catalog(catalog)
+    columns = list(dict.fromkeys([wf.catalog.ra, wf.catalog.dec, *wf.cutouts.columns]))
+    done, t0 = 0, time.perf_counter()
+    for shard in plan_shards(cat, wf, 2048):
+        rows = cat.read_rows(columns, shard.row_numbers()) if shard.rows is not None else \
+            cat.read(columns, shard.start, shard.stop)
+        with open_cutout_source(wf, image=shard.image) as source:
+            if read_threads is not None:
+                source.read_threads = read_threads
+            for start in range(0, len(rows), batch_size):
+                done += int(source.read(rows.iloc[start:start + batch_size]).usable.sum())
+    return done / (time.perf_counter() - t0)
+
+
+def relabel_rate(catalog, workflow, model, out, batch_size, workers, env: dict | None = None,
+                 statuses=("ok",)) -> dict:
     from distributed import Client, LocalCluster
 
     from relabel.run.clusters import ClusterOptions
@@ -69,7 +137,8 @@ def relabel_rate(catalog, workflow, model, out, batch_size, workers) -> dict:
     # load, the first batch's oneDNN set-up: what the forward limit also gets before its
     # clock starts); that one-off cost is measured and reported on its own.
     with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                      silence_logs=50, env={"RELABEL_WORKER_CORES": "1"}) as cluster, Client(cluster) as client:
+                      silence_logs=50, env={"RELABEL_WORKER_CORES": "1", **(env or {})}) as cluster, \
+            Client(cluster) as client:
         t0 = time.perf_counter()
         client.run(_warm_worker, str(model), batch_size)
         warm_seconds = time.perf_counter() - t0
@@ -81,7 +150,7 @@ def relabel_rate(catalog, workflow, model, out, batch_size, workers) -> dict:
         worker_mb = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     s = result.summary
     # A rate over rows that were never predicted (a wrong band count, a missing file) would be meaningless.
-    if set(s["status"]) != {"ok"}:
+    if not set(s["status"]) <= set(statuses):
         raise SystemExit(f"{catalog}: not every row was predicted: {s['status']}")
     return {"rows": s["rows_out"], "seconds": s["run_seconds"], "rate": s["rows_out"] / s["run_seconds"],
             "task_seconds": s["task_seconds"], "worker_peak_mb": sorted(worker_mb.values()),
@@ -143,14 +212,80 @@ def baseline_rate(catalog, model, out, batch_size, workers) -> dict:
     return {"rows": len(p), "seconds": seconds, "rate": len(p) / seconds}
 
 
+def compare_layouts(args) -> dict:
+    """Tiles, survey images and per-object files (with and without read-ahead) on the same galaxies, 1 and 2 workers."""
+    paths = sd.survey(args.n)
+    model = sd.checkpoint(paths, args.width)
+    files_catalog, files_workflow = per_object_files(paths)
+    t0 = time.perf_counter()
+    images_catalog, images_workflow = survey_images(paths)
+    print(f"survey images ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    scratch = sd.DATA / "runs"
+    scratch.mkdir(parents=True, exist_ok=True)
+
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+
+    wf = load_workflow(paths.workflow)
+    with open_cutout_source(wf) as source:
+        sample = source.read(open_catalog(paths.catalog).read(list(wf.cutouts.columns), 0, args.batch_size)).images
+    edge = ("ok", "partial_edge")  # the images put some galaxies on the edges: those are predicted too
+    runs = {
+        "tiles": lambda w: relabel_rate(paths.catalog, paths.workflow, model, scratch / "tiles", args.batch_size, w),
+        "images": lambda w: relabel_rate(images_catalog, images_workflow, model, scratch / "images", args.batch_size,
+                                         w, statuses=edge),
+        "files_serial": lambda w: relabel_rate(files_catalog, files_workflow, model, scratch / "files",
+                                               args.batch_size, w, env={"RELABEL_READ_THREADS": "1"}),
+        "files": lambda w: relabel_rate(files_catalog, files_workflow, model, scratch / "files", args.batch_size, w),
+    }
+    reps = []
+    for _ in range(args.repeats):
+        rep = {"limit": sd.forward_rate(model, sample, args.batch_size, threads=args.workers),
+               "read_tiles": read_rate(paths.catalog, paths.workflow, args.batch_size),
+               "read_images": read_rate(images_catalog, images_workflow, args.batch_size),
+               "read_files_serial": read_rate(files_catalog, files_workflow, args.batch_size, read_threads=1),
+               "read_files": read_rate(files_catalog, files_workflow, args.batch_size)}
+        for workers in sorted({1, args.workers}):
+            for name, run in runs.items():
+                rep[f"{name}_{workers}w"] = run(workers)["rate"]
+        reps.append(rep)
+        print("  repetition: " + ", ".join(f"{k} {v:.0f}" for k, v in rep.items()), flush=True)
+    res = {"machine": sd.machine(), "n": args.n, "batch_size": args.batch_size, "width": args.width,
+           "repetitions": reps}
+    print(f"\n{args.n} galaxies, 64x64, batch {args.batch_size}, width {args.width}; {res['machine']}")
+    print("images/s (median over repetitions) and ratios taken within each repetition (median):")
+    for key in reps[0]:
+        rates = sorted(r[key] for r in reps)
+        line = f"  {key:18}{rates[len(rates) // 2]:8.0f} img/s"
+        if key.startswith("read_"):
+            line += f"   vs reading tiles {np.median([r[key] / r['read_tiles'] for r in reps]):.2f}"
+        elif key != "limit":
+            line += f"   vs limit {np.median([r[key] / r['limit'] for r in reps]):.2f}"
+        if key.startswith("images_"):
+            w = key.split("_")[1]
+            line += f"   vs tiles {np.median([r[key] / r[f'tiles_{w}'] for r in reps]):.2f}"
+        if key.startswith("files_") and not key.startswith("files_serial"):
+            w = key.split("_")[1]
+            line += f"   vs serial files {np.median([r[key] / r[f'files_serial_{w}'] for r in reps]):.2f}"
+        print(line)
+    sd.RESULTS.mkdir(exist_ok=True)
+    (sd.RESULTS / "bench_layouts.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--layouts", action="store_true", help="compare the cutout layouts (tiles, images, files)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.layouts:
+        compare_layouts(args)
+        return
 
     paths = sd.survey(args.n)
     model = sd.checkpoint(paths, args.width)

@@ -9,12 +9,18 @@ On a CUDA machine, in under 5 minutes on one H200:
   (b) the bare forward pass in images/s at several batch sizes (inputs already on the GPU,
       and with the host-to-device copy), and `relabel run` with one GPU worker
       (LocalCluster, GPU=1 resource) on the survey;
-  (c) one table, also written as JSON.
+  (c) the same for the images layout: the survey's stamps pasted into 2048^2 survey images
+      (g and r files with their own WCS, every other one RICE-compressed; made at check
+      time from the tiles, not carried), cut on the fly: the cut stamps are first checked
+      against the tiles' (identical on uncompressed images, within the quantisation on
+      compressed ones), then `relabel run` with one GPU worker on them;
+  (d) one table, also written as JSON.
 The survey must be made beforehand (it travels with the code; keep it under 50 MB):
     python benchmarks/gpu_check.py --prepare     # 1200 galaxies (g, r), ~40 MB, under benchmarks/data/gpu-survey
 The pipeline rate is measured on a catalog repeating those rows (``--pipeline-rows``,
 made at check time; the page cache then serves the tiles, as in bench_growth.py).
-Without CUDA it says so and runs (a) on the CPU against itself, to check the script.
+Without CUDA it says so and runs (a) on the CPU against itself, and (c) on the CPU with a
+short run (``--cpu-rows``), to check the script.
 """
 
 from __future__ import annotations
@@ -104,6 +110,41 @@ def forward_rates(model_path: Path, images: np.ndarray, batch_sizes, seconds: fl
     return out
 
 
+def image_survey(survey: Path) -> Path:
+    """The survey's stamps in survey images (layout "images"), made beside it on first use; its folder."""
+    from types import SimpleNamespace
+
+    from bench_pipeline import survey_images
+
+    paths = SimpleNamespace(root=survey, catalog=survey / "catalog.fits", workflow=survey / "workflow.yaml")
+    return survey_images(paths)[0].parent
+
+
+def images_agree(survey: Path, images: Path) -> dict:
+    """Stamps cut from the survey images against the same galaxies' tile stamps."""
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+    from relabel.simulate.drawing import BAND_NOISE
+
+    got = {}
+    for name, root in (("tiles", survey), ("images", images)):
+        wf = load_workflow(root / "workflow.yaml")
+        cat = open_catalog(root / "catalog.fits")
+        with open_cutout_source(wf) as source:
+            got[name] = source.read(cat.read_all(list(dict.fromkeys([wf.catalog.ra, wf.catalog.dec, *wf.cutouts.columns]))))
+        if name == "images":
+            compressed = np.char.endswith(cat.read_all([wf.cutouts.image_column])[wf.cutouts.image_column]
+                                          .to_numpy().astype(str), ".fz")
+    whole = got["images"].status == "ok"
+    diff = np.abs(got["images"].images - got["tiles"].images).reshape(len(whole), -1).max(axis=1)
+    sky = np.sqrt(BAND_NOISE["r"][1]) / BAND_NOISE["r"][0]
+    return {"rows": int(len(whole)), "whole_stamps": int(whole.sum()),
+            "partial_edge": int((got["images"].status == "partial_edge").sum()),
+            "max_abs_diff_uncompressed": float(diff[whole & ~compressed].max()),
+            "max_abs_diff_compressed_over_sky": float(diff[whole & compressed].max() / sky)}
+
+
 def pipeline_rate(survey: Path, model_path: Path, out: Path, batch_size: int, rows: int) -> dict:
     from relabel.run.clusters import ClusterOptions
     from relabel.run.pipeline import run_catalog
@@ -124,6 +165,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="checkpoint (default: an untrained one made by --prepare)")
     parser.add_argument("--out", type=Path, default=sd.RESULTS)
     parser.add_argument("--pipeline-rows", type=int, default=200_000)
+    parser.add_argument("--cpu-rows", type=int, default=2400, help="rows of the images-layout run without CUDA")
     args = parser.parse_args()
     if args.prepare:
         prepare()
@@ -139,6 +181,11 @@ def main() -> None:
         res["forward"] = forward_rates(model, images, [256, 1024, 4096, 16384])
         res["pipeline"] = pipeline_rate(args.survey, model, sd.DATA / "runs" / "gpu", batch_size=1024,
                                         rows=args.pipeline_rows)
+    images = image_survey(args.survey)
+    res["images_agree"] = images_agree(args.survey, images)
+    res["pipeline_images"] = pipeline_rate(images, model, sd.DATA / "runs" / "gpu-images",
+                                           batch_size=1024 if device == "cuda" else 256,
+                                           rows=args.pipeline_rows if device == "cuda" else args.cpu_rows)
     print(f"\n{res['device']}; {res['machine']}")
     for row in res["agreement"]:
         print(f"  {row['precision']:>10} vs CPU fp32: max |dp| {row['max_abs_diff']:.2e}, labels agree "
@@ -150,7 +197,12 @@ def main() -> None:
         p = res["pipeline"]
         print(f"  relabel run, 1 GPU worker: {p['rate']:.0f} img/s over {p['rows']} rows ({p['devices']})")
     else:
-        print("  no CUDA device: forward and pipeline rates not measured (this is the CPU self-check)")
+        print("  no CUDA device: forward and tile pipeline rates not measured (this is the CPU self-check)")
+    a, p = res["images_agree"], res["pipeline_images"]
+    print(f"  images layout: {a['whole_stamps']} whole stamps of {a['rows']} ({a['partial_edge']} partial_edge) "
+          f"vs tiles: max |diff| {a['max_abs_diff_uncompressed']:.1e} uncompressed, "
+          f"{a['max_abs_diff_compressed_over_sky']:.2f} sky sigma compressed")
+    print(f"  relabel run, images layout, 1 worker: {p['rate']:.0f} img/s over {p['rows']} rows ({p['devices']})")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(res, indent=2) + "\n")
 

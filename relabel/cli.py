@@ -101,8 +101,9 @@ def _add_simulate(sub) -> None:
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     p.add_argument("--n", type=int, default=2000, help="number of galaxies (default 2000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", choices=["tiles", "files"], default="tiles",
-                   help="cutouts packed in tile cubes (default) or one FITS file per galaxy")
+    p.add_argument("--layout", choices=["tiles", "files", "images"], default="tiles",
+                   help="cutouts packed in tile cubes (default), one FITS file per galaxy, or galaxies "
+                        "drawn into 2048^2 survey images with a WCS (stamps cut at run time)")
     p.add_argument("--size", type=int, default=64, help="cutout size in pixels (default 64)")
     p.add_argument("--tile-size", type=int, default=1000, help="cutouts per tile file (default 1000)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

@@ -22,7 +22,7 @@ from relabel.errors import ConfigError
 from relabel.schema import REQUIRED, as_mapping, defaults, parse_section, schema_markdown, setting
 
 BEST_ENDS = ("low", "high")
-LAYOUTS = ("tiles", "files")
+LAYOUTS = ("tiles", "files", "images")
 CLUSTER_KINDS = ("local", "slurm", "pbs", "sge", "lsf", "htcondor", "none")
 JOB_QUEUES = ("slurm", "pbs", "sge", "lsf", "htcondor")
 
@@ -94,7 +94,7 @@ class CatalogSpec:
 class CutoutSpec:
     """Where each galaxy's image is: a slice of a tile cube, or a file of its own."""
 
-    layout: str = setting("tiles", "cutouts packed in tile cubes, or one file per galaxy", choices=LAYOUTS)
+    layout: str = setting("tiles", "cutouts packed in tile cubes, one file per galaxy (FITS, PNG, JPEG), or cut from survey images", choices=LAYOUTS)
     root: Path = setting(Path("."), "folder the tile / file paths in the catalog are relative to")
     tile_column: str = setting("TILE", "layout tiles: tile path column")
     index_column: str = setting("TILE_INDEX", "layout tiles: the cutout's index in the tile's cube")
@@ -102,12 +102,18 @@ class CutoutSpec:
     size: int = setting(64, "cutout side (pixels)", above=0)
     bands: list[str] = setting(["r"], "bands along axis 1 of each cube, in this order")
     pixel_scale: float = setting(0.396, "arcsec / pixel", above=0)
+    image_column: str | None = setting(None, "layout images: each row's survey image path (may hold {band})")
+    image_pattern: str | None = setting(None, "layout images without a column: image paths ('*', {band}) matched by WCS footprint")
+    pixel_scale_tolerance: float = setting(0.02, "layout images: largest relative pixel-scale difference from the checkpoint's", above=0)
+    channels: list[str] | None = setting(None, "PNG/JPEG stamps: the channel (R, G, B or L) holding each band, in band order")
 
     @property
     def columns(self) -> list[str]:
         """Catalog columns that locate the cutouts for this layout."""
         if self.layout == "tiles":
             return [self.tile_column, self.index_column]
+        if self.layout == "images":
+            return [self.image_column] if self.image_column else []
         return [self.path_column]
 
 
@@ -253,6 +259,7 @@ class Workflow:
         if catalog.path is not None:
             catalog.path = base / catalog.path
         parsed.cutouts.root = base / parsed.cutouts.root
+        _check_cutouts(parsed.cutouts, where)
         cluster = as_mapping(parsed.cluster)
         # Only the queue sections the file gives are kept: unset keys must fall through to dask's config.
         cluster = {k: v for k, v in cluster.items() if k == "kind" or k in (data.get("cluster") or {})}
@@ -302,6 +309,22 @@ def load_workflow(path: str | Path) -> Workflow:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return Workflow.from_dict(data or {}, base_dir=path.parent, source=path)
+
+
+def _check_cutouts(cutouts: CutoutSpec, where: str) -> None:
+    """The rules between cutouts keys that a type cannot say (survey images, PNG/JPEG channels)."""
+    if cutouts.layout == "images" and not (cutouts.image_column or cutouts.image_pattern):
+        raise ConfigError(f"{where}: layout 'images' needs key 'cutouts.image_column' (each row's image) "
+                          "or 'cutouts.image_pattern' (images found by their WCS footprints)")
+    if cutouts.channels is not None:
+        channels = [c.upper() for c in cutouts.channels]
+        if any(c not in ("R", "G", "B", "L") for c in channels):
+            raise ConfigError(f"{where}: key 'cutouts.channels' must list image channels R, G, B or L (grey), "
+                              f"one per band; got {cutouts.channels!r}")
+        if len(channels) != len(cutouts.bands):
+            raise ConfigError(f"{where}: key 'cutouts.channels' names {len(channels)} channel(s) for "
+                              f"{len(cutouts.bands)} band(s) {cutouts.bands}: give one channel per band")
+        cutouts.channels = channels
 
 
 def _check_labels(labels: LabelSpec, where: str) -> None:

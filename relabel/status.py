@@ -15,6 +15,8 @@ BAD_INDEX = "bad_index"
 ALL_NAN = "all_nan"
 TOO_MANY_NAN = "too_many_nan"
 BAD_COORDINATES = "bad_coordinates"
+PARTIAL_EDGE = "partial_edge"
+OUTSIDE_IMAGE = "outside_image"
 
 #: A cutout with at most this share of NaN/inf pixels is kept, its bad pixels set to 0
 #: (the sky-subtracted background level), since a few masked pixels (cosmic rays,
@@ -33,7 +35,10 @@ DESCRIPTIONS = {
     ALL_NAN: "every pixel of the cutout is NaN or inf",
     TOO_MANY_NAN: f"more than {MAX_NAN_FRACTION:.0%} of the cutout's pixels are NaN or inf",
     BAD_COORDINATES: "RA/Dec is NaN or outside [0, 360) x [-90, 90]",
+    PARTIAL_EDGE: "predicted; the stamp runs off its survey image and was padded with 0 (background) "
+                  "there (column coverage: the share of the stamp on the image)",
+    OUTSIDE_IMAGE: "the galaxy's centre lies on no survey image (outside every image's pixels)",
 }
 
 #: Statuses whose rows carry new probabilities.
-PREDICTED = (OK, NAN_FILLED)
+PREDICTED = (OK, NAN_FILLED, PARTIAL_EDGE)

@@ -8,6 +8,7 @@ cutting on the fly from survey images with a WCS) subclasses :class:`CutoutSourc
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class Cutouts:
 
     images: np.ndarray  # float32 (n, bands, size, size)
     status: np.ndarray  # object array of status names
+    coverage: np.ndarray | None = None  # float32 (n,): share of each stamp on its survey image (layout "images")
 
     @property
     def usable(self) -> np.ndarray:
@@ -162,20 +164,60 @@ class TileSource(CutoutSource):
 
 
 class FileSource(CutoutSource):
-    """One FITS file per galaxy: an image (size, size) or (bands, size, size) in its first image HDU."""
+    """One file per galaxy: FITS, an image (size, size) or (bands, size, size) in its first image HDU; or PNG/JPEG."""
+
+    #: Threads reading files at once (environment RELABEL_READ_THREADS): opening many small
+    #: files is latency, not CPU, and fitsio and Pillow release the GIL while they read and decode.
+    read_threads = int(os.environ.get("RELABEL_READ_THREADS", 4))
 
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
         super().__init__(spec, size, n_bands)
         self.columns = (spec.path_column,)
+        self._pool = None
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
+        """Read the rows' files, ``read_threads`` parts at once (in row order within each part)."""
+        if self.read_threads <= 1 or len(rows) < 4 * self.read_threads:
+            return self._read_files(rows)
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="relabel-files")
+        parts = np.array_split(np.arange(len(rows)), self.read_threads)
+        out = self._empty(len(rows))
+        for part, got in zip(parts, self._pool.map(lambda p: self._read_files(rows.iloc[p]), parts)):
+            out.images[part[0]:part[-1] + 1] = got.images
+            out.status[part[0]:part[-1] + 1] = got.status
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _read_stamp(self, path: Path, i: int, out: Cutouts) -> None:
+        from relabel.cutouts.stamps import default_channels, read_stamp
+
+        image, fault = read_stamp(path, self.spec.channels or default_channels(self.n_bands))
+        fault = fault or self._check_shape(image.shape)
+        if fault is not None:
+            out.status[i] = fault
+            return
+        out.images[i] = image
+
+    def _read_files(self, rows: pd.DataFrame) -> Cutouts:
         import fitsio
+
+        from relabel.cutouts.stamps import is_stamp
 
         out = self._empty(len(rows))
         for i, name in enumerate(rows[self.spec.path_column].to_numpy()):
             path = self._resolve(str(name))
             if not path.is_file():
                 out.status[i] = st.MISSING_FILE
+                continue
+            if is_stamp(path):
+                self._read_stamp(path, i, out)
                 continue
             try:
                 with fitsio.FITS(str(path)) as fits:
@@ -195,8 +237,16 @@ class FileSource(CutoutSource):
         return out
 
 
-def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int | None = None) -> CutoutSource:
-    """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's."""
+def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int | None = None,
+                       image: str | None = None) -> CutoutSource:
+    """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's.
+
+    ``image`` (layout "images"): the survey image every row read lies on, e.g. its shard's.
+    """
+    if workflow.cutouts.layout == "images":
+        from relabel.cutouts.images import ImageSource
+
+        return ImageSource(workflow.cutouts, size, n_bands, workflow.catalog.ra, workflow.catalog.dec, image)
     kinds = {"tiles": TileSource, "files": FileSource}
     return kinds[workflow.cutouts.layout](workflow.cutouts, size, n_bands)
 

@@ -30,6 +30,8 @@ def estimate_normalisation(images: np.ndarray, border: int = SKY_BORDER) -> dict
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"need images of shape (n, bands, H, W) with n > 0, got {images.shape}")
+    if is_eight_bit(images):
+        return linear_8bit(images.shape[1])
     frame = np.ones(images.shape[-2:], dtype=bool)
     frame[border:-border, border:-border] = False
     offsets, scales = [], []
@@ -58,16 +60,43 @@ def normalise(images: np.ndarray, normalisation: dict, out: np.ndarray | None = 
     normalises straight into its padded batch buffer.
     """
     name = normalisation.get("name")
-    if name != "arcsinh":
-        raise CheckpointError(f"unknown normalisation {name!r}; this relabel knows 'arcsinh'")
+    if name not in ("arcsinh", LINEAR_8BIT):
+        raise CheckpointError(f"unknown normalisation {name!r}; this relabel knows 'arcsinh' and '{LINEAR_8BIT}'")
     offset = np.asarray(normalisation["offset"], dtype=np.float32)[None, :, None, None]
     scale = np.asarray(normalisation["scale"], dtype=np.float32)[None, :, None, None]
     if out is None:
         out = np.empty(np.shape(images), dtype=np.float32)
     np.subtract(np.asarray(images, dtype=np.float32), offset, out=out)
     np.divide(out, scale, out=out)
-    np.arcsinh(out, out=out)
+    if name == "arcsinh":
+        np.arcsinh(out, out=out)
     # nan_to_num writes every pixel (7x the cost of the check); most batches have nothing to fix.
     if not np.isfinite(out).all():
         np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return out
+
+
+LINEAR_8BIT = "linear8bit"
+
+
+def is_eight_bit(images: np.ndarray) -> bool:
+    """True when every finite pixel is a whole number in [0, 255]: PNG/JPEG stamps, never calibrated fluxes."""
+    finite = images[np.isfinite(images)]
+    return finite.size > 0 and finite.min() >= 0 and finite.max() <= 255 and bool((finite == np.round(finite)).all())
+
+
+def linear_8bit(n_bands: int) -> dict:
+    """The normalisation of 8-bit stamps: ``(x - 127.5) / 127.5``, a linear map of 0..255 onto [-1, 1].
+
+    8-bit colour stamps are already stretched (the survey's own asinh or Lupton RGB
+    mapping, Lupton et al. 2004, PASP 116, 133): a second, sky-based arcsinh would
+    compress them twice, so they are only centred and scaled, as Zoobot does.
+
+    Examples
+    --------
+    >>> norm = linear_8bit(3)
+    >>> normalise(np.full((1, 3, 2, 2), 255.0, np.float32), norm).max()
+    np.float32(1.0)
+    """
+    return {"name": LINEAR_8BIT, "offset": [127.5] * n_bands, "scale": [127.5] * n_bands,
+            "estimated_from": "8-bit stamps (every pixel a whole number in 0..255): fixed linear map onto [-1, 1]"}

@@ -119,6 +119,7 @@ class Predictions:
     probabilities: np.ndarray  # float32 (n, K)
     status: np.ndarray  # object array
     timings: dict = field(default_factory=dict)
+    coverage: np.ndarray | None = None  # float32 (n,), survey-image sources only: share of each stamp on its image
 
 
 def predict_rows(
@@ -143,8 +144,9 @@ def predict_rows(
     status = np.full(n, st.OK, dtype=object) if status is None else np.asarray(status, dtype=object).copy()
     timings = {"read_cutouts": 0.0, "normalise": 0.0, "forward": 0.0}
     todo = np.flatnonzero(status == st.OK)
+    coverage = np.zeros(n, dtype=np.float32)  # rows never read (e.g. bad coordinates) lie on no image
     if len(todo) == 0:
-        return Predictions(probs, status, timings)
+        return Predictions(probs, status, timings, coverage)
     device = next(model.parameters()).device
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
@@ -164,6 +166,8 @@ def predict_rows(
                 pending = pool.submit(load, chunks[k + 1])
             timings["read_cutouts"] += t_read
             status[index] = cut.status
+            if cut.coverage is not None:
+                coverage[index] = cut.coverage
             good = cut.usable
             if not good.any():
                 continue
@@ -179,4 +183,4 @@ def predict_rows(
             timings["normalise"] += t1 - t0
             timings["forward"] += time.perf_counter() - t1
             probs[index[good]] = p
-    return Predictions(probs, status, timings)
+    return Predictions(probs, status, timings, coverage)

@@ -142,6 +142,11 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
+    if wf.cutouts.layout == "images":
+        from relabel.cutouts.images import check_pixel_scales
+
+        trained = meta.workflow.get("cutouts", {}).get("pixel_scale", wf.cutouts.pixel_scale)
+        check_pixel_scales({s.image for s in shards}, wf.cutouts, float(trained), f"checkpoint {model}")
     t_plan = time.perf_counter() - t0
     record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
     columns = catalog_columns(wf)
@@ -191,7 +196,8 @@ def _run_context(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, r
                  batch_size: int, columns: list[str]) -> RunContext:
     parquet_meta = {k: record[k] for k in ("relabel_version", "model_hash", "method", "workflow_hash", "started")}
     parquet_meta["workflow_name"] = wf.name
-    schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta)
+    schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta,
+                           coverage=wf.cutouts.layout == "images")
     return RunContext(
         catalog=str(catalog.resolve()), hdu=getattr(cat, "hdu", None), workflow=wf, model=str(model.resolve()),
         model_hash=meta.content_hash, classes=tuple(meta.classes), out_dir=str(out_dir.resolve()), schema=schema,

@@ -21,12 +21,16 @@ PLAN_CHUNK_ROWS = 2_000_000
 
 @dataclass(frozen=True)
 class Shard:
-    """Rows ``start:stop`` of the catalog, or the explicit ``rows`` (sorted by tile) when given."""
+    """Rows ``start:stop`` of the catalog, or the explicit ``rows`` (sorted by tile) when given.
+
+    ``image`` (layout "images"): the survey image all the shard's rows lie on ("" for none).
+    """
 
     id: int
     start: int
     stop: int
     rows: tuple[int, ...] | None = None
+    image: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -57,6 +61,8 @@ def plan_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> list[S
     n = catalog.nrows
     if n == 0:
         return []
+    if workflow.cutouts.layout == "images":
+        return plan_image_shards(catalog, workflow, shard_size)
     if workflow.cutouts.layout != "tiles":
         return [Shard(i, s, min(s + shard_size, n)) for i, s in enumerate(range(0, n, shard_size))]
 
@@ -99,4 +105,45 @@ def _cut_runs(bounds: np.ndarray, shard_size: int) -> list[Shard]:
             start = lo
     if start < int(bounds[-1]):
         shards.append(Shard(len(shards), start, int(bounds[-1])))
+    return shards
+
+
+def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> list[Shard]:
+    """Shards of one survey image each (layout "images"), so a worker opens each image once.
+
+    A row's image is its ``cutouts.image_column`` value, or, with no column, the image
+    whose WCS footprint holds its RA/Dec among the files matching ``cutouts.image_pattern``
+    (:func:`relabel.cutouts.images.assign_images`). Rows on no image form shards with
+    ``image=""``; their rows get the status ``outside_image``. An image's rows are cut
+    into shards of at most ``shard_size``, in catalog order.
+    """
+    from relabel.cutouts.images import assign_images, find_footprints
+    from relabel.cutouts.sources import _consecutive
+
+    spec, n = workflow.cutouts, catalog.nrows
+    codes = np.empty(n, dtype=np.int64)
+    names: dict[str, int] = {}
+    footprints = None if spec.image_column else find_footprints(spec)
+    columns = [spec.image_column] if spec.image_column else [workflow.catalog.ra, workflow.catalog.dec]
+    for chunk in catalog.iter_chunks(columns, PLAN_CHUNK_ROWS):
+        if footprints is None:
+            images = np.array([str(v).rstrip() for v in chunk[spec.image_column].to_numpy()], dtype=object)
+        else:
+            images = assign_images(footprints, chunk[columns[0]].to_numpy(np.float64),
+                                   chunk[columns[1]].to_numpy(np.float64))
+        uniq, inverse = np.unique(images.astype(str), return_inverse=True)
+        mapping = np.array([names.setdefault(str(u), len(names)) for u in uniq], dtype=np.int64)
+        codes[chunk.index[0]:chunk.index[-1] + 1] = mapping[inverse]
+    image_of = {code: name for name, code in names.items()}
+    order = np.argsort(codes, kind="stable")
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(codes[order])) + 1, [n]])
+    shards: list[Shard] = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        image = image_of[int(codes[order[lo]])]
+        for s in range(int(lo), int(hi), shard_size):
+            rows = order[s:min(s + shard_size, int(hi))]
+            if _consecutive(rows):
+                shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, image=image))
+            else:
+                shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, tuple(int(r) for r in rows), image))
     return shards

@@ -30,6 +30,7 @@ from relabel.run.plan import Shard
 UNCERTAIN = "uncertain"
 ROW = "row"
 NEW_COLUMNS = ("label", "label_original", "status")
+COVERAGE = "coverage"
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,21 @@ def catalog_columns(workflow: Workflow) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metadata: dict) -> pa.Schema:
+def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metadata: dict,
+                  coverage: bool = False) -> pa.Schema:
     """The schema every shard file is written with, empty shards included.
 
     Catalog columns keep their type: nullable integers stay integers (null where missing),
     text is ``string``, and a fixed-size vector column (sub-array dtype) becomes a Parquet list column.
+    ``coverage`` (layout "images") adds the share of each stamp that lay on its survey image.
     """
     fields = [pa.field(ROW, pa.int64())]
     for name, dtype in catalog_dtypes.items():
         fields.append(pa.field(name, arrow_type(dtype)))
     fields += [pa.field(f"p_{c}", pa.float32()) for c in classes]
     fields += [pa.field(name, pa.string()) for name in NEW_COLUMNS]
+    if coverage:
+        fields.append(pa.field(COVERAGE, pa.float32()))
     import json
 
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
@@ -114,11 +119,11 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     model, meta = cached_model(ctx.model, ctx.model_hash, ctx.device)
     status = np.full(len(rows), st.OK, dtype=object)
     status[~_valid_coordinates(rows, workflow)] = st.BAD_COORDINATES
-    with open_cutout_source(workflow, meta.size, len(meta.bands)) as source:
+    with open_cutout_source(workflow, meta.size, len(meta.bands), image=shard.image) as source:
         pred = predict_rows(rows, source, model, meta, ctx.batch_size, status)
     t_pred = time.perf_counter()
 
-    frame = _output_frame(rows, pred.probabilities, pred.status, ctx)
+    frame = _output_frame(rows, pred.probabilities, pred.status, ctx, pred.coverage)
     table = pa.Table.from_pandas(frame, schema=ctx.schema, preserve_index=False)
     write_table_atomic(table, shard_path(Path(ctx.out_dir), shard.name))
     t_end = time.perf_counter()
@@ -161,7 +166,8 @@ def original_labels(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
     return original
 
 
-def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext) -> pd.DataFrame:
+def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext,
+                  coverage: np.ndarray | None = None) -> pd.DataFrame:
     out = {ROW: rows.index.to_numpy(dtype=np.int64)}
     codes = ctx.workflow.catalog.missing
     for col in ctx.catalog_columns:
@@ -177,4 +183,6 @@ def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx
     out["label"] = label
     out["label_original"] = original_labels(rows, ctx.workflow)
     out["status"] = status.astype(str).astype(object)
+    if COVERAGE in ctx.schema.names:
+        out[COVERAGE] = coverage
     return pd.DataFrame(out)

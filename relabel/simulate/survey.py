@@ -436,6 +436,11 @@ def simulate_survey(out_dir, n: int, seed: int = 0, layout: str = "tiles", tile_
     ConfigError
         An argument is out of range.
     """
+    if layout == "images":  # galaxies drawn into large survey images: relabel.simulate.images
+        from relabel.simulate.images import simulate_image_survey
+
+        return simulate_image_survey(out_dir, n, seed, size=size, workers=workers, progress=progress,
+                                     overwrite=overwrite)
     _check_arguments(n, seed, layout, tile_size, size, workers)
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite)

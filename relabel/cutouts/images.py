@@ -1,0 +1,442 @@
+"""Survey images as a cutout source: stamps cut on the fly at each galaxy's RA/Dec through the image's WCS.
+
+Surveys publish large calibrated images (DES coadd tiles, Legacy Surveys bricks, HSC
+patches), one file per band, often tile-compressed (``.fits.fz``), with a catalog of
+positions. Cutting the stamps where the images sit avoids writing 10^7-10^9 stamp
+files first. How a stamp is cut:
+
+- RA/Dec -> 0-based pixel (x, y) with :class:`astropy.wcs.WCS` (all distortions), per
+  band file: bands taken in separate exposures or mosaics are aligned by their own WCS.
+- The stamp is the ``size x size`` block of the image's own pixel grid whose centre is
+  nearest the galaxy (within half a pixel in x and y; no resampling, so pixels and noise
+  are the survey's own). A block partly off the image is padded with 0 (sky) and its
+  row flagged ``partial_edge`` with the share of pixels on the image (``coverage``);
+  a centre off the image is ``outside_image``.
+- Pixels: an uncompressed image is memory-mapped with NumPy (a stamp is one strided
+  slice, no copy of the image); a tile-compressed one is read with fitsio sections in
+  blocks of rows (kept, within a memory budget, for the rest of the shard), so only the
+  compression tiles under the shard's stamps are decompressed, each once, never the
+  whole image at once. Not
+  :class:`astropy.nddata.Cutout2D`: it needs the image as an array in memory (it would
+  decompress a ``.fits.fz`` whole) and makes a WCS object per stamp, which we do not
+  need: the stamp is fed to the network, not written back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relabel import status as st
+from relabel.config import CutoutSpec
+from relabel.cutouts.sources import CutoutSource, Cutouts
+from relabel.errors import ConfigError
+
+BAND_FIELD = "{band}"
+
+#: Rows of a compressed image decompressed per section read (one block, full width):
+#: fpack's default tiles are single rows, so a block is 256 compression tiles.
+BLOCK_ROWS = 256
+
+#: Decompressed blocks kept per open image: a shard's stamps come in catalog order, not
+#: row order, and every block is then decompressed once per shard, in bounded memory
+#: (a whole 2048^2 float32 image is 16 MB; a 10k-wide DES tile keeps ~3000 rows).
+BLOCK_CACHE_BYTES = 128 * 2**20
+
+
+def band_path(image: str, band: str) -> str:
+    """The file of one band: ``{band}`` in an image's path template replaced by the band name."""
+    return image.replace(BAND_FIELD, band)
+
+
+def header_wcs(hdu):
+    """The celestial :class:`astropy.wcs.WCS` of a fitsio image HDU (compressed ones included)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    cards = "".join(r["card_string"].ljust(80)[:80] for r in hdu.read_header().records() if r.get("card_string"))
+    header = fits.Header.fromstring(cards)
+    for key in ("XTENSION", "PCOUNT", "GCOUNT", "TFIELDS"):
+        header.remove(key, ignore_missing=True)
+    return WCS(header, naxis=2)
+
+
+def pixel_scales(wcs) -> np.ndarray:
+    """Pixel side along the image's x and y axes, arcsec (CD or PC+CDELT, rotated or skewed alike)."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    return proj_plane_pixel_scales(wcs) * 3600.0
+
+
+@dataclass
+class SurveyImage:
+    """One band file: its WCS, shape (ny, nx) and pixels (a memory map, or fitsio HDU sections)."""
+
+    path: Path
+    wcs: object
+    shape: tuple[int, int]
+    fits: object
+    hdu: object
+    memmap: np.ndarray | None
+    blocks: OrderedDict = field(default_factory=OrderedDict)
+
+    def close(self) -> None:
+        self.fits.close()
+
+    def cut(self, x0: np.ndarray, y0: np.ndarray, size: int, out: np.ndarray) -> None:
+        """Copy the in-image part of each stamp (lower-left 0-based corner x0, y0) into ``out`` (n, size, size)."""
+        ny = self.shape[0]
+        for j in range(len(x0)):
+            ys, ye = max(int(y0[j]), 0), min(int(y0[j]) + size, ny)
+            for first_row, block in self._blocks_over(ys, ye):
+                _paste(block, first_row, int(x0[j]), int(y0[j]), size, out[j])
+
+    def _blocks_over(self, ys: int, ye: int):
+        """(first row, pixels) of the blocks holding rows ys:ye: the whole memory map, or decompressed blocks."""
+        if ye <= ys:
+            return
+        if self.memmap is not None:
+            yield 0, self.memmap
+            return
+        for k in range(ys // BLOCK_ROWS, (ye - 1) // BLOCK_ROWS + 1):
+            yield k * BLOCK_ROWS, self._block(k)
+
+    def _block(self, k: int) -> np.ndarray:
+        if k in self.blocks:
+            self.blocks.move_to_end(k)
+            return self.blocks[k]
+        block = self.hdu[k * BLOCK_ROWS:min((k + 1) * BLOCK_ROWS, self.shape[0]), :]
+        self.blocks[k] = block
+        keep = max(2, BLOCK_CACHE_BYTES // max(block.nbytes, 1))
+        while len(self.blocks) > keep:
+            self.blocks.popitem(last=False)
+        return block
+
+
+def _paste(block: np.ndarray, first_row: int, x0: int, y0: int, size: int, target: np.ndarray) -> None:
+    """Copy the overlap of a block of image rows with the stamp at (x0, y0) into ``target``; the rest stays 0."""
+    ys, ye = max(y0, first_row), min(y0 + size, first_row + block.shape[0])
+    xs, xe = max(x0, 0), min(x0 + size, block.shape[1])
+    if ye > ys and xe > xs:
+        target[ys - y0:ye - y0, xs - x0:xe - x0] = block[ys - first_row:ye - first_row, xs:xe]
+
+
+def open_survey_image(path: Path) -> tuple[SurveyImage | None, str | None]:
+    """Open one band file; (image, None), or (None, status) when it is missing or unreadable."""
+    import fitsio
+
+    from relabel.cutouts.sources import _first_image
+
+    if not path.is_file():
+        return None, st.MISSING_FILE
+    try:
+        fits = fitsio.FITS(str(path))
+        hdu = _first_image(fits)
+        if hdu is None:
+            fits.close()
+            return None, st.EMPTY_HDU
+        dims = tuple(hdu.get_dims())
+        wcs = header_wcs(hdu)
+    except (OSError, ValueError):
+        return None, st.CORRUPT_FILE
+    if len(dims) != 2:
+        fits.close()
+        return None, st.WRONG_SHAPE
+    return SurveyImage(path, wcs, dims, fits, hdu, _memory_map(path, hdu, dims)), None
+
+
+def _memory_map(path: Path, hdu, dims: tuple[int, int]) -> np.ndarray | None:
+    """A read-only map of an uncompressed float image's pixels; None where fitsio must decode them."""
+    header = hdu.read_header()
+    if hdu.is_compressed() or header.get("BITPIX") not in (-32, -64):
+        return None  # compressed, or integers whose BSCALE/BZERO/BLANK fitsio applies
+    if float(header.get("BSCALE", 1.0)) != 1.0 or float(header.get("BZERO", 0.0)) != 0.0:
+        return None
+    dtype = ">f4" if header["BITPIX"] == -32 else ">f8"
+    start = hdu.get_offsets()["data_start"]
+    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=dims)
+
+
+def stamp_corners(wcs, ra: np.ndarray, dec: np.ndarray, size: int, shape: tuple[int, int]):
+    """Lower-left 0-based pixel corners of the stamps centred on (ra, dec), and which centres lie on the image.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+    ra, dec : numpy.ndarray
+        Degrees, shape (n,).
+    size : int
+        Stamp side, pixels.
+    shape : tuple of int
+        Image (ny, nx).
+
+    Returns
+    -------
+    x0, y0 : numpy.ndarray of int64
+        The stamp is ``image[y0:y0 + size, x0:x0 + size]``; its centre, 0-based
+        ``x0 + (size - 1) / 2``, is within half a pixel of the galaxy's (x, y).
+    inside : numpy.ndarray of bool
+        The galaxy's centre falls on a pixel of the image.
+    """
+    x, y = wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0, quiet=True)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = np.where(finite, x, -1e9), np.where(finite, y, -1e9)
+    ny, nx = shape
+    inside = finite & (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    half = (size - 1) / 2.0
+    x0 = np.floor(x - half + 0.5).astype(np.int64)
+    y0 = np.floor(y - half + 0.5).astype(np.int64)
+    return x0, y0, inside
+
+
+def coverage(x0: np.ndarray, y0: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
+    """Share of each stamp's pixels that lie on the image (1 inside, 0 fully off)."""
+    ny, nx = shape
+    wx = np.clip(np.minimum(x0 + size, nx) - np.maximum(x0, 0), 0, size)
+    wy = np.clip(np.minimum(y0 + size, ny) - np.maximum(y0, 0), 0, size)
+    return (wx * wy / float(size * size)).astype(np.float32)
+
+
+class ImageSource(CutoutSource):
+    """Stamps cut from survey images, one file per band, located by RA/Dec and each file's WCS.
+
+    Each row's image is ``image`` (the whole read's, e.g. its shard's), else the row's
+    ``cutouts.image_column``, else the image whose footprint holds it among the files
+    matching ``cutouts.image_pattern``. Image names are path templates with ``{band}``.
+    """
+
+    max_open = 8
+
+    def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None,
+                 ra: str = "RA", dec: str = "DEC", image: str | None = None):
+        super().__init__(spec, size, n_bands)
+        self.ra, self.dec, self.image = ra, dec, image
+        self.columns = (ra, dec, *spec.columns)
+        self._open: OrderedDict[str, tuple[SurveyImage | None, str | None]] = OrderedDict()
+        self._footprints: list[Footprint] | None = None
+
+    def read(self, rows: pd.DataFrame) -> Cutouts:
+        out = self._empty(len(rows))
+        out.coverage = np.ones(len(rows), dtype=np.float32)
+        ra = rows[self.ra].to_numpy(dtype=np.float64)
+        dec = rows[self.dec].to_numpy(dtype=np.float64)
+        images = self._images_of(rows, ra, dec)
+        for image in pd.unique(images):
+            where = np.flatnonzero(images == image)
+            if not image:
+                out.status[where] = st.OUTSIDE_IMAGE
+                out.coverage[where] = 0.0
+                continue
+            self._cut(str(image), ra[where], dec[where], where, out)
+        return out
+
+    def _images_of(self, rows: pd.DataFrame, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        if self.image is not None:
+            return np.full(len(rows), self.image, dtype=object)
+        if self.spec.image_column:
+            return np.array([str(v).rstrip() for v in rows[self.spec.image_column].to_numpy()], dtype=object)
+        if self._footprints is None:
+            self._footprints = find_footprints(self.spec)
+        return assign_images(self._footprints, ra, dec)
+
+    def _cut(self, image: str, ra, dec, where: np.ndarray, out: Cutouts) -> None:
+        bands = self.spec.bands[:self.n_bands]
+        if len(bands) > 1 and BAND_FIELD not in image:
+            out.status[where] = st.WRONG_BANDS  # several bands need one file each
+            return
+        block = np.zeros((len(where), self.n_bands, self.size, self.size), dtype=np.float32)
+        cover = np.ones(len(where), dtype=np.float32)
+        inside = np.ones(len(where), dtype=bool)
+        for b, band in enumerate(bands):
+            survey, fault = self._survey_image(band_path(image, band))
+            if fault is not None:
+                out.status[where] = fault
+                return
+            x0, y0, on = stamp_corners(survey.wcs, ra, dec, self.size, survey.shape)
+            inside &= on
+            cover = np.minimum(cover, coverage(x0, y0, self.size, survey.shape))
+            keep = np.flatnonzero(on)
+            stamps = np.zeros((len(keep), self.size, self.size), dtype=np.float32)
+            try:
+                survey.cut(x0[keep], y0[keep], self.size, stamps)
+            except (OSError, ValueError):
+                self._forget(band_path(image, band))
+                out.status[where] = st.CORRUPT_FILE
+                return
+            block[keep, b] = stamps
+        from relabel.cutouts.sources import _store
+
+        ok = np.flatnonzero(inside)
+        _store(block[ok], where[ok], out)
+        out.coverage[where] = np.where(inside, cover, 0.0)
+        out.status[where[~inside]] = st.OUTSIDE_IMAGE
+        edge = where[inside & (cover < 1.0)]
+        out.status[edge[out.status[edge] == st.OK]] = st.PARTIAL_EDGE
+
+    def _survey_image(self, name: str):
+        if name in self._open:
+            self._open.move_to_end(name)
+            return self._open[name]
+        opened = open_survey_image(self._resolve(name))
+        self._open[name] = opened
+        if len(self._open) > self.max_open:
+            self._forget(next(iter(self._open)))
+        return opened
+
+    def _forget(self, name: str) -> None:
+        survey, _ = self._open.pop(name, (None, None))
+        if survey is not None:
+            survey.close()
+
+    def close(self) -> None:
+        for name in list(self._open):
+            self._forget(name)
+
+
+# --------------------------------------------------------------------------- footprints
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Where one image (path template with ``{band}``) lies on the sky: its first band's WCS and shape."""
+
+    image: str
+    wcs: object
+    shape: tuple[int, int]
+    centre: tuple[float, float]
+    radius: float  # degrees, centre to the farthest corner
+
+
+def find_footprints(spec: CutoutSpec) -> list[Footprint]:
+    """The images matching ``spec.image_pattern`` in every band, with their footprints.
+
+    ``*`` in the pattern matches any part of a file name (as in a shell), ``{band}`` the
+    band name; ``images/*_{band}.fits*`` finds ``images/f00_r.fits`` and its ``_g`` twin.
+
+    Raises
+    ------
+    ConfigError
+        No image matches, an image lacks one of the bands, or a header has no usable WCS.
+    """
+    import fitsio
+
+    from relabel.cutouts.sources import _first_image
+
+    pattern = spec.image_pattern or ""
+    images = sorted(set().union(*(_matching_images(spec.root, pattern, band) for band in spec.bands)))
+    if not images:
+        raise ConfigError(f"cutouts.image_pattern {pattern!r}: no file matches it under {spec.root}")
+    footprints = []
+    for image in images:
+        for band in spec.bands:
+            if not (spec.root / band_path(image, band)).is_file():
+                raise ConfigError(f"cutouts.image_pattern {pattern!r}: image {image} has no {band}-band "
+                                  f"file {band_path(image, band)} under {spec.root}")
+        name = band_path(image, spec.bands[0])
+        try:
+            with fitsio.FITS(str(spec.root / name)) as fits:
+                hdu = _first_image(fits)
+                dims = tuple(hdu.get_dims()) if hdu is not None else ()
+                wcs = header_wcs(hdu) if len(dims) == 2 else None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"survey image {spec.root / name} is not readable FITS ({exc})") from None
+        if wcs is None or not wcs.has_celestial:
+            raise ConfigError(f"survey image {spec.root / name} has no 2-D image with a celestial WCS")
+        footprints.append(_footprint(image, wcs, dims))
+    return footprints
+
+
+def _matching_images(root: Path, pattern: str, band: str) -> set[str]:
+    """Image templates (``{band}`` kept) of the files matching ``pattern`` in one band."""
+    parts = pattern.split("*")
+    regex = re.compile("^" + "(.*)".join(re.escape(band_path(p, band)) for p in parts) + "$")
+    images = set()
+    for path in root.glob(band_path(pattern, band)):
+        match = regex.match(str(path.relative_to(root)))
+        if match is not None:
+            pieces = list(match.groups()) + [""]
+            images.add("".join(p + piece for p, piece in zip(parts, pieces)))
+    return images
+
+
+def _footprint(image: str, wcs, shape: tuple[int, int]) -> Footprint:
+    ny, nx = shape
+    xs = np.array([(nx - 1) / 2, -0.5, nx - 0.5, -0.5, nx - 0.5])
+    ys = np.array([(ny - 1) / 2, -0.5, -0.5, ny - 0.5, ny - 0.5])
+    ra, dec = wcs.all_pix2world(xs, ys, 0)
+    radius = float(np.max(_separation(ra[0], dec[0], ra[1:], dec[1:])))
+    return Footprint(image, wcs, shape, (float(ra[0]), float(dec[0])), radius)
+
+
+def _separation(ra0, dec0, ra, dec) -> np.ndarray:
+    """Great-circle distance, degrees (haversine: exact at small separations)."""
+    ra0, dec0, ra, dec = map(np.radians, (ra0, dec0, ra, dec))
+    h = np.sin((dec - dec0) / 2) ** 2 + np.cos(dec0) * np.cos(dec) * np.sin((ra - ra0) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))))
+
+
+def assign_images(footprints: list[Footprint], ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Each position's image: of the images whose pixels hold it, the one where it lies farthest from an edge.
+
+    Overlapping images (dithered tiles, neighbouring bricks) thus give a galaxy the image
+    on which its stamp is most complete. Positions on no image get ``""``.
+    """
+    best = np.full(len(ra), "", dtype=object)
+    margin = np.full(len(ra), -np.inf)
+    for fp in footprints:
+        # A cheap cone first: TAN pixels of far-away points are undefined (or mirrored).
+        near = np.flatnonzero(_separation(fp.centre[0], fp.centre[1], ra, dec) <= fp.radius * 1.01)
+        if len(near) == 0:
+            continue
+        x, y = fp.wcs.all_world2pix(ra[near], dec[near], 0, quiet=True)
+        ny, nx = fp.shape
+        with np.errstate(invalid="ignore"):
+            m = np.minimum.reduce([x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y])
+        m = np.where(np.isfinite(m), m, -np.inf)
+        better = (m > 0) & (m > margin[near])
+        best[near[better]] = fp.image
+        margin[near[better]] = m[better]
+    return best
+
+
+def check_pixel_scales(images, spec: CutoutSpec, expected: float, what: str) -> None:
+    """Refuse survey images whose pixel scale differs from the model's by more than the tolerance.
+
+    Parameters
+    ----------
+    images : iterable of str
+        Image path templates (``{band}``), relative to ``spec.root``.
+    spec : CutoutSpec
+        Bands, root and ``pixel_scale_tolerance`` (relative).
+    expected : float
+        The checkpoint's pixel scale, arcsec / pixel.
+    what : str
+        What ``expected`` belongs to, for the message (e.g. "checkpoint model.pt").
+
+    Raises
+    ------
+    ConfigError
+        Naming the image file, its scale along x and y, and ``expected``.
+    """
+    tol = spec.pixel_scale_tolerance
+    for image in images:
+        if not image:
+            continue
+        for band in spec.bands:
+            survey, fault = open_survey_image(spec.root / band_path(image, band))
+            if survey is None:
+                continue  # a missing or broken file becomes its rows' status
+            scales = pixel_scales(survey.wcs)
+            survey.close()
+            if np.any(np.abs(scales / expected - 1.0) > tol):
+                raise ConfigError(
+                    f"survey image {spec.root / band_path(image, band)} has pixels of "
+                    f"{scales[0]:.4f} x {scales[1]:.4f} arcsec where {what} was trained on {expected:.4f} arcsec "
+                    f"(tolerance {tol:.1%}, key cutouts.pixel_scale_tolerance): resample the images or use a "
+                    "model trained at this scale"
+                )

@@ -1,0 +1,247 @@
+"""Stamps cut on the fly from survey images with a WCS (layout "images")."""
+
+import fitsio
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.wcs import WCS
+
+from relabel import status as st
+from relabel.config import CutoutSpec
+from relabel.cutouts.images import (ImageSource, assign_images, check_pixel_scales, find_footprints,
+                                    pixel_scales, stamp_corners)
+from relabel.errors import ConfigError
+
+SCALE = 0.26 / 3600  # degrees / pixel (DECam-like)
+
+
+def make_wcs(crpix=(256.5, 200.5), crval=(150.0, 2.0), cd=None) -> WCS:
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = list(crval)
+    wcs.wcs.crpix = list(crpix)
+    wcs.wcs.cd = np.array(cd if cd is not None else [[-SCALE, 0.0], [0.0, SCALE]])
+    return wcs
+
+
+def write_image(path, data, wcs, **kwargs):
+    header = [{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards
+              if c.keyword and c.keyword not in ("DATEREF", "MJDREF")]
+    # astropy writes PCi_j + CDELT for a CD matrix; CD itself is what many surveys ship.
+    header = [h for h in header if not h["name"].startswith(("PC", "CDELT"))]
+    header += [{"name": f"CD{i + 1}_{j + 1}", "value": float(wcs.wcs.cd[i, j])} for i in range(2) for j in range(2)]
+    fitsio.write(str(path), data, header=header, clobber=True, **kwargs)
+
+
+def rotated_cd(angle_deg, sx, sy, skew=0.0):
+    a = np.radians(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return rot @ np.array([[-sx, skew], [0.0, sy]])
+
+
+def blobs(shape, centres, sigma=1.5):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    image = np.zeros(shape, dtype=np.float32)
+    for x, y in centres:
+        image += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)).astype(np.float32)
+    return image
+
+
+def rows_at(wcs, xy, image=None):
+    ra, dec = wcs.all_pix2world(np.asarray(xy, float)[:, 0], np.asarray(xy, float)[:, 1], 0)
+    frame = pd.DataFrame({"RA": ra, "DEC": dec})
+    if image is not None:
+        frame["IMAGE"] = image
+    return frame
+
+
+def test_rotated_skewed_wcs_centres_each_stamp_on_its_galaxy(tmp_path):
+    # A rotated, non-square CD matrix (pixels 0.26 x 0.27 arcsec, 2% skew), as mosaics have.
+    wcs = make_wcs(cd=rotated_cd(33.0, SCALE, SCALE * 27 / 26, skew=0.02 * SCALE))
+    centres = [(100.3, 80.8), (300.1, 250.2), (420.6, 40.2)]  # no half-pixel ties
+    ramp = np.arange(400 * 512, dtype=np.float32).reshape(400, 512) * 1e-6  # every pixel tells where it came from
+    data = blobs((400, 512), centres) + ramp
+    write_image(tmp_path / "img_r.fits", data, wcs)
+    spec = CutoutSpec(layout="images", root=tmp_path, size=24, bands=["r"], image_column="IMAGE")
+    with ImageSource(spec) as source:
+        got = source.read(rows_at(wcs, centres, "img_r.fits"))
+    assert list(got.status) == [st.OK] * 3
+    for k, (x, y) in enumerate(centres):
+        x0, y0 = int(np.floor(x - 11.5 + 0.5)), int(np.floor(y - 11.5 + 0.5))
+        np.testing.assert_array_equal(got.images[k, 0], data[y0:y0 + 24, x0:x0 + 24])
+        # The galaxy sits within half a pixel of the stamp's centre; at 0.1 px where it is on the pixel grid.
+        stamp = got.images[k, 0] - ramp[y0:y0 + 24, x0:x0 + 24]
+        cy, cx = (np.indices(stamp.shape) * stamp).reshape(2, -1).sum(axis=1) / stamp.sum()
+        assert abs(cx - (11.5 + x - (x0 + 11.5))) < 0.1 and abs(cy - (11.5 + y - (y0 + 11.5))) < 0.1
+    assert np.allclose(pixel_scales(wcs), [0.26, 0.27], rtol=2e-2)
+
+
+def test_edge_and_outside_rows_are_flagged_with_their_coverage(tmp_path):
+    wcs = make_wcs()
+    data = np.ones((100, 120), np.float32)
+    write_image(tmp_path / "img.fits", data, wcs)
+    spec = CutoutSpec(layout="images", root=tmp_path, size=20, bands=["r"], image_column="IMAGE")
+    xy = [(60, 50), (4.5, 50), (60, 97), (0, 0), (-3, 50), (130, 50), (119.4, 99.4)]
+    with ImageSource(spec) as source:
+        got = source.read(rows_at(wcs, xy, "img.fits"))
+    assert list(got.status) == [st.OK, st.PARTIAL_EDGE, st.PARTIAL_EDGE, st.PARTIAL_EDGE,
+                                st.OUTSIDE_IMAGE, st.OUTSIDE_IMAGE, st.PARTIAL_EDGE]
+    # x = 4.5 -> corner at -5: 15 of 20 columns on the image; y = 97 -> corner 87 (rounded): 13 rows.
+    np.testing.assert_allclose(got.coverage, [1, 15 / 20, 13 / 20, 11 * 11 / 400, 0, 0, 10 * 10 / 400], atol=1e-6)
+    assert got.images[1, 0, :, :5].sum() == 0 and (got.images[1, 0, :, 5:] == 1).all()
+    assert (got.images[4:6] == 0).all()
+    assert got.usable.tolist() == [True, True, True, True, False, False, True]
+
+
+def test_compressed_image_gives_the_decompressed_pixels(tmp_path):
+    wcs = make_wcs(crpix=(1000, 1000))
+    rng = np.random.default_rng(1)
+    data = rng.normal(0, 1, (1500, 1300)).astype(np.float32)
+    write_image(tmp_path / "img.fits.fz", data, wcs, compress="rice", tile_dims=[100, 100])
+    full = fitsio.read(str(tmp_path / "img.fits.fz"))
+    xy = np.column_stack([rng.uniform(0, 1300, 300), rng.uniform(0, 1500, 300)])
+    spec = CutoutSpec(layout="images", root=tmp_path, size=32, bands=["r"], image_column="IMAGE")
+    with ImageSource(spec) as source:
+        got = source.read(rows_at(wcs, xy, "img.fits.fz"))
+        assert source._open["img.fits.fz"][0].memmap is None  # pixels come from section reads
+    x0, y0, _ = stamp_corners(wcs, *wcs.all_pix2world(xy[:, 0], xy[:, 1], 0), 32, full.shape)
+    padded = np.pad(full, 32)
+    for k in range(300):
+        expect = padded[y0[k] + 32:y0[k] + 64, x0[k] + 32:x0[k] + 64]
+        np.testing.assert_array_equal(got.images[k, 0], expect)
+
+
+def test_bands_in_separate_files_are_aligned_by_each_files_wcs(tmp_path):
+    wcs_r = make_wcs(crpix=(200.5, 150.5))
+    centres = [(50.0, 60.0), (150.2, 100.7), (10.0, 140.0)]
+    r = blobs((200, 240), centres)
+    # The g image is offset by (+7, -4) pixels and 1.5x brighter: its WCS says so.
+    g = np.zeros_like(r)
+    g[:, 7:] = 1.5 * r[:, :-7]
+    g = np.roll(g, -4, axis=0)
+    wcs_g = make_wcs(crpix=(207.5, 146.5))
+    write_image(tmp_path / "f_r.fits", r, wcs_r)
+    write_image(tmp_path / "f_g.fits", g, wcs_g)
+    spec = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["g", "r"], image_column="IMAGE")
+    with ImageSource(spec) as source:
+        got = source.read(rows_at(wcs_r, centres[:2], "f_{band}.fits"))
+    assert list(got.status) == [st.OK, st.OK]
+    np.testing.assert_allclose(got.images[:, 0], 1.5 * got.images[:, 1], rtol=1e-6)
+    assert got.images[:, 1, 7:9, 7:9].min() > 0.5  # the galaxy is in the middle of both bands
+    # Without {band} in the path a several-band workflow cannot find its files.
+    with ImageSource(spec) as source:
+        assert list(source.read(rows_at(wcs_r, centres[:1], "f_r.fits")).status) == [st.WRONG_BANDS]
+
+
+def test_footprints_find_each_rows_image(tmp_path):
+    (tmp_path / "img").mkdir()
+    left, right = make_wcs(crpix=(50.5, 50.5), crval=(150.0, 2.0)), make_wcs(crpix=(-40.5, 50.5), crval=(150.0, 2.0))
+    for name, wcs in (("a", left), ("b", right)):
+        for band in ("g", "r"):
+            write_image(tmp_path / "img" / f"{name}_{band}.fits", np.zeros((100, 100), np.float32), wcs)
+    spec = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["g", "r"], image_pattern="img/*_{band}.fits*")
+    footprints = find_footprints(spec)
+    assert [f.image for f in footprints] == ["img/a_{band}.fits", "img/b_{band}.fits"]
+    # image b starts 91 pixels right of a's origin, so they overlap on a's columns 91..99.
+    ra, dec = left.all_pix2world(np.array([10.0, 95.0, 98.0, 150.0, 500.0]), np.array([50.0] * 5), 0)
+    got = assign_images(footprints, ra, np.array([50.0 * 0 + d for d in dec]))
+    assert got.tolist() == ["img/a_{band}.fits", "img/a_{band}.fits", "img/b_{band}.fits", "img/b_{band}.fits", ""]
+    (tmp_path / "img" / "a_r.fits").unlink()
+    with pytest.raises(ConfigError, match="image img/a_{band}.fits has no r-band file img/a_r.fits"):
+        find_footprints(spec)
+
+
+def test_pixel_scale_far_from_the_models_is_refused_naming_both(tmp_path):
+    write_image(tmp_path / "img.fits", np.zeros((10, 10), np.float32), make_wcs())
+    spec = CutoutSpec(layout="images", root=tmp_path, size=8, bands=["r"], image_column="IMAGE")
+    check_pixel_scales(["img.fits"], spec, 0.262, "checkpoint m.pt")  # within 2%
+    with pytest.raises(ConfigError, match=r"img.fits has pixels of 0.2600 x 0.2600 arcsec where checkpoint m.pt "
+                                          r"was trained on 0.3960"):
+        check_pixel_scales(["img.fits"], spec, 0.396, "checkpoint m.pt")
+
+
+def _image_run(tmp_path, model_scale=None):
+    """A 16x16-stamp model run over one survey image: 12 galaxies, one on the edge, one off the image."""
+    import yaml
+
+    from conftest import WORKFLOW_YAML, write_untrained_checkpoint
+
+    rng = np.random.default_rng(5)
+    wcs = make_wcs(crpix=(64.5, 48.5), cd=rotated_cd(10.0, 0.396 / 3600, 0.396 / 3600))
+    data = rng.normal(0, 1, (96, 128)).astype(np.float32)
+    write_image(tmp_path / "field_r.fits.fz", data, wcs, compress="gzip", qlevel=None)
+    xy = np.column_stack([rng.uniform(10, 118, 12), rng.uniform(10, 86, 12)])
+    xy[10], xy[11] = (2.2, 40.3), (200.0, 40.0)
+    table = rows_at(wcs, xy, "field_{band}.fits.fz")
+    table["OBJID"] = np.arange(12) + 1
+    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
+        table[col] = rng.uniform(0, 1, 12).astype(np.float32)
+    table.to_parquet(tmp_path / "catalog.parquet")
+    wf = yaml.safe_load(WORKFLOW_YAML)
+    wf["cutouts"] = {"layout": "images", "root": ".", "image_column": "IMAGE", "size": 16, "bands": ["r"],
+                     "pixel_scale": 0.396}
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(wf))
+    trained = dict(wf, cutouts=dict(wf["cutouts"], pixel_scale=model_scale or 0.396))
+    model = write_untrained_checkpoint(tmp_path / "model.pt", workflow=trained)
+    return data, wcs, xy, model
+
+
+def test_images_layout_end_to_end_through_run(tmp_path):
+    from relabel.model import load_checkpoint, predict_proba, preprocess
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    data, wcs, xy, model = _image_run(tmp_path)
+    run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                cluster=ClusterOptions(kind="none"), shard_size=5, bias=False, progress=False)
+    df = pd.read_parquet(tmp_path / "out").sort_values("row")
+    assert df["status"].tolist() == [st.OK] * 10 + [st.PARTIAL_EDGE, st.OUTSIDE_IMAGE]
+    assert df["coverage"].tolist()[9:] == [1.0, pytest.approx(10.5 / 16, abs=1 / 16), 0.0]
+    padded = np.pad(data, 16)
+    x0 = np.floor(xy[:11, 0] - 7.5 + 0.5).astype(int) + 16
+    y0 = np.floor(xy[:11, 1] - 7.5 + 0.5).astype(int) + 16
+    stamps = np.stack([padded[y:y + 16, x:x + 16] for x, y in zip(x0, y0)])[:, None]
+    net, meta = load_checkpoint(model)
+    expect = predict_proba(net, preprocess(stamps, meta))
+    np.testing.assert_allclose(df[["p_elliptical", "p_spiral"]].to_numpy()[:11], expect, atol=1e-5)
+    assert df[["p_elliptical", "p_spiral"]].iloc[11].isna().all()
+
+
+def test_run_refuses_images_at_another_pixel_scale_before_writing(tmp_path):
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    _, _, _, model = _image_run(tmp_path, model_scale=0.262)
+    with pytest.raises(ConfigError, match=r"field_r.fits.fz has pixels of 0.3960 x 0.3960 arcsec where "
+                                          r"checkpoint .*model.pt was trained on 0.2620"):
+        run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                    cluster=ClusterOptions(kind="none"), bias=False, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_footprint_mode_plans_one_image_per_shard_and_cuts_without_a_column(tmp_path):
+    import yaml
+
+    from conftest import WORKFLOW_YAML
+    from relabel.catalog.reader import open_catalog
+    from relabel.config import Workflow
+    from relabel.run.plan import plan_shards
+
+    (tmp_path / "img").mkdir()
+    left, right = make_wcs(crpix=(50.5, 50.5)), make_wcs(crpix=(-49.5, 50.5))  # b starts where a ends
+    for name, wcs, value in (("a", left, 1.0), ("b", right, 2.0)):
+        write_image(tmp_path / "img" / f"{name}_r.fits", np.full((100, 100), value, np.float32), wcs)
+    x = np.array([10.0, 150.0, 20.0, 500.0, 120.0, 30.0])
+    ra, dec = left.all_pix2world(x, np.full(6, 50.0), 0)
+    pd.DataFrame({"RA": ra, "DEC": dec}).to_parquet(tmp_path / "cat.parquet")
+    raw = yaml.safe_load(WORKFLOW_YAML)
+    raw["cutouts"] = {"layout": "images", "image_pattern": "img/*_{band}.fits", "size": 8, "bands": ["r"]}
+    wf = Workflow.from_dict(raw, base_dir=tmp_path)
+    shards = plan_shards(open_catalog(tmp_path / "cat.parquet"), wf, shard_size=2)
+    # Rows grouped by image (in catalog order), at most 2 a shard; the row on no image gets a shard of its own.
+    assert sorted((s.image, s.row_numbers().tolist()) for s in shards) == [
+        ("", [3]), ("img/a_{band}.fits", [0, 2]), ("img/a_{band}.fits", [5]), ("img/b_{band}.fits", [1, 4])]
+    with ImageSource(wf.cutouts, ra="RA", dec="DEC") as source:  # no image given: found by footprint
+        cut = source.read(pd.DataFrame({"RA": ra, "DEC": dec}))
+    assert list(cut.status) == [st.OK, st.OK, st.OK, st.OUTSIDE_IMAGE, st.OK, st.OK]
+    assert cut.images[:, 0, 4, 4].tolist() == [1.0, 2.0, 1.0, 0.0, 2.0, 1.0]
