@@ -211,9 +211,9 @@ def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
 
 
 def _execute(handle, shards, ctx: RunContext, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
+    from relabel.progress import progress_bar
 
-    bar = tqdm(total=len(shards), unit="shard", desc="relabel", disable=not progress, file=sys.stderr)
+    bar = progress_bar(len(shards), "relabel", "shard", progress)
     results = []
     try:
         if handle.client is None:
