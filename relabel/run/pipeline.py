@@ -25,6 +25,7 @@ from relabel.config import Workflow, load_workflow
 from relabel.errors import CatalogError, ConfigError
 from relabel.model.checkpoint import read_checkpoint
 from relabel.run.output import SUMMARY, prepare_output, write_common_metadata, write_json_atomic, write_table_atomic
+from relabel.cutouts.root import check_cutout_root
 from relabel.run.plan import plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
 
@@ -65,6 +66,8 @@ def run_catalog(
     cat = open_catalog(catalog, wf.catalog.hdu if catalog.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
+    check_cutout_root(wf, cat, "" if workflow is not None else "the checkpoint's recorded root, relative to the "
+                      "catalog's real folder")
     if meta.metrics.get("collapse_guard_passed") is False:
         # Not an error: the user may want exactly this model, but they should know.
         echo(f"warning: {model} failed its collapse guard in training (no epoch after the warm-up kept its "
@@ -168,7 +171,9 @@ def _resolve_workflow(workflow, meta, catalog: Path) -> Workflow:
         return load_workflow(workflow)
     if not meta.workflow:
         raise ConfigError("the checkpoint records no workflow mapping: give one with --config")
-    return Workflow.from_dict(meta.workflow, base_dir=catalog.parent, source="the workflow recorded in the checkpoint")
+    # Relative paths (the cutout root) resolve against the catalog's real folder: a symlinked or
+    # copied-by-link catalog still finds the cutouts beside the file it points to.
+    return Workflow.from_dict(meta.workflow, base_dir=catalog.resolve().parent, source="recorded in the checkpoint")
 
 
 def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
