@@ -134,6 +134,9 @@ def _add_bias(sub) -> None:
     p.add_argument("--n-per-bin", type=int, metavar="N", help="subsample N x 2^L x B objects per repetition")
     p.add_argument("--seed", type=int, metavar="S")
     p.add_argument("--null", type=int, metavar="R", help="shuffles for the null L")
+    p.add_argument("--compare", choices=[">=", ">"],
+                   help="a vote fraction passes its threshold when P >= t (default, or the workflow's "
+                        "labels.compare) or P > t (Galaxy Zoo 1's flags)")
     p.add_argument("--keep-uncertain", action="store_true", default=None,
                    help="objects passing no threshold form an extra class instead of being dropped")
     p.add_argument("--hdu", help="FITS extension (number or name)")
@@ -141,7 +144,7 @@ def _add_bias(sub) -> None:
 
 
 BIAS_OPTIONS = ("labels", "thresholds", "classes", "label_column", "intrinsic", "observables", "best", "log2_bins_int",
-                "bins_obs", "n_boot", "n_per_bin", "seed", "null", "keep_uncertain", "hdu")
+                "bins_obs", "n_boot", "n_per_bin", "seed", "null", "keep_uncertain", "hdu", "compare")
 
 
 def _bias(args) -> int:

@@ -45,6 +45,10 @@ class Observable:
     best: str  # "low" or "high"
 
 
+#: Threshold comparisons a workflow may ask for (``labels.compare``).
+COMPARISONS = (">=", ">")
+
+
 @dataclass
 class LabelSpec:
     """How a catalog's columns become one class label per object.
@@ -57,6 +61,8 @@ class LabelSpec:
     label_column: str | None = None
     classes: list[str] = field(default_factory=list)
     keep_uncertain: bool = False
+    #: How a vote fraction is compared with its threshold: ">=" (the metric's authors) or ">" (Galaxy Zoo 1's flags).
+    compare: str = ">="
 
     @property
     def class_names(self) -> list[str]:
@@ -235,7 +241,10 @@ def load_workflow(path: str | Path) -> Workflow:
 
 def _parse_labels(check: "_Checker", value: Any) -> LabelSpec:
     lab = check.mapping(value, "labels", required=True)
-    check.no_unknown(lab, {"probabilities", "label_column", "classes", "keep_uncertain"}, "labels")
+    check.no_unknown(lab, {"probabilities", "label_column", "classes", "keep_uncertain", "compare"}, "labels")
+    compare = lab.get("compare", ">=")
+    if compare not in COMPARISONS:
+        raise ConfigError(f"{check.where}: key 'labels.compare' must be '>=' or '>', got {compare!r}")
     keep = lab.get("keep_uncertain", False)
     if not isinstance(keep, bool):
         raise ConfigError(f"{check.where}: key 'labels.keep_uncertain' must be true or false, got {keep!r}")
@@ -268,7 +277,7 @@ def _parse_labels(check: "_Checker", value: Any) -> LabelSpec:
     names = [p.name for p in items]
     if len(set(names)) != len(names):
         raise ConfigError(f"{check.where}: key 'labels.probabilities' repeats a class name: {names}")
-    return LabelSpec(probabilities=items, keep_uncertain=keep)
+    return LabelSpec(probabilities=items, keep_uncertain=keep, compare=compare)
 
 
 def _parse_observables(check: "_Checker", value: Any) -> list[Observable]:

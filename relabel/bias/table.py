@@ -237,7 +237,8 @@ def _label_spec(workflow: Any, opts: Mapping[str, Any]) -> Any:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
             raise ConfigError(f"threshold for {column} must be a number in [0, 1], got {t!r}")
     items = [ProbabilityLabel(c, str(name), float(t)) for c, name, t in zip(columns, names, thresholds)]
-    return LabelSpec(probabilities=items, keep_uncertain=keep)
+    compare = opts.get("compare") or base.compare
+    return LabelSpec(probabilities=items, keep_uncertain=keep, compare=compare)
 
 
 def _observable_spec(workflow: Any, opts: Mapping[str, Any]) -> tuple[list[str], list[str]]:
