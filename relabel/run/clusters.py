@@ -58,16 +58,19 @@ def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
     env = {"RELABEL_WORKER_CORES": str(worker_cores)}
     if n_gpus > 1:
         env["RELABEL_GPUS_PER_JOB"] = str(n_gpus)  # worker i takes GPU i (relabel.model.choose_device)
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads,
-        processes=True,
-        host=opts.host,
-        dashboard_address=opts.dashboard_address,
-        resources=resources,
-        silence_logs=40,
-        env=env,
-    )
+    from relabel.interrupts import children_ignore_interrupt
+
+    with children_ignore_interrupt():  # Ctrl-C reaches the workers too: only relabel answers it
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=True,
+            host=opts.host,
+            dashboard_address=opts.dashboard_address,
+            resources=resources,
+            silence_logs=40,
+            env=env,
+        )
     try:
         with Client(cluster) as client:
             yield ClusterHandle(client, gpu=bool(n_gpus), dashboard=client.dashboard_link,
