@@ -132,7 +132,7 @@ def _add_bias(sub) -> None:
     p.add_argument("--bins-obs", type=int, metavar="B", help="observable bins per intrinsic bin")
     p.add_argument("--n-boot", type=int, metavar="R", help="bootstrap repetitions")
     p.add_argument("--n-per-bin", type=int, metavar="N", help="subsample N x 2^L x B objects per repetition")
-    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--seed", type=int, metavar="S", help="seed of the subsamples, bootstrap and null shuffles")
     p.add_argument("--null", type=int, metavar="R", help="shuffles for the null L")
     p.add_argument("--compare", choices=[">=", ">"],
                    help="a vote fraction passes its threshold when P >= t (default, or the workflow's "
