@@ -17,13 +17,13 @@ from relabel.bias.table import run_workflow
 from relabel.destination import check_output_dir
 from relabel.errors import OutputError
 from relabel.report import figures as fig
-from relabel.report.gallery import display_image, plot_gallery
+from relabel.report.gallery import plot_gallery
 from relabel.report.html import write_html
 from relabel.report.numbers import (bias_numbers, comparison_table, join_truth, read_output, status_counts,
                                     truth_trends)
 from relabel.run.output import RUN_RECORD
 
-__all__ = ["make_report", "display_image"]
+__all__ = ["make_report"]
 
 
 def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir: str | Path | None = None,
