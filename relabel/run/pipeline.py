@@ -9,7 +9,6 @@ client once every shard file is in place.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
