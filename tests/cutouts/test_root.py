@@ -74,6 +74,13 @@ def test_header_bands_and_pixel_scale_are_compared_with_the_workflow(tiny_run):
     assert not (root / "out2").exists()
 
 
+def test_one_odd_cutout_file_is_not_a_reason_to_refuse_the_run(tiny_run):
+    root, _, images, model = tiny_run
+    fitsio.write(str(root / "tiles" / "tile_00000.fits"), images[:16], header=[{"name": "PIXSCALE", "value": 0.262}],
+                 clobber=True)  # the other two tiles say nothing
+    assert _run(root, model, _workflow(root)).summary["rows_out"] == 40
+
+
 def test_recorded_root_resolves_from_the_catalogs_real_folder(tiny_run, tmp_path_factory):
     """Without a workflow, the checkpoint's relative root is taken beside the catalog file itself,
     also when the catalog is reached through a symbolic link from elsewhere."""
