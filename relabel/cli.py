@@ -23,11 +23,26 @@ def main(argv: list[str] | None = None) -> int:
     except RelabelError as exc:
         if args.debug:
             raise
-        print(f"relabel: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
+    except OSError as exc:
+        # Disk full, permission denied, a path through a file: the user's environment, not a bug.
+        if args.debug:
+            raise
+        return _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     except KeyboardInterrupt:
         print("relabel: interrupted; files already written are complete (rerun with --resume to go on)", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if args.debug:
+            raise
+        print(f"relabel: error: unexpected {type(exc).__name__}: {exc} (this is a bug in relabel; "
+              "rerun with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+def _error(message) -> int:
+    print(f"relabel: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _setup_logging(level: int) -> None:
@@ -100,7 +115,7 @@ def _add_simulate(sub) -> None:
     p = _command(sub, "simulate", "simulate a survey with GalSim: catalog, cutouts, truth, workflow", _simulate)
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     p.add_argument("--n", type=int, default=2000, help="number of galaxies (default 2000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the population, labels and images (default 0)")
     p.add_argument("--layout", choices=["tiles", "files", "images"], default="tiles",
                    help="cutouts packed in tile cubes (default), one FITS file per galaxy, or galaxies "
                         "drawn into 2048^2 survey images with a WCS (stamps cut at run time)")
@@ -108,13 +123,17 @@ def _add_simulate(sub) -> None:
     p.add_argument("--tile-size", type=int, default=1000, help="cutouts per tile file (default 1000)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT_DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
 
 
 def _simulate(args) -> int:
+    from relabel.destination import check_output_dir
     from relabel.simulate.survey import simulate_survey
 
+    check_output_dir(args.out_dir, args.overwrite, "survey folder")
     paths = simulate_survey(args.out_dir, n=args.n, seed=args.seed, layout=args.layout, size=args.size,
-                            tile_size=args.tile_size, workers=args.workers, overwrite=args.overwrite)
+                            tile_size=args.tile_size, workers=args.workers, overwrite=args.overwrite,
+                            progress=not args.no_progress)
     print(f"catalog:  {paths.catalog}\ntruth:    {paths.truth}\nworkflow: {paths.workflow}")
     return 0
 
@@ -123,7 +142,8 @@ def _simulate(args) -> int:
 
 def _add_bias(sub) -> None:
     p = _command(sub, "bias", "the labeling-bias metric L of a label column (FITS or Parquet)", _bias)
-    p.add_argument("table", type=Path, metavar="TABLE", help="FITS table, Parquet file, or a relabel output folder")
+    p.add_argument("table", type=Path, metavar="TABLE", help="FITS table, Parquet file, or a relabel run's output folder (then L of the original and "
+                        "the new labels, mapped by the workflow the run recorded unless --config)")
     p.add_argument("--config", type=Path, help="workflow file with the column mapping (options below override it)")
     p.add_argument("--labels", nargs="+", metavar="COL", help="label probability columns")
     p.add_argument("--thresholds", nargs="+", type=float, metavar="T", help="one threshold per column, or one for all")
@@ -136,8 +156,11 @@ def _add_bias(sub) -> None:
     p.add_argument("--bins-obs", type=int, metavar="B", help="observable bins per intrinsic bin")
     p.add_argument("--n-boot", type=int, metavar="R", help="bootstrap repetitions")
     p.add_argument("--n-per-bin", type=int, metavar="N", help="subsample N x 2^L x B objects per repetition")
-    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--seed", type=int, metavar="S", help="seed of the subsamples, bootstrap and null shuffles")
     p.add_argument("--null", type=int, metavar="R", help="shuffles for the null L")
+    p.add_argument("--compare", choices=[">=", ">"],
+                   help="a vote fraction passes its threshold when P >= t (default, or the workflow's "
+                        "labels.compare) or P > t (Galaxy Zoo 1's flags)")
     p.add_argument("--keep-uncertain", action="store_true", default=None,
                    help="objects passing no threshold form an extra class instead of being dropped")
     p.add_argument("--hdu", help="FITS extension (number or name)")
@@ -145,13 +168,21 @@ def _add_bias(sub) -> None:
 
 
 BIAS_OPTIONS = ("labels", "thresholds", "classes", "label_column", "intrinsic", "observables", "best", "log2_bins_int",
-                "bins_obs", "n_boot", "n_per_bin", "seed", "null", "keep_uncertain", "hdu")
+                "bins_obs", "n_boot", "n_per_bin", "seed", "null", "keep_uncertain", "hdu", "compare")
 
 
 def _bias(args) -> int:
-    from relabel.bias.table import bias_of_table, format_result
+    from relabel.bias.table import LABEL_OPTIONS, bias_of_run, bias_of_table, format_result, format_run_result
+    from relabel.bias.table import is_run_folder
 
     overrides = {k: getattr(args, k) for k in BIAS_OPTIONS}
+    if is_run_folder(args.table) and all(overrides[k] is None for k in LABEL_OPTIONS):
+        results = bias_of_run(args.table, args.config, overrides)
+        if args.json:
+            _print_json({k: r.to_dict() for k, r in results.items()})
+        else:
+            print(format_run_result(results))
+        return 0
     result = bias_of_table(args.table, args.config, overrides)
     if args.json:
         _print_json(result.to_dict())
@@ -170,15 +201,17 @@ def _add_train(sub) -> None:
                    help="biased: cross-entropy on the labels; debiased: plus lambda x the soft labeling bias")
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     p.add_argument("--epochs", type=int, help="at most this many epochs (default: workflow train.epochs)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="cutouts per optimisation step (default: workflow train.batch_size)")
     p.add_argument("--lambda", dest="lam", type=float, help="weight of the bias term (debiased; default 10)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the split, initial weights and batch order (default: workflow)")
     p.add_argument("--val-fraction", type=float, help="share of objects held out for validation")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
     p.add_argument("--width", type=int, default=16, help="network width (16: ~0.3 M parameters)")
     p.add_argument("--log2-bins-int", type=int, help="intrinsic bins of the bias term (default: workflow bias)")
     p.add_argument("--bins-obs", type=int, help="observable bins of the bias term (default: workflow bias)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (the per-epoch validation lines are still printed)")
 
 
 def _train(args) -> int:
@@ -187,7 +220,7 @@ def _train(args) -> int:
     result = train_model(args.catalog, args.config, args.method, args.out, epochs=args.epochs,
                          batch_size=args.batch_size, lam=args.lam, seed=args.seed, val_fraction=args.val_fraction,
                          device=args.device, progress=not args.no_progress, log2_bins_int=args.log2_bins_int,
-                         bins_obs=args.bins_obs, width=args.width)
+                         bins_obs=args.bins_obs, width=args.width, overwrite=args.overwrite)
     print(f"checkpoint: {result.path} (epoch {result.best_epoch} kept; {result.stop_reason}; "
           f"{result.seconds_per_epoch:.1f} s/epoch)")
     return 0
@@ -196,11 +229,11 @@ def _train(args) -> int:
 def _add_evaluate(sub) -> None:
     p = _command(sub, "evaluate", "L and accuracy of a model on its held-out rows", _evaluate)
     p.add_argument("catalog", type=Path, metavar="CATALOG")
-    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True, help="checkpoint from `relabel train`")
     p.add_argument("--truth", type=Path, help="table with the id column and TRUE_CLASS (the simulator's truth.parquet)")
     p.add_argument("--config", type=Path, help="workflow file (default: the mapping recorded in the checkpoint)")
     p.add_argument("--all", dest="all_rows", action="store_true", help="every row, not only the held-out ones")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -276,6 +309,10 @@ def _run(args) -> int:
     from relabel.run.clusters import ClusterOptions
     from relabel.run.pipeline import dry_run, run_catalog
 
+    from relabel.destination import check_output_dir
+
+    # Before any cluster starts: a file in the way must not surface as a traceback after the work.
+    check_output_dir(args.out, overwrite=args.overwrite, what="output folder", allow_existing=True)
     opts = ClusterOptions(kind=args.cluster, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                           workers=args.workers, threads_per_worker=args.threads_per_worker,
                           dashboard_address=args.dashboard_address, worker_timeout=args.worker_timeout,
@@ -295,15 +332,17 @@ def _add_report(sub) -> None:
     p = _command(sub, "report", "figures and numbers of a run: bias before and after", _report)
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder of `relabel run`")
     p.add_argument("--truth", type=Path, help="true classes (the simulator's truth.parquet)")
-    p.add_argument("--truth-column", default="TRUE_CLASS")
+    p.add_argument("--truth-column", default="TRUE_CLASS", help="column of --truth with the true class (default TRUE_CLASS)")
     p.add_argument("--out", type=Path, help="report folder (default OUT_DIR/_report)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object on stdout")
 
 
 def _report(args) -> int:
     from relabel.report.page import make_report
 
-    numbers = make_report(args.out_dir, truth=args.truth, report_dir=args.out, truth_column=args.truth_column)
+    numbers = make_report(args.out_dir, truth=args.truth, report_dir=args.out, truth_column=args.truth_column,
+                          overwrite=args.overwrite)
     if args.json:
         _print_json(numbers)
     else:
@@ -315,17 +354,20 @@ def _add_demo(sub) -> None:
     p = _command(sub, "demo", "simulate, train, run and report, small, on a LocalCluster", _demo)
     p.add_argument("dir", type=Path, nargs="?", default=Path("relabel-demo"), metavar="DIR")
     p.add_argument("--n", type=int, default=None, help="galaxies to simulate (default 10000)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per model")
+    p.add_argument("--epochs", type=int, default=None, help="at most this many training epochs per model (default 12)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster workers")
-    p.add_argument("--dashboard-address", default="127.0.0.1:8787")
+    p.add_argument("--dashboard-address", default="127.0.0.1:8787",
+                   help="where the Dask dashboard listens (default 127.0.0.1:8787; a busy port picks another)")
     p.add_argument("--overwrite", action="store_true", help="start again in a non-empty DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
 
 
 def _demo(args) -> int:
     from relabel.demo import run_demo
 
     run_demo(args.dir, n=args.n, epochs=args.epochs, workers=args.workers,
-             dashboard_address=args.dashboard_address, overwrite=args.overwrite)
+             dashboard_address=args.dashboard_address, overwrite=args.overwrite,
+             progress=not args.no_progress)
     return 0
 
 

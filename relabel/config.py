@@ -44,6 +44,10 @@ class Observable:
     best: str = setting(REQUIRED, "the best-quality end of the column", choices=BEST_ENDS)
 
 
+#: Threshold comparisons a workflow may ask for (``labels.compare``).
+COMPARISONS = (">=", ">")
+
+
 @dataclass
 class LabelSpec:
     """How a catalog's columns become one class label per object.
@@ -56,6 +60,7 @@ class LabelSpec:
     label_column: str | None = setting(None, "alternative: one categorical label column ...")
     classes: list[str] = setting([], "... with these values, in this order")
     keep_uncertain: bool = setting(False, "objects passing no threshold form a class 'uncertain'")
+    compare: str = setting(">=", "vote fraction vs threshold: '>=' (the metric's authors) or '>' (Galaxy Zoo 1's flags)", choices=COMPARISONS)
 
     @property
     def class_names(self) -> list[str]:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from relabel.run.clusters import ClusterOptions
-from relabel.errors import OutputError
+from relabel.destination import check_output_dir
 
 DEMO_N = 10_000
 DEMO_EPOCHS = 12
@@ -23,16 +23,33 @@ SMALL_SURVEY = 4000
 def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epochs: int | None = None,
              workers: int = 2, dashboard_address: str = "127.0.0.1:8787", overwrite: bool = False,
              width: int = DEMO_WIDTH, progress: bool = True, echo=print) -> dict:
-    """Run the demo in ``directory``; return the headline numbers (also printed)."""
+    """Run the demo in ``directory``; return the headline numbers (also printed).
+
+    Parameters
+    ----------
+    directory : str or Path
+        Folder for everything the demo writes; its parent must exist, and a non-empty folder needs ``overwrite``.
+    n, epochs : int or None
+        Galaxies to simulate (default 10000) and the most training epochs per model (default 12).
+    workers : int
+        LocalCluster worker processes for the re-labelling.
+    dashboard_address : str
+        Where the Dask dashboard listens.
+    progress : bool
+        Progress bars on a terminal, count lines in a log; False shows none.
+
+    Raises
+    ------
+    OutputError
+        ``directory`` is a file, non-empty without ``overwrite``, or cannot be created.
+    """
     from relabel.evaluate import evaluate_model
     from relabel.run.pipeline import run_catalog
     from relabel.report.page import make_report
     from relabel.simulate.survey import simulate_survey
     from relabel.train.loop import train_model
 
-    root = Path(directory)
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        raise OutputError(f"demo folder {root} is not empty; use --overwrite or another folder")
+    root = check_output_dir(directory, overwrite, "demo folder")
     n = n or DEMO_N
     epochs = epochs or DEMO_EPOCHS
     t0 = time.perf_counter()
@@ -46,7 +63,7 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     for method in ("biased", "debiased"):
         step(f"training the {method} model", f"{epochs} epochs at most")
         models[method] = train_model(survey.catalog, survey.workflow, method, root / f"{method}.pt", epochs=epochs,
-                                     progress=progress, width=width).path
+                                     progress=progress, width=width, overwrite=True).path
     step("evaluating both models", "on the held-out galaxies, against the true classes")
     evaluation = {m: evaluate_model(survey.catalog, p, truth=survey.truth) for m, p in models.items()}
     step("re-labelling the survey", "with the de-biased model on a LocalCluster")
@@ -54,7 +71,7 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
                       cluster=ClusterOptions(kind="local", workers=workers, dashboard_address=dashboard_address),
                       overwrite=True, progress=progress, echo=echo)
     step("writing the report", "")
-    report = make_report(run.out_dir, truth=survey.truth, report_dir=root / "report")
+    report = make_report(run.out_dir, truth=survey.truth, report_dir=root / "report", overwrite=True)
 
     headline = _headline(evaluation, report)
     minutes = (time.perf_counter() - t0) / 60

@@ -29,6 +29,7 @@ from relabel.model.device import choose_device
 from relabel.model.checkpoint import load_checkpoint
 from relabel.train.data import read_table
 from relabel.train.split import validation_mask
+from relabel.cutouts.root import check_cutout_root
 
 TRUTH_CLASS_COLUMN = "TRUE_CLASS"
 
@@ -79,15 +80,19 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     """
     catalog_path = Path(catalog_path)
     model, meta = load_checkpoint(model_path, choose_device(device))
+    recorded = None
     if workflow is None:
+        recorded = "the checkpoint's recorded root, relative to the catalog's real folder"
         if not meta.workflow:
             raise ConfigError(f"checkpoint {model_path} records no workflow mapping: give the workflow")
-        workflow = Workflow.from_dict(meta.workflow, base_dir=catalog_path.parent,
-                                      source=f"the workflow recorded in {model_path}")
+        # As `relabel run`: relative paths from the catalog's real folder (symlinks followed).
+        workflow = Workflow.from_dict(meta.workflow, base_dir=catalog_path.resolve().parent,
+                                      source=f"recorded in {model_path}")
     elif not isinstance(workflow, Workflow):
         workflow = load_workflow(workflow)
     meta.check_input(workflow.cutouts.bands, workflow.cutouts.size, source=f"the cutouts of {catalog_path}")
 
+    check_cutout_root(workflow, how="" if recorded is None else recorded)
     table, dropped = read_table(catalog_path, workflow)
     id_column = workflow.catalog.id
     if not all_rows:
@@ -102,6 +107,10 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     usable = np.isin(predictions.status, st.PREDICTED)
     for name, count in pd.Series(predictions.status[~usable]).value_counts().items():
         dropped[f"cutout_{name}"] = int(count)
+    if not usable.any():
+        raise CatalogError(f"{catalog_path}: none of the {len(usable)} evaluated rows has a usable cutout "
+                           f"({', '.join(f'{v} {k}' for k, v in dropped.items())}); check cutouts.root "
+                           f"{workflow.cutouts.root}")
     table = table[usable].reset_index(drop=True)
     probs = predictions.probabilities[usable].astype(np.float64)
     probs /= probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within rounding; L wants [0, 1]

@@ -14,7 +14,7 @@ from relabel.bias.metric import BEST_ENDS, BiasError, BiasResult, bias_with_erro
 from relabel.catalog.missing import as_numpy_columns, drop_missing
 from relabel.catalog.reader import open_catalog
 from relabel.config import BIAS_DEFAULTS, LabelSpec, ProbabilityLabel, load_workflow
-from relabel.errors import ConfigError
+from relabel.errors import CatalogError, ConfigError
 from relabel.catalog.labels import NO_CLASS, table_labels
 
 
@@ -60,6 +60,9 @@ def bias_of_table(
         As :func:`bias_with_errors`.
     """
     opts = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if path is not None and not Path(path).exists():
+        # Said first: a missing file is the problem, not the options that would map it.
+        raise CatalogError(f"table {path} does not exist")
     if workflow is not None and not hasattr(workflow, "labels"):
         workflow = load_workflow(workflow)
     label_spec = _label_spec(workflow, opts)
@@ -127,6 +130,77 @@ def bias_of_table(
     return result
 
 
+#: Options that choose the label set; without any of them ``relabel bias RUN_DIR`` measures both label sets.
+LABEL_OPTIONS = ("labels", "thresholds", "classes", "label_column")
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True when ``path`` is the output folder of ``relabel run`` (it holds the run record)."""
+    from relabel.run.output import RUN_RECORD
+
+    return Path(path).is_dir() and (Path(path) / RUN_RECORD).is_file()
+
+
+def run_workflow(out_dir: str | Path) -> tuple[Any, list[str]]:
+    """The workflow a run recorded in its folder, and the classes of its new labels.
+
+    Raises
+    ------
+    CatalogError
+        ``out_dir`` has no readable run record.
+    """
+    import json
+
+    from relabel.config import Workflow
+    from relabel.run.output import RUN_RECORD
+
+    record_path = Path(out_dir) / RUN_RECORD
+    try:
+        record = json.loads(record_path.read_text())
+        workflow = Workflow.from_dict(record["workflow"], base_dir=record.get("workflow_base", out_dir),
+                                      source=record_path)
+        return workflow, [str(c) for c in record["classes"]]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CatalogError(f"{record_path}: not a readable relabel run record ({exc})") from None
+
+
+def bias_of_run(out_dir: str | Path, workflow: Any = None,
+                overrides: Mapping[str, Any] | None = None) -> dict[str, BiasResult]:
+    """L of a run's original labels and of its new labels, on the same output rows.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output folder of ``relabel run``.
+    workflow
+        Workflow (object or file) to map the columns; default the one the run recorded.
+    overrides
+        As :func:`bias_of_table`, except the label options (:data:`LABEL_OPTIONS`).
+
+    Returns
+    -------
+    dict
+        ``{"original": BiasResult, "new": BiasResult}``; the new labels are the ``label`` column
+        with the run's classes.
+    """
+    recorded, classes = run_workflow(out_dir)
+    workflow = recorded if workflow is None else workflow
+    opts = {k: v for k, v in (overrides or {}).items() if k not in LABEL_OPTIONS}
+    return {"original": bias_of_table(out_dir, workflow, opts),
+            "new": bias_of_table(out_dir, workflow, {**opts, "label_column": "label", "classes": classes})}
+
+
+def format_run_result(results: Mapping[str, BiasResult]) -> str:
+    """``relabel bias RUN_DIR``'s lines: one per label set, aligned, then any dropped rows."""
+    width = max(len(k) for k in results) + len(" labels:")
+    lines = []
+    for key, result in results.items():
+        text = format_result(result).splitlines()
+        lines.append(f"{key + ' labels:':<{width}} {text[0]}")
+        lines.extend(f"{'':<{width}} {more}" for more in text[1:])
+    return "\n".join(lines)
+
+
 def _label_spec(workflow: Any, opts: Mapping[str, Any]) -> Any:
     """The workflow's ``labels`` section with the command-line options applied."""
     base = workflow.labels if workflow is not None else LabelSpec()
@@ -159,7 +233,8 @@ def _label_spec(workflow: Any, opts: Mapping[str, Any]) -> Any:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
             raise ConfigError(f"threshold for {column} must be a number in [0, 1], got {t!r}")
     items = [ProbabilityLabel(c, str(name), float(t)) for c, name, t in zip(columns, names, thresholds)]
-    return LabelSpec(probabilities=items, keep_uncertain=keep)
+    compare = opts.get("compare") or base.compare
+    return LabelSpec(probabilities=items, keep_uncertain=keep, compare=compare)
 
 
 def _observable_spec(workflow: Any, opts: Mapping[str, Any]) -> tuple[list[str], list[str]]:

@@ -22,10 +22,12 @@ def hard_labels(
     probabilities: Mapping[str, Any] | pd.DataFrame,
     thresholds: Sequence[float],
     keep_uncertain: bool = False,
+    compare: str = ">=",
 ) -> np.ndarray:
     """Class codes from probability (vote-fraction) columns and one threshold each.
 
-    An object is class k when ``P_k >= t_k``. The comparison is made in the
+    An object is class k when ``P_k >= t_k`` (or ``P_k > t_k`` with ``compare=">"``,
+    Galaxy Zoo 1's own flags: P > 0.8; Lintott et al. 2011, MNRAS 410, 166). The comparison is made in the
     column's own float precision (the threshold is cast to the column's dtype),
     so a float32 column holding 0.7 passes ``t = 0.7`` although
     ``float32(0.7) < 0.7`` in float64. When several columns pass, the later
@@ -41,6 +43,8 @@ def hard_labels(
     keep_uncertain
         False: objects passing no threshold get ``NO_CLASS`` (-1), to be
         dropped. True: they get code K, an extra "uncertain" class.
+    compare
+        ``">="`` (default, the convention of Cabrera-Vives et al. 2018's code) or ``">"``.
 
     Returns
     -------
@@ -64,11 +68,15 @@ def hard_labels(
     [0, 1, 1, -1]
     >>> hard_labels({"P_EL": p_el, "P_CS": p_cs}, [0.8, 0.7], keep_uncertain=True).tolist()
     [0, 1, 1, 2]
+    >>> hard_labels({"P_EL": p_el, "P_CS": p_cs}, [0.9, 0.85], compare=">").tolist()
+    [-1, -1, -1, -1]
     """
     names = list(probabilities)
     thresholds = list(thresholds)
     if not names:
         raise ConfigError("hard labels need at least one probability column")
+    if compare not in (">=", ">"):
+        raise ConfigError(f"threshold comparison must be '>=' or '>', got {compare!r}")
     if len(thresholds) != len(names):
         raise ConfigError(
             f"{len(names)} probability column(s) ({', '.join(map(str, names))}) but {len(thresholds)} "
@@ -85,7 +93,7 @@ def hard_labels(
             raise ConfigError(f"threshold for {name} must be a number in [0, 1], got {t!r}")
         # float32 votes like 0.7 are stored as 0.69999999; cast t the same way so equal values pass.
         limit = np.asarray(t, dtype=col.dtype) if col.dtype.kind == "f" else t
-        codes[col >= limit] = k
+        codes[(col > limit) if compare == ">" else (col >= limit)] = k
     return codes
 
 
@@ -160,7 +168,8 @@ def table_labels(table: pd.DataFrame, spec: Any) -> tuple[np.ndarray, list[str]]
     """
     if spec.probabilities:
         columns = {p.column: table[p.column].to_numpy() for p in spec.probabilities}
-        codes = hard_labels(columns, [p.threshold for p in spec.probabilities], spec.keep_uncertain)
+        codes = hard_labels(columns, [p.threshold for p in spec.probabilities], spec.keep_uncertain,
+                            getattr(spec, "compare", ">="))
         names = [p.name for p in spec.probabilities]
         if spec.keep_uncertain:
             names.append("uncertain")

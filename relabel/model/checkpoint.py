@@ -118,6 +118,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict, CheckpointMeta]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     data = path.read_bytes()
+    kind = _foreign_kind(data)
+    if kind:
+        raise CheckpointError(f"checkpoint {path} is a {kind}, not a checkpoint: give the .pt file "
+                              "written by `relabel train`")
     try:
         with warnings.catch_warnings():
             # A plain (non-torch) pickle makes torch warn about its protocol before refusing it.
@@ -126,7 +130,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict, CheckpointMeta]:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain data (possibly code); "
-            f"refused without running it ({str(exc).splitlines()[0]})"
+            f"refused without running it{_unsupported_global(exc)}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint file ({exc})") from None
@@ -161,3 +165,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"checkpoint {path}: weights do not fit the recorded architecture ({exc})") from None
     # Channels-last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions: ~1.5x on this CPU.
     return model.to(device, memory_format=torch.channels_last).eval(), meta
+
+
+def _foreign_kind(data: bytes) -> str | None:
+    """What a file that is certainly not a checkpoint is, from its first bytes (catalogs given by mistake)."""
+    if data[:6] == b"SIMPLE":
+        return "FITS file"
+    if data[:4] == b"PAR1":
+        return "Parquet file"
+    return None
+
+
+def _unsupported_global(exc: Exception) -> str:
+    """The object torch refused to load (``: GLOBAL x.y``), without its paragraph about ``weights_only``."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return f" (it names {found.group(1)})" if found else ""

@@ -86,12 +86,19 @@ def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
     workers = opts.workers or (n_gpus if n_gpus else min(cores, 2))
     threads = opts.threads_per_worker or 1
     env = worker_environment(max(1, cores // workers), n_gpus)
+    from relabel.interrupts import children_ignore_interrupt
+
+    # Ctrl-C reaches the workers too (one process group): only relabel answers it.
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {
-            **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}}), _environment_kept() as saved:
+            **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}}), _environment_kept() as saved, \
+            children_ignore_interrupt():
         cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                                host=opts.host or "127.0.0.1",
                                dashboard_address=settings.get("dashboard-address", opts.dashboard_address),
-                               resources={"GPU": 1} if n_gpus else None, silence_logs=logging.ERROR)
+                               resources={"GPU": 1} if n_gpus else None,
+                               # CRITICAL, not ERROR: at shutdown (after Ctrl-C too) a worker's heartbeat can race the
+                               # closing scheduler and log a 30-line traceback; task failures still reach relabel.
+                               silence_logs=logging.CRITICAL)
     try:
         with connected(cluster) as client:
             yield ClusterHandle(client, gpu=bool(n_gpus), dashboard=client.dashboard_link,

@@ -43,6 +43,7 @@ from relabel.run.output import (
     write_json_atomic,
     write_table_atomic,
 )
+from relabel.cutouts.root import check_cutout_root
 from relabel.run.plan import plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
 
@@ -138,6 +139,8 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     cat = open_catalog(source, wf.catalog.hdu if source.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
+    check_cutout_root(wf, cat, "" if workflow is not None else "the checkpoint's recorded root, relative to the "
+                      "catalog's real folder")
     _warn_if_collapsed(model, meta, echo)
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
@@ -332,7 +335,9 @@ def _resolve_workflow(workflow, meta, catalog: Path) -> Workflow:
         return load_workflow(workflow)
     if not meta.workflow:
         raise ConfigError("the checkpoint records no workflow mapping: give one with --config")
-    return Workflow.from_dict(meta.workflow, base_dir=catalog.parent, source="the workflow recorded in the checkpoint")
+    # Relative paths (the cutout root) resolve against the catalog's real folder: a symlinked or
+    # copied-by-link catalog still finds the cutouts beside the file it points to.
+    return Workflow.from_dict(meta.workflow, base_dir=catalog.resolve().parent, source="recorded in the checkpoint")
 
 
 def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
@@ -369,9 +374,9 @@ def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
 
 
 def _execute(handle, shards, ctx: RunContext, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
+    from relabel.progress import progress_bar
 
-    bar = tqdm(total=len(shards), unit="shard", desc="relabel", disable=not progress, file=sys.stderr)
+    bar = progress_bar(len(shards), "relabel", "shard", progress)
     results = []
     try:
         if handle.client is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fitsio
 import numpy as np
-from tqdm.auto import tqdm
+from relabel.progress import progress_bar
 
 from relabel.files import atomic_path
 from relabel.optional import require
@@ -402,7 +402,7 @@ def _draw_tasks(galaxies, out_dir, layout, tile_size, size, seed) -> Iterator[di
 
 
 def _run_tasks(tasks: Iterator[dict], n_tasks: int, n: int, workers: int, progress: bool) -> None:
-    with tqdm(total=n, unit="gal", desc="simulate", disable=not progress) as bar:
+    with progress_bar(n, "simulate", "gal", progress) as bar:
         if workers == 1 or n_tasks == 1:
             for task in tasks:
                 bar.update(draw_task(task))

@@ -313,7 +313,7 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise OutputError(f"simulate: output folder {out_dir} is not empty; "
-                              "choose an empty folder or pass overwrite")
+                              "choose an empty folder or pass --overwrite")
         # Only the simulator's own products go: stale tiles from a larger earlier
         # run would otherwise sit next to the new catalog. Anything else is the user's.
         for name in ("catalog.fits", "truth.parquet", "workflow.yaml"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +149,6 @@ class _RowView:
 def _progress(iterable, enabled: bool, desc: str):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from relabel.progress import progress_iter
 
-    return tqdm(iterable, desc=desc, leave=False, file=sys.stderr, mininterval=1.0)
+    return progress_iter(iterable, desc, unit="chunk")

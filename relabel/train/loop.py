@@ -34,7 +34,9 @@ from relabel.model.checkpoint import CheckpointMeta, save_checkpoint
 from relabel.model.device import autocast_for, choose_device
 from relabel.model.network import MorphologyCNN
 from relabel.model.predict import dihedral_augment, predict_proba
-from relabel.train.data import LabelledCutouts, _progress, load_labelled_cutouts
+from relabel.destination import check_output_file
+from relabel.progress import progress_iter
+from relabel.train.data import LabelledCutouts, load_labelled_cutouts
 from relabel.train.penalty import BiasPenalty, penalty_cells
 from relabel.train.split import SPLIT_SCHEME
 
@@ -71,7 +73,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
                 log2_bins_int: int | None = None, bins_obs: int | None = None, width: int = 16,
                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 2, patience: int = 4,
                 accuracy_tolerance: float = 0.1, cache_dir=None,
-                data: LabelledCutouts | None = None) -> TrainResult:
+                data: LabelledCutouts | None = None, overwrite: bool = False) -> TrainResult:
     """Train a classifier on a catalog's labels and write its checkpoint to ``out``.
 
     Parameters
@@ -106,6 +108,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         warm-up are not eligible either.
     data
         Already loaded cutouts (to train several models on one cache); must come from the same seed and split.
+    overwrite
+        Replace an existing checkpoint at ``out``; without it an existing file is an error, found before training.
 
     Returns
     -------
@@ -115,7 +119,10 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     ------
     ConfigError
         Unknown method, bad option values, no labelled training rows.
+    OutputError
+        ``out`` exists (without ``overwrite``), is a folder, or its folder is missing or not writable.
     """
+    check_output_file(out, overwrite, "checkpoint")
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not isinstance(workflow, Workflow):
@@ -133,7 +140,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     if lam < 0:
         raise ConfigError(f"lambda must be >= 0, got {lam}")
     device = choose_device(device)
-    log = _Log(progress)
+    # Per-epoch lines are results, not progress: --no-progress hides only the bars.
+    log = _Log(True)
 
     torch.manual_seed(seed)
     if data is None:
@@ -188,7 +196,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         t0 = time.perf_counter()
         order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
         sums = {"ce": 0.0, "bias": 0.0, "loss": 0.0}
-        bar = _progress(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{epochs}")
+        bar = progress_iter(range(steps_per_epoch), f"epoch {epoch + 1}/{epochs}", progress, unit="batch")
         for step in bar:
             t_step = time.perf_counter()
             batch = np.sort(order[step * batch_size:(step + 1) * batch_size])

@@ -29,10 +29,15 @@ def test_report_files_and_html_references_every_figure(small_output, small_surve
         assert f"alt='{name}'" in html
     assert html.count("data:image/png;base64,") == len(numbers["figures"])  # self-contained
     assert numbers["rows"] == 600 and numbers["status"] == {"ok": 600}
-    acc = numbers["accuracy"]
-    assert 0 <= acc["new_labels"] <= 1 and len(acc["new_by_quartile"]) == 4
+    table = numbers["comparison"]
+    assert [r["n"] for r in table["rows"]][:1] == [600] and len(table["rows"]) == 2 + 4
+    assert sum(r["n"] for r in table["rows"][2:]) == 600  # the quartiles partition the same galaxies
+    confident = table["rows"][1]
     # the labels are right where they are confident: the simulator's volunteers rarely err
-    assert acc["original_labels_confident"] > 0.9
+    assert confident["accuracy"]["original"] > 0.9 and confident["uncertain_original"] == 0
+    everyone = table["rows"][0]
+    # like for like: on all galaxies the original labels' uncertain ones count as wrong
+    assert everyone["accuracy"]["original"] <= 1 - everyone["uncertain_original"] + 1e-12
     assert set(numbers["labeling_bias"]) == {"original", "new", "truth"}
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert saved["labeling_bias"] == numbers["labeling_bias"]
@@ -49,7 +54,7 @@ def test_report_numbers_match_relabel_bias(small_output, capsys):
     raw = dict(record["workflow"])
     raw["cutouts"] = {**raw.get("cutouts", {}), "root": record["workflow_base"]}
     workflow.write_text(yaml.safe_dump(raw))
-    assert main(["bias", str(small_output), "--config", str(workflow), "--json"]) == 0
+    assert main(["bias", str(small_output), "--config", str(workflow), "--labels", "P_EL", "P_CS", "--json"]) == 0
     original = json.loads(capsys.readouterr().out)
     assert main(["bias", str(small_output), "--config", str(workflow), "--label-column", "label",
                  "--classes", "elliptical", "spiral", "--json"]) == 0

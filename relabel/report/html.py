@@ -1,0 +1,97 @@
+"""The report as one static, self-contained HTML page: tables, definitions, figures with captions."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from relabel.report.columns import DEFINITIONS, axis_label
+
+STYLE = ("body{font-family:Georgia,serif;font-size:17px;line-height:1.45;max-width:1150px;margin:auto;padding:1em}"
+         "table{border-collapse:collapse;margin:0.5em 0}td,th{padding:3px 10px;text-align:right;"
+         "border-bottom:1px solid #ccc}td:first-child,th:first-child{text-align:left}"
+         "figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:15px;color:#333;max-width:60em}"
+         ".note{background:#fff6e0;padding:0.5em 1em;border-left:4px solid #e0a000}")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def _bias_table(bias: dict) -> list[str]:
+    parts = ["<table><tr><th>labels</th><th>L</th><th>null L</th><th>excess L</th><th>galaxies</th></tr>"]
+    for key, res in bias.items():
+        if "L" in res:
+            parts.append(f"<tr><td>{html.escape(key)}</td><td>{_fmt(res['L'], 4)} &plusmn; {_fmt(res['L_std'], 4)}</td>"
+                         f"<td>{_fmt(res['null_L'], 4)} &plusmn; {_fmt(res['null_L_std'], 4)}</td>"
+                         f"<td>{_fmt(res['excess'], 4)}</td><td>{res['n_objects']}</td></tr>")
+        else:
+            parts.append(f"<tr><td>{html.escape(key)}</td><td colspan=4>{html.escape(res.get('error', ''))}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _comparison(table: dict) -> list[str]:
+    target = html.escape(table["target"])
+    with_truth = any(r["accuracy"] for r in table["rows"])
+    head = (f"<tr><th>galaxies</th><th>N</th><th>original uncertain</th><th>{target} fraction: original</th>"
+            f"<th>new</th>" + ("<th>truth</th><th>accuracy: original</th><th>new</th>" if with_truth else "") + "</tr>")
+    parts = ["<table>", head]
+    for r in table["rows"]:
+        cells = [html.escape(r["subset"]), str(r["n"]), _fmt(r["uncertain_original"]),
+                 _fmt(r["fraction"]["original"]), _fmt(r["fraction"]["new"])]
+        if with_truth:
+            acc = r["accuracy"] or {}
+            cells += [_fmt(r["fraction"].get("truth")), _fmt(acc.get("original")), _fmt(acc.get("new"))]
+        parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    parts.append(f"<p>Every line compares the label sets on the same galaxies. Fractions are shares of all galaxies of "
+                 f"the line, so the original labels' {target} fraction counts their uncertain galaxies as not "
+                 f"{target}; the accuracy counts them as wrong. Quartiles of {html.escape(axis_label(table['observable']))}"
+                 f" run from the worst observed (1) to the best (4).</p>")
+    return parts
+
+
+def _trends(trends: list[dict], target: str) -> list[str]:
+    if not trends:
+        return []
+    items = []
+    for t in trends:
+        ranges = ", ".join(f"{c} {lo:.3g} to {hi:.3g}" for c, (lo, hi) in t["ranges"].items())
+        items.append(f"<li>intrinsic bin {t['leaf'] + 1} ({html.escape(ranges)}): the true {html.escape(target)} "
+                     f"fraction goes from {t['from']:.2f} to {t['to']:.2f} across {html.escape(t['observable'])} "
+                     f"({abs(t['to'] - t['from']) / t['sigma']:.1f} sigma)</li>")
+    return ["<div class='note'><p><b>The truth itself changes with the observables inside these intrinsic bins.</b> "
+            "A coarse bin mixes galaxies of different intrinsic properties, and those differ in how they are "
+            "observed; such a slope is real, not labeling bias, and a de-biased label set should follow it:</p><ul>",
+            *items, "</ul></div>"]
+
+
+def write_html(path: Path, numbers: dict, figures: list[tuple[str, str, str]], report_dir: Path) -> None:
+    """Write the page; ``figures`` are (title, PNG file name in ``report_dir``, caption)."""
+    classes = ", ".join(map(html.escape, numbers["classes"]))
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>relabel report</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>Labeling bias before and after re-labelling</h1><p>Run: {html.escape(numbers['out_dir'])}; "
+        f"{numbers['rows']} catalog rows; classes {classes}.</p>",
+        "<h2>Labeling bias L</h2>", *_bias_table(numbers["labeling_bias"]),
+        f"<p>{html.escape(DEFINITIONS['L'])}</p>",
+        "<h2>Original labels, new labels and the truth on the same galaxies</h2>",
+        *_comparison(numbers["comparison"]),
+        *_trends(numbers.get("truth_trends") or [], numbers["classes"][-1]),
+        "<h2>Columns</h2><ul>",
+        *[f"<li>{html.escape(axis_label(c))}</li>" for c in numbers["columns"]],
+        "</ul>",
+    ]
+    if "RESOLUTION" in numbers["columns"]:
+        parts.append(f"<p>{html.escape(DEFINITIONS['RESOLUTION'])}</p>")
+    for title, name, caption in figures:
+        data = base64.b64encode((report_dir / name).read_bytes()).decode()
+        parts.append(f"<figure><h2>{html.escape(title)}</h2><img alt='{html.escape(name)}' "
+                     f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    path.write_text("\n".join(parts))

@@ -1,0 +1,182 @@
+"""The report's numbers: a run's output rows, the truth joined to them, L of every label set,
+the like-for-like comparison table, and trends of the truth inside intrinsic bins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relabel.bias.metric import bias_with_errors, fraction_curves
+from relabel.catalog.missing import drop_missing
+from relabel.bias.table import bias_of_run
+from relabel.config import Workflow
+from relabel.errors import OutputError, RelabelError
+
+#: Intrinsic bins in the fraction figures: 2^2 panels stay readable; L itself uses the workflow's depth.
+PLOT_LOG2_BINS_INT = 2
+#: A truth trend is called out when its ends differ by more than this many combined binomial errors.
+TREND_SIGMA = 3.0
+
+
+def read_output(out_dir: Path, wf: Workflow, classes: list[str]) -> pd.DataFrame:
+    """The output columns the report uses (ids, intrinsic, observables, probabilities, labels, status, cutouts)."""
+    columns = [wf.catalog.id, *wf.intrinsic, *wf.observable_columns, *[f"p_{c}" for c in classes],
+               "label", "label_original", "status", *wf.cutouts.columns]
+    return pd.read_parquet(out_dir, columns=list(dict.fromkeys(columns)))
+
+
+def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: str) -> pd.DataFrame:
+    """``frame`` with a ``true_label`` column from a FITS or Parquet truth table, matched by id.
+
+    Raises
+    ------
+    CatalogError
+        The table is missing or unreadable (as :func:`relabel.catalog.reader.open_catalog`).
+    OutputError
+        It lacks the id or truth column, or has no truth for some output rows.
+    """
+    from relabel.catalog.reader import open_catalog
+
+    table = open_catalog(truth)
+    missing = [c for c in (id_column, truth_column) if c not in table.columns]
+    if missing:
+        raise OutputError(f"truth table {truth} lacks column(s) {', '.join(missing)}; "
+                          f"it has {', '.join(table.columns[:20])}")
+    values = table.read_all([id_column, truth_column]).rename(columns={truth_column: "true_label"})
+    values["true_label"] = values["true_label"].astype(str).str.rstrip()
+    try:
+        merged = frame.merge(values, on=id_column, how="left", validate="many_to_one")
+    except (ValueError, pd.errors.MergeError) as exc:
+        raise OutputError(f"truth table {truth}: its {id_column} column cannot be matched to the output ({exc})") from None
+    lost = int(merged["true_label"].isna().sum())
+    if lost:
+        raise OutputError(f"truth table {truth} has no {truth_column} for {lost} output rows")
+    return merged
+
+
+def bias_numbers(out_dir: Path, wf: Workflow, classes: list[str], frame: pd.DataFrame, predicted: np.ndarray) -> dict:
+    """L as ``relabel bias OUT_DIR`` gives it for the original and the new labels, and L of the truth."""
+    try:
+        out = {k: r.to_dict() for k, r in bias_of_run(out_dir, wf).items()}
+    except RelabelError as exc:
+        out = {"original": {"error": str(exc)}, "new": {"error": str(exc)}}
+    if "true_label" in frame:
+        # The one missing-value rule: rows missing a binning value are left out of L.
+        rows, _ = drop_missing(frame[predicted], [*wf.intrinsic, *wf.observable_columns], wf.catalog.missing)
+        codes = pd.Categorical(rows["true_label"], categories=classes).codes
+        opts = wf.bias
+        try:
+            out["truth"] = bias_with_errors(
+                rows[wf.intrinsic], rows[wf.observable_columns], codes.astype(np.int64), len(classes),
+                opts["log2_bins_int"], opts["bins_obs"], wf.best_ends, n_boot=opts["n_boot"],
+                n_per_bin=opts["n_per_bin"], seed=opts["seed"], n_null=opts["n_null"], classes=classes,
+            ).to_dict()
+        except RelabelError as exc:
+            out["truth"] = {"error": str(exc)}
+    return out
+
+
+def quality_quartiles(values: np.ndarray, best: str) -> np.ndarray:
+    """Quartile 0..3 of an observable, worst quality first (``best`` is ``low`` or ``high``)."""
+    q = np.searchsorted(np.quantile(values, [0.25, 0.5, 0.75]), values, side="right")
+    return 3 - q if best == "low" else q
+
+
+def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray) -> dict:
+    """Original labels, new labels and the truth on the same galaxies: all, the confident subset, per quartile.
+
+    Every row of the table is one set of galaxies (the predicted output rows, all of them, those
+    the original labels call confident, and each quartile of the first observable, worst first);
+    in it, each label set gives the share of the last class (``spiral``) and, with the truth, its
+    accuracy. The original labels' "uncertain" counts as wrong in the accuracy, and its share is
+    given, so the sets are compared on the same galaxies rather than each on its own subset.
+
+    Returns
+    -------
+    dict
+        ``{"target": class, "observable": column, "rows": [{"subset", "n", "uncertain_original",
+        "fraction": {set: f}, "accuracy": {set: a} or None}, ...]}``
+    """
+    rows = frame[predicted]
+    target = classes[-1]
+    obs = wf.observables[0]
+    quartile = quality_quartiles(rows[obs.column].to_numpy(np.float64), obs.best) if len(rows) else np.zeros(0, int)
+    confident = (rows["label_original"].isin(classes)).to_numpy()
+    subsets = [("all galaxies", np.ones(len(rows), bool)), ("confident original label", confident)]
+    for i in range(4):
+        edges = rows[obs.column][quartile == i]
+        span = f" ({edges.min():.3g} to {edges.max():.3g})" if len(edges) else ""
+        subsets.append((f"{obs.column} quartile {i + 1} of 4{span}", quartile == i))
+    sets = {"original": "label_original", "new": "label"}
+    if "true_label" in rows:
+        sets["truth"] = "true_label"
+    out = []
+    for name, mask in subsets:
+        part = rows[mask]
+        entry = {"subset": name, "n": int(mask.sum()),
+                 "uncertain_original": float((~part["label_original"].isin(classes)).mean()) if len(part) else None,
+                 "fraction": {k: float((part[c] == target).mean()) if len(part) else None for k, c in sets.items()},
+                 "accuracy": None}
+        if "truth" in sets and len(part):
+            entry["accuracy"] = {k: float((part[c] == part["true_label"]).mean()) for k, c in sets.items()
+                                 if k != "truth"}
+        out.append(entry)
+    return {"target": target, "observable": obs.column, "quartile_order": "worst quality first", "rows": out}
+
+
+def fraction_curves_of(rows: pd.DataFrame, label_column: str, wf: Workflow, classes: list[str],
+                       obs: str) -> pd.DataFrame | None:
+    """Class fractions against ``obs`` in the report's coarse intrinsic bins, or None when too few rows."""
+    rows = rows[rows[label_column].isin(classes)]
+    depth = min(PLOT_LOG2_BINS_INT, wf.bias["log2_bins_int"])
+    bins = wf.bias["bins_obs"]
+    if len(rows) < bins * 2**depth * 2:
+        return None
+    codes = pd.Categorical(rows[label_column], categories=classes).codes.astype(np.int64)
+    best = wf.best_ends[wf.observable_columns.index(obs)]
+    try:
+        return fraction_curves(rows[wf.intrinsic], rows[[obs]], codes, len(classes), depth, bins, [best],
+                               classes=classes)
+    except RelabelError:
+        return None
+
+
+def binning_columns(wf: Workflow) -> list[str]:
+    """The intrinsic columns the report's bins are really cut in: level t of the k-d tree splits column t mod d."""
+    depth = min(PLOT_LOG2_BINS_INT, wf.bias["log2_bins_int"])
+    return list(dict.fromkeys(wf.intrinsic[t % len(wf.intrinsic)] for t in range(depth)))
+
+
+def truth_trends(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray) -> list[dict]:
+    """Intrinsic bins where the TRUE fraction of the last class changes with an observable.
+
+    The metric assumes morphology does not depend on the observables at fixed intrinsic
+    properties; coarse bins can hide a real dependence (faint compact galaxies are both
+    smaller on the sky and more often ellipticals). Such a trend is not labeling bias and
+    the reader should be told where it is.
+    """
+    if "true_label" not in frame:
+        return []
+    target, rows = classes[-1], frame[predicted]
+    found = []
+    for obs in wf.observable_columns:
+        curves = fraction_curves_of(rows, "true_label", wf, classes, obs)
+        if curves is None:
+            continue
+        for leaf, part in curves[curves["class"] == target].groupby("leaf"):
+            f, n = part["fraction"].to_numpy(), np.maximum(part["n"].to_numpy(), 1)
+            sigma = np.sqrt(f[0] * (1 - f[0]) / n[0] + f[-1] * (1 - f[-1]) / n[-1])
+            if abs(f[-1] - f[0]) > TREND_SIGMA * max(sigma, 1e-12):
+                ranges = {c: [float(part[c + "_min"].iloc[0]), float(part[c + "_max"].iloc[0])]
+                          for c in binning_columns(wf)}
+                found.append({"observable": obs, "leaf": int(leaf), "from": float(f[0]), "to": float(f[-1]),
+                              "sigma": float(sigma), "ranges": ranges})
+    return found
+
+
+def status_counts(frame: pd.DataFrame) -> dict:
+    """Rows per status, in the status names' order."""
+    return {str(k): int(v) for k, v in frame["status"].value_counts().sort_index().items()}
+
