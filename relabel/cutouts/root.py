@@ -38,16 +38,26 @@ def check_cutout_root(workflow, catalog=None, how: str = "") -> None:
     if not root.is_dir():
         raise CatalogError(f"cutouts.root {root}{said} is not a folder; set cutouts.root in the workflow "
                            "(--config) to where the cutouts are")
+    if not cut.columns:
+        # Layout images without a column: the images are found by WCS footprint from a path pattern.
+        pattern = cut.image_pattern or ""
+        if not any(any(root.glob(pattern.replace("{band}", band))) for band in cut.bands):
+            raise CatalogError(f"cutouts.image_pattern {pattern!r} matches no file in cutouts.root {root}{said}; "
+                               "set cutouts.root (--config) to the folder of the survey images")
+        return
     if catalog is None or catalog.nrows == 0:
         return
     column = cut.columns[0]
     paths = catalog.read([column], 0, min(catalog.nrows, SAMPLE_ROWS))[column]
-    names = [p.decode() if isinstance(p, bytes) else str(p) for p in paths]
+    # A survey image's path may name its band ("field_{band}.fits.fz"): look for the first band's file.
+    names = [(p.decode() if isinstance(p, bytes) else str(p)).replace("{band}", cut.bands[0]) for p in paths]
     found = list(dict.fromkeys(root / n.rstrip() for n in names if (root / n.rstrip()).is_file()))
     if not found:
         raise CatalogError(f"none of the first {len(names)} cutout files named by column {column} "
                            f"(e.g. {names[0].rstrip()!r}) is in cutouts.root {root}{said}; set cutouts.root in the "
                            "workflow (--config) to the folder they are relative to")
+    if cut.layout == "images":
+        return  # a survey image holds one band; its pixel scale is checked against the checkpoint's at planning
     # One odd file is that galaxy's fault (a status on its row); the workflow is wrong only when every file disagrees.
     problems = [header_mismatch(workflow, path) for path in found[:HEADER_FILES]]
     if all(problems):
