@@ -226,8 +226,13 @@ def _worker_settings(_):
     return _worker_threads(), os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
-def test_local_workers_get_their_environment_through_pre_spawn_environ():
+def test_local_workers_get_their_environment_through_pre_spawn_environ(monkeypatch):
     import os
+
+    # Dask gives variables already in the environment precedence over pre-spawn-environ (a user's own
+    # MALLOC_TRIM_THRESHOLD_ wins); other tests' in-process nannies may have left theirs here.
+    for name in ("MALLOC_TRIM_THRESHOLD_", "DASK_RELABEL__WORKER_CORES"):
+        monkeypatch.delenv(name, raising=False)
 
     import distributed  # noqa: F401  (its defaults enter dask.config on import)
 

@@ -103,8 +103,8 @@ def test_a_job_slurm_can_never_start_is_reported_at_once(tiny_run):
     import time
 
     root, _, _, model = tiny_run
-    failed = subprocess.run(["sbatch", "--parsable", "--wait", "--wrap", "exit 3"], capture_output=True, text=True,
-                            timeout=120).stdout.strip().split(";")[0]
+    failed = subprocess.run(["sbatch", "--parsable", "--wait", "--output=/dev/null", "--wrap", "exit 3"],
+                            capture_output=True, text=True, timeout=120).stdout.strip().split(";")[0]
     wf = yaml.safe_load((root / "workflow.yaml").read_text())
     # a job that depends on one that failed: squeue says DependencyNeverSatisfied, forever
     wf["cluster"] = {"kind": "slurm", "slurm": {**SLURM_TEST, "job_extra_directives": [f"--dependency=afterok:{failed}"]}}
