@@ -23,7 +23,7 @@ BEST_ENDS = ("low", "high")
 LAYOUTS = ("tiles", "files")
 
 BIAS_DEFAULTS = {"log2_bins_int": 4, "bins_obs": 5, "n_boot": 20, "n_per_bin": None, "n_null": 10, "seed": 0}
-TRAIN_DEFAULTS = {"epochs": 12, "batch_size": 128, "lambda": 10.0, "val_fraction": 0.25, "seed": 0}
+TRAIN_DEFAULTS = {"epochs": 12, "batch_size": 128, "lambda": 10.0, "val_fraction": 0.25, "seed": 0, "augment": "none"}
 RUN_DEFAULTS = {"shard_size": 2048, "batch_size": 256}
 CLUSTER_DEFAULTS = {"kind": "local"}
 

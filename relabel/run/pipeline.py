@@ -52,11 +52,13 @@ def run_catalog(
     progress: bool = True,
     bias: bool = True,
     echo: Callable[[str], None] = print,
+    tta: bool = False,
 ) -> RunResult:
     """Re-label every row of ``catalog`` with the checkpoint ``model``; write Parquet to ``out_dir``.
 
     ``workflow`` defaults to the mapping recorded in the checkpoint, with paths relative
     to the catalog's folder. Returns the run summary (also in ``out_dir/_summary.json``).
+    ``tta``: average the square's 8 symmetries per galaxy and add ``p_<class>_std`` columns.
     """
     t0 = time.perf_counter()
     catalog, model, out_dir = Path(catalog), Path(model), Path(out_dir)
@@ -90,18 +92,22 @@ def run_catalog(
         "classes": list(meta.classes),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if tta:
+        record["tta"] = True  # only when set, so that records written before the option still resume
     done = prepare_output(out_dir, record, resume, overwrite)
     columns = catalog_columns(wf)
-    clash = [c for c in columns if c in (ROW, *NEW_COLUMNS) or c in [f"p_{k}" for k in meta.classes]]
+    clash = [c for c in columns if c in (ROW, *NEW_COLUMNS) or c in [f"p_{k}" for k in meta.classes]
+             or (tta and c in [f"p_{k}_std" for k in meta.classes])]
     if clash:
         raise CatalogError(f"{catalog}: column(s) {', '.join(clash)} would clash with relabel's output columns")
     parquet_meta = {k: record[k] for k in ("relabel_version", "model_hash", "method", "workflow_hash", "started")}
     parquet_meta["workflow_name"] = wf.name
-    schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta)
+    parquet_meta["tta"] = bool(tta)
+    schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta, tta=tta)
     ctx = RunContext(
         catalog=str(catalog.resolve()), hdu=getattr(cat, "hdu", None), workflow=wf, model=str(model.resolve()),
         model_hash=meta.content_hash, classes=tuple(meta.classes), out_dir=str(out_dir.resolve()), schema=schema,
-        batch_size=batch_size, catalog_columns=tuple(columns),
+        batch_size=batch_size, catalog_columns=tuple(columns), tta=bool(tta),
     )
     todo = [s for s in shards if s.name not in done]
     echo(f"relabel run: {cat.nrows} rows in {len(shards)} shards of <= {shard_size} "

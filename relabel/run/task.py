@@ -46,10 +46,16 @@ class RunContext:
     batch_size: int = 256
     device: str | None = None
     catalog_columns: tuple[str, ...] = field(default_factory=tuple)
+    tta: bool = False
 
     @property
     def probability_columns(self) -> list[str]:
         return [f"p_{c}" for c in self.classes]
+
+    @property
+    def spread_columns(self) -> list[str]:
+        """``p_<class>_std``: written with ``tta``, the spread over the square's 8 symmetries."""
+        return [f"p_{c}_std" for c in self.classes] if self.tta else []
 
 
 def catalog_columns(workflow: Workflow) -> list[str]:
@@ -64,8 +70,13 @@ def catalog_columns(workflow: Workflow) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metadata: dict) -> pa.Schema:
-    """The schema every shard file is written with, empty shards included."""
+def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metadata: dict,
+                  tta: bool = False) -> pa.Schema:
+    """The schema every shard file is written with, empty shards included.
+
+    With ``tta``, each ``p_<class>`` (the mean over the square's 8 symmetries) is
+    followed by the ``p_<class>_std`` columns (their standard deviation, ddof=0).
+    """
     fields = [pa.field(ROW, pa.int64())]
     for name, dtype in catalog_dtypes.items():
         if dtype.kind in "USO":
@@ -73,6 +84,8 @@ def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metad
         else:
             fields.append(pa.field(name, pa.from_numpy_dtype(dtype.newbyteorder("="))))
     fields += [pa.field(f"p_{c}", pa.float32()) for c in classes]
+    if tta:
+        fields += [pa.field(f"p_{c}_std", pa.float32()) for c in classes]
     fields += [pa.field(name, pa.string()) for name in NEW_COLUMNS]
     import json
 
@@ -100,10 +113,10 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     status = np.full(len(rows), st.OK, dtype=object)
     status[~_valid_coordinates(rows, workflow)] = st.BAD_COORDINATES
     with open_cutout_source(workflow, meta.size, len(meta.bands)) as source:
-        pred = predict_rows(rows, source, model, meta, ctx.batch_size, status)
+        pred = predict_rows(rows, source, model, meta, ctx.batch_size, status, tta=ctx.tta)
     t_pred = time.perf_counter()
 
-    frame = _output_frame(rows, pred.probabilities, pred.status, ctx)
+    frame = _output_frame(rows, pred.probabilities, pred.status, ctx, pred.std)
     table = pa.Table.from_pandas(frame, schema=ctx.schema, preserve_index=False)
     write_table_atomic(table, shard_path(Path(ctx.out_dir), shard.name))
     t_end = time.perf_counter()
@@ -129,13 +142,16 @@ def _valid_coordinates(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
         return np.isfinite(ra) & np.isfinite(dec) & (ra >= 0) & (ra < 360) & (np.abs(dec) <= 90)
 
 
-def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext) -> pd.DataFrame:
+def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext,
+                  spread: np.ndarray | None = None) -> pd.DataFrame:
     out = {ROW: rows.index.to_numpy(dtype=np.int64)}
     for col in ctx.catalog_columns:
         out[col] = rows[col].to_numpy()
     classes = np.asarray(ctx.classes, dtype=object)
     for k, name in enumerate(ctx.classes):
         out[f"p_{name}"] = probs[:, k]
+    for k, name in enumerate(ctx.spread_columns):
+        out[name] = spread[:, k]
     predicted = np.isin(status, st.PREDICTED)
     label = np.full(len(rows), None, dtype=object)
     if predicted.any():
