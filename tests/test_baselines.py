@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import fitsio
@@ -132,3 +133,50 @@ def test_debias_catalog_needs_vote_fractions_and_a_known_observable(tmp_path):
     (tmp_path / "o.parquet").write_text("x")
     with pytest.raises(OutputError, match="o.parquet exists"):
         debias_catalog(tmp_path / "cat.fits", tmp_path / "wf.yaml", tmp_path / "o.parquet")
+
+
+def test_comparison_table_measures_every_method_on_the_same_galaxies(small_survey, small_model, tmp_path):
+    import yaml
+
+    from relabel.config import Workflow
+    from relabel.evaluate import CORRECTION_ROW, LABELS_ROW, compare_methods, comparison_frame, evaluate_model
+
+    # 150 held-out galaxies: coarse bins, so that the labels' confident subset fills them.
+    mapping = yaml.safe_load(small_survey.workflow.read_text())
+    mapping["bias"].update(log2_bins_int=1, bins_obs=3, n_boot=3, n_null=3)
+    workflow = Workflow.from_dict(mapping, base_dir=small_survey.root)
+    result = compare_methods(small_survey.catalog, {"biased": small_model, "again": small_model},
+                             small_survey.truth, workflow=workflow, device="cpu")
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == [LABELS_ROW, CORRECTION_ROW, "biased", "again"]
+    # The same model twice gives the same numbers; the labels cover only their confident galaxies.
+    for key in ("accuracy", "excess_L", "ece", "fraction_error"):
+        assert rows["biased"][key] == rows["again"][key]
+    assert rows[CORRECTION_ROW]["coverage"] == 1.0 and rows["biased"]["n"] == result["n"]
+    assert 0 < rows[LABELS_ROW]["coverage"] < 1
+    # Consistent with relabel evaluate on the same held-out rows.
+    single = evaluate_model(small_survey.catalog, small_model, truth=small_survey.truth, workflow=workflow,
+                            device="cpu")
+    assert result["n"] == single["n"]
+    assert rows["biased"]["accuracy"] == pytest.approx(single["accuracy_truth"])
+    assert rows["biased"]["accuracy_by_quartile"] == pytest.approx(single["accuracy_truth_by_quartile"])
+    assert rows[LABELS_ROW]["accuracy"] == pytest.approx(single["accuracy_truth_labels"])
+    assert rows["biased"]["excess_L"] == pytest.approx(single["excess_L_model"])
+    for row in rows.values():
+        assert 0 <= row["ece"] <= 1 and 0 <= row["accuracy"] <= 1
+        assert sum(result["reliability"][row["method"]]["count"]) == result["n"]
+    frame = comparison_frame(result)
+    assert list(frame.index) == [LABELS_ROW, CORRECTION_ROW, "biased", "again", "truth"]
+    assert frame.loc["truth", "spiral_q1"] == pytest.approx(result["true_fraction_by_quartile"]["spiral"][0])
+    json.dumps(result)  # plain data for the report
+
+
+def test_comparison_refuses_models_of_different_splits(small_survey, small_model, tmp_path):
+    from relabel.evaluate import compare_methods
+    from relabel.model.checkpoint import load_checkpoint, save_checkpoint
+
+    net, meta = load_checkpoint(small_model)
+    meta.split = dict(meta.split, seed=meta.split["seed"] + 1)
+    save_checkpoint(net, meta, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="different splits"):
+        compare_methods(small_survey.catalog, {"a": small_model, "b": tmp_path / "other.pt"}, small_survey.truth)
