@@ -316,49 +316,12 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     ConfigError
         No models, models with different splits or classes, labels that are not vote fractions.
     """
-    from relabel.baselines import catalog_level_correction
-
     if not models:
         raise ConfigError("compare_methods needs at least one model")
-    catalog_path = Path(catalog_path)
-    loaded = {name: load_checkpoint(path, choose_device(device)) for name, path in models.items()}
-    first_name, (_, first) = next(iter(loaded.items()))
-    for name, (_, meta) in loaded.items():
-        if (meta.split.get("seed"), meta.split.get("val_fraction"), meta.classes) != (
-                first.split.get("seed"), first.split.get("val_fraction"), first.classes):
-            raise ConfigError(f"models {first_name!r} and {name!r} were trained on different splits or classes; "
-                              "compare models of one split")
-    if workflow is None:
-        workflow = Workflow.from_dict(first.workflow, base_dir=catalog_path.parent,
-                                      source=f"the workflow recorded in {models[first_name]}")
-    elif not isinstance(workflow, Workflow):
-        workflow = load_workflow(workflow)
-    if not workflow.labels.probabilities:
-        raise ConfigError("the comparison needs vote-fraction labels (the catalog-level correction maps them)")
-
-    table, _ = read_table(catalog_path, workflow)
-    classes = list(first.classes)
-    fractions = table[workflow.labels.columns].to_numpy(dtype=np.float64)
+    loaded, workflow = _comparable_models(Path(catalog_path), models, workflow, device)
+    table, methods = _method_probabilities(Path(catalog_path), loaded, workflow, batch_size)
+    classes = list(next(iter(loaded.values()))[1].classes)
     params = workflow.bias
-    corrected = catalog_level_correction(fractions, table[workflow.intrinsic],
-                                         table[workflow.observable_columns[0]], workflow.observables[0].best,
-                                         params["log2_bins_int"], params["bins_obs"])
-    held_out = validation_mask(table[workflow.catalog.id].to_numpy(), first.split["seed"], first.split["val_fraction"])
-    table, fractions, corrected = (table[held_out].reset_index(drop=True), fractions[held_out], corrected[held_out])
-
-    probabilities = {}
-    usable = np.ones(len(table), dtype=bool)
-    with open_cutout_source(workflow) as source:
-        for name, (model, meta) in loaded.items():
-            predictions = predict_rows(table, source, model, meta, batch_size=batch_size)
-            usable &= np.isin(predictions.status, st.PREDICTED)
-            probabilities[name] = predictions.probabilities.astype(np.float64)
-    table = table[usable].reset_index(drop=True)
-    codes, label_classes = table_labels(table, workflow.labels)
-    codes = _recode(codes, label_classes, classes)
-    methods = {LABELS_ROW: (_normalised(fractions[usable]), codes), CORRECTION_ROW: (_normalised(corrected[usable]), None)}
-    for name, probs in probabilities.items():
-        methods[name] = (_normalised(probs[usable]), None)
 
     true_names = _truth_classes(truth, table[workflow.catalog.id], workflow.catalog.id)
     truth_classes = classes + sorted(set(true_names) - set(classes))
@@ -375,6 +338,56 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
             "n": int(len(table)), "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
             "models": {name: str(path) for name, path in models.items()},
             "temperatures": {name: float(meta.temperature) for name, (_, meta) in loaded.items()}}
+
+
+def _comparable_models(catalog_path: Path, models: dict, workflow, device) -> tuple[dict, Workflow]:
+    """The checkpoints (name -> (model, meta)), refused unless they share one split and class list; the workflow."""
+    loaded = {name: load_checkpoint(path, choose_device(device)) for name, path in models.items()}
+    first_name, (_, first) = next(iter(loaded.items()))
+    for name, (_, meta) in loaded.items():
+        if (meta.split.get("seed"), meta.split.get("val_fraction"), meta.classes) != (
+                first.split.get("seed"), first.split.get("val_fraction"), first.classes):
+            raise ConfigError(f"models {first_name!r} and {name!r} were trained on different splits or classes; "
+                              "compare models of one split")
+    if workflow is None:
+        workflow = Workflow.from_dict(first.workflow, base_dir=catalog_path.parent,
+                                      source=f"the workflow recorded in {models[first_name]}")
+    elif not isinstance(workflow, Workflow):
+        workflow = load_workflow(workflow)
+    if not workflow.labels.probabilities:
+        raise ConfigError("the comparison needs vote-fraction labels (the catalog-level correction maps them)")
+    return loaded, workflow
+
+
+def _method_probabilities(catalog_path: Path, loaded: dict, workflow: Workflow, batch_size: int):
+    """The held-out rows every model predicted, and per method its probabilities and (labels only) hard codes."""
+    from relabel.baselines import catalog_level_correction
+
+    first = next(iter(loaded.values()))[1]
+    classes = list(first.classes)
+    table, _ = read_table(catalog_path, workflow)
+    fractions = table[workflow.labels.columns].to_numpy(dtype=np.float64)
+    params = workflow.bias
+    # On the whole catalog, as a catalog publishes it; then restricted to the held-out rows.
+    corrected = catalog_level_correction(fractions, table[workflow.intrinsic],
+                                         table[workflow.observable_columns[0]], workflow.observables[0].best,
+                                         params["log2_bins_int"], params["bins_obs"])
+    held_out = validation_mask(table[workflow.catalog.id].to_numpy(), first.split["seed"], first.split["val_fraction"])
+    table, fractions, corrected = (table[held_out].reset_index(drop=True), fractions[held_out], corrected[held_out])
+    probabilities = {}
+    usable = np.ones(len(table), dtype=bool)
+    with open_cutout_source(workflow) as source:
+        for name, (model, meta) in loaded.items():
+            predictions = predict_rows(table, source, model, meta, batch_size=batch_size)
+            usable &= np.isin(predictions.status, st.PREDICTED)
+            probabilities[name] = predictions.probabilities.astype(np.float64)
+    table = table[usable].reset_index(drop=True)
+    codes, label_classes = table_labels(table, workflow.labels)
+    methods = {LABELS_ROW: (_normalised(fractions[usable]), _recode(codes, label_classes, classes)),
+               CORRECTION_ROW: (_normalised(corrected[usable]), None)}
+    for name, probs in probabilities.items():
+        methods[name] = (_normalised(probs[usable]), None)
+    return table, methods
 
 
 def comparison_frame(result: dict) -> pd.DataFrame:
