@@ -82,12 +82,31 @@ def test_degrader_only_makes_good_galaxies_worse_and_keeps_the_rest():
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
-def test_training_with_degrade_records_it(small_survey, tmp_path):
+def test_train_augment_degrade_from_the_command_line(small_survey, tmp_path):
+    from relabel.cli import main
     from relabel.model.checkpoint import load_checkpoint
+
+    out = tmp_path / "m.pt"
+    assert main(["train", str(small_survey.catalog), "--config", str(small_survey.workflow), "--method", "biased",
+                 "--out", str(out), "--epochs", "1", "--width", "4", "--no-progress", "--augment", "degrade"]) == 0
+    _, meta = load_checkpoint(out)
+    assert meta.augment == "degrade"
+    # Fitted on the validation split, not left at its default.
+    assert 0.05 < meta.temperature < 20 and meta.temperature != 1.0
+
+
+def test_degrade_needs_the_psf_and_resolution_observables(small_survey, tmp_path):
+    import yaml
+
+    from relabel.config import Workflow
+    from relabel.errors import ConfigError
     from relabel.train import train_model
 
-    result = train_model(small_survey.catalog, small_survey.workflow, "biased", tmp_path / "m.pt", epochs=1,
-                         width=4, progress=False, augment="degrade")
-    _, meta = load_checkpoint(result.path)
-    assert meta.augment == "degrade"
-    assert 0.05 < meta.temperature < 20
+    mapping = yaml.safe_load(small_survey.workflow.read_text())
+    mapping["train"]["degrade_psf_column"] = "SEEING"
+    workflow = Workflow.from_dict(mapping, base_dir=small_survey.root)
+    with pytest.raises(ConfigError, match="train.degrade_psf_column"):
+        train_model(small_survey.catalog, workflow, "biased", tmp_path / "m.pt", epochs=1, width=4, progress=False,
+                    augment="degrade")
+    with pytest.raises(ConfigError, match="augment must be one of"):
+        train_model(small_survey.catalog, workflow, "biased", tmp_path / "m.pt", epochs=1, augment="blur")
