@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -101,7 +100,7 @@ def run_catalog(catalog, model: str | Path, out_dir: str | Path, *,
         run leaves the output folder as it found it.
     """
     options = dict(workflow=workflow, cluster=cluster, client=client, shard_size=shard_size, batch_size=batch_size,
-                   resume=resume, overwrite=overwrite, progress=progress, bias=bias, echo=echo)
+                   resume=resume, overwrite=overwrite, progress=progress, bias=bias, echo=echo, tta=tta)
     if isinstance(catalog, (str, Path)):
         return _run(Path(catalog), None, Path(model), Path(out_dir), **options)
     with tempfile.TemporaryDirectory() as scratch:
@@ -132,7 +131,7 @@ def _table_frame(catalog):
 
 
 def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, workflow, cluster, client, shard_size,
-         batch_size, resume, overwrite, progress, bias, echo) -> RunResult:
+         batch_size, resume, overwrite, progress, bias, echo, tta) -> RunResult:
     """:func:`run_catalog` on a catalog file; ``staged``: the file to read now, moved to ``catalog`` once prepared."""
     say = _announcer(echo)
     t0 = time.perf_counter()
