@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bias(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_debias_catalog(sub)
     _add_run(sub)
     _add_report(sub)
     _add_demo(sub)
@@ -212,6 +213,9 @@ def _add_train(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (the per-epoch validation lines are still printed)")
+    p.add_argument("--augment", choices=["none", "degrade"], default=None,
+                   help="degrade: also train on well-observed galaxies made to look worse-observed, keeping their "
+                        "labels (default: workflow train.augment)")
 
 
 def _train(args) -> int:
@@ -220,7 +224,8 @@ def _train(args) -> int:
     result = train_model(args.catalog, args.config, args.method, args.out, epochs=args.epochs,
                          batch_size=args.batch_size, lam=args.lam, seed=args.seed, val_fraction=args.val_fraction,
                          device=args.device, progress=not args.no_progress, log2_bins_int=args.log2_bins_int,
-                         bins_obs=args.bins_obs, width=args.width, overwrite=args.overwrite)
+                         bins_obs=args.bins_obs, width=args.width, overwrite=args.overwrite,
+                         augment=args.augment)
     print(f"checkpoint: {result.path} (epoch {result.best_epoch} kept; {result.stop_reason}; "
           f"{result.seconds_per_epoch:.1f} s/epoch)")
     return 0
@@ -246,6 +251,31 @@ def _evaluate(args) -> int:
         _print_json(result)
     else:
         print(format_evaluation(result))
+    return 0
+
+
+def _add_debias_catalog(sub) -> None:
+    p = _command(sub, "debias-catalog", "the field's catalog-level correction of vote fractions (Hart et al. 2016 "
+                 "style), as a baseline; Parquet out", _debias_catalog)
+    p.add_argument("catalog", type=Path, metavar="CATALOG")
+    p.add_argument("--config", type=Path, required=True, help="workflow file")
+    p.add_argument("--out", type=Path, required=True, help="Parquet file to write")
+    p.add_argument("--observable", metavar="COL", help="observable to correct along (default: the workflow's first)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _debias_catalog(args) -> int:
+    from relabel.baselines import debias_catalog
+
+    result = debias_catalog(args.catalog, args.config, args.out, overwrite=args.overwrite,
+                            observable=args.observable)
+    if args.json:
+        _print_json(result.summary)
+    else:
+        s = result.summary
+        print(f"corrected {s['corrected']} of {s['rows']} rows along {s['observable']} ({s['bins']} bins); "
+              f"labels {s['label_counts']} (before {s['label_original_counts']}); output: {s['out']}")
     return 0
 
 
@@ -276,6 +306,8 @@ def _add_run(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run")
     p.add_argument("--no-bias", action="store_true", help="skip L of the original and new labels in the summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tta", action="store_true",
+                   help="average the 8 symmetries of the square per galaxy; adds p_<class>_std columns")
     s = p.add_argument_group("job queues (--cluster slurm|pbs|sge|lsf|htcondor; over the workflow's cluster.<queue> "
                              "and dask's jobqueue.<queue>)")
     s.add_argument("--jobs", type=int, help="fixed number of jobs (default 1; the way for GPU pools)")
@@ -322,7 +354,7 @@ def _run(args) -> int:
         return 0
     run_catalog(args.catalog, args.model, args.out, workflow=args.config, cluster=opts, shard_size=args.shard_size,
                 batch_size=args.batch_size, resume=args.resume, overwrite=args.overwrite,
-                progress=not args.no_progress, bias=not args.no_bias)
+                progress=not args.no_progress, bias=not args.no_bias, tta=args.tta)
     return 0
 
 

@@ -274,3 +274,176 @@ def _truth_classes(truth, ids: pd.Series, id_column: str) -> np.ndarray:
         raise CatalogError(f"{where} has no {TRUTH_CLASS_COLUMN} for {missing} of the {len(ids)} evaluated objects "
                            f"(e.g. {id_column} {ids[found.isna()].iloc[0]})")
     return found.astype(str).str.strip().to_numpy()
+
+
+# --------------------------------------------------------------------------- comparison with the baselines
+
+#: Row names of :func:`compare_methods`, in table order (models follow under the names given).
+LABELS_ROW, CORRECTION_ROW = "labels", "catalog-level correction"
+
+
+def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device: str | None = "auto",
+                    batch_size: int = 256, ece_bins: int = 10) -> dict[str, Any]:
+    """The catalog's labels, the catalog-level correction and several models on the same held-out galaxies.
+
+    Every method is measured on the same rows (the held-out split of the models, which
+    must share it; rows whose cutout any model could not read are left out for all)
+    and the same bins: excess L of its labels (L minus its null L; the labels' own on
+    their confident subset, as the field uses them), true accuracy overall and per
+    quartile of the first observable (worst first), class fractions per quartile
+    against the true ones (``fraction_error``: the largest absolute difference), and
+    the expected calibration error of its probabilities against the truth (models:
+    with their checkpoint's temperature; labels: the vote fractions normalised over
+    the classes; correction: the corrected fractions likewise). The catalog-level
+    correction (:func:`relabel.baselines.catalog_level_correction`) is computed on the
+    whole catalog, as a catalog would publish it, and labels every galaxy by the
+    argmax of its corrected fractions.
+
+    Parameters
+    ----------
+    catalog_path
+        The catalog (FITS or Parquet).
+    models : dict
+        Row name -> checkpoint path, e.g. ``{"biased": ..., "de-biased": ...}``.
+    truth
+        Table (path or DataFrame) with the id column and ``TRUE_CLASS``.
+    workflow
+        Default: the mapping recorded in the first checkpoint.
+
+    Returns
+    -------
+    dict
+        ``rows``: one dict per method (``method``, ``n``, ``coverage``, ``L``, ``null_L``,
+        ``excess_L``, ``accuracy``, ``accuracy_by_quartile``, ``fraction_by_quartile``,
+        ``fraction_error``, ``ece``), ``true_fraction_by_quartile``, ``reliability``
+        (method -> :func:`relabel.model.calibration.reliability_diagram`), ``quartile_edges``,
+        ``quartile_observable``, ``classes``, ``n``, ``bins``. Plain data; see
+        :func:`comparison_frame` for a table.
+
+    Raises
+    ------
+    ConfigError
+        No models, models with different splits or classes, labels that are not vote fractions.
+    """
+    if not models:
+        raise ConfigError("compare_methods needs at least one model")
+    loaded, workflow = _comparable_models(Path(catalog_path), models, workflow, device)
+    table, methods = _method_probabilities(Path(catalog_path), loaded, workflow, batch_size)
+    classes = list(next(iter(loaded.values()))[1].classes)
+    params = workflow.bias
+
+    true_names = _truth_classes(truth, table[workflow.catalog.id], workflow.catalog.id)
+    truth_classes = classes + sorted(set(true_names) - set(classes))
+    truth_codes = pd.Categorical(true_names, categories=truth_classes).codes.astype(np.int64)
+    quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(), workflow.observables[0].best)
+    true_fractions = _fractions(truth_codes, quartile, truth_classes)
+    rows, reliability = [], {}
+    for name, (probs, hard) in methods.items():
+        row, reliability[name] = _method_row(name, probs, hard, truth_codes, quartile, true_fractions, table,
+                                             workflow, classes, ece_bins)
+        rows.append(row)
+    return {"rows": rows, "true_fraction_by_quartile": true_fractions, "reliability": reliability,
+            "quartile_edges": edges, "quartile_observable": workflow.observable_columns[0], "classes": classes,
+            "n": int(len(table)), "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
+            "models": {name: str(path) for name, path in models.items()},
+            "temperatures": {name: float(meta.temperature) for name, (_, meta) in loaded.items()}}
+
+
+def _comparable_models(catalog_path: Path, models: dict, workflow, device) -> tuple[dict, Workflow]:
+    """The checkpoints (name -> (model, meta)), refused unless they share one split and class list; the workflow."""
+    loaded = {name: load_checkpoint(path, choose_device(device)) for name, path in models.items()}
+    first_name, (_, first) = next(iter(loaded.items()))
+    for name, (_, meta) in loaded.items():
+        if (meta.split.get("seed"), meta.split.get("val_fraction"), meta.classes) != (
+                first.split.get("seed"), first.split.get("val_fraction"), first.classes):
+            raise ConfigError(f"models {first_name!r} and {name!r} were trained on different splits or classes; "
+                              "compare models of one split")
+    if workflow is None:
+        workflow = Workflow.from_dict(first.workflow, base_dir=catalog_path.parent,
+                                      source=f"the workflow recorded in {models[first_name]}")
+    elif not isinstance(workflow, Workflow):
+        workflow = load_workflow(workflow)
+    if not workflow.labels.probabilities:
+        raise ConfigError("the comparison needs vote-fraction labels (the catalog-level correction maps them)")
+    return loaded, workflow
+
+
+def _method_probabilities(catalog_path: Path, loaded: dict, workflow: Workflow, batch_size: int):
+    """The held-out rows every model predicted, and per method its probabilities and (labels only) hard codes."""
+    from relabel.baselines import catalog_level_correction
+
+    first = next(iter(loaded.values()))[1]
+    classes = list(first.classes)
+    table, _ = read_table(catalog_path, workflow)
+    fractions = table[workflow.labels.columns].to_numpy(dtype=np.float64)
+    params = workflow.bias
+    # On the whole catalog, as a catalog publishes it; then restricted to the held-out rows.
+    corrected = catalog_level_correction(fractions, table[workflow.intrinsic],
+                                         table[workflow.observable_columns[0]], workflow.observables[0].best,
+                                         params["log2_bins_int"], params["bins_obs"])
+    held_out = validation_mask(table[workflow.catalog.id].to_numpy(), first.split["seed"], first.split["val_fraction"])
+    table, fractions, corrected = (table[held_out].reset_index(drop=True), fractions[held_out], corrected[held_out])
+    probabilities = {}
+    usable = np.ones(len(table), dtype=bool)
+    with open_cutout_source(workflow) as source:
+        for name, (model, meta) in loaded.items():
+            predictions = predict_rows(table, source, model, meta, batch_size=batch_size)
+            usable &= np.isin(predictions.status, st.PREDICTED)
+            probabilities[name] = predictions.probabilities.astype(np.float64)
+    table = table[usable].reset_index(drop=True)
+    codes, label_classes = table_labels(table, workflow.labels)
+    methods = {LABELS_ROW: (_normalised(fractions[usable]), _recode(codes, label_classes, classes)),
+               CORRECTION_ROW: (_normalised(corrected[usable]), None)}
+    for name, probs in probabilities.items():
+        methods[name] = (_normalised(probs[usable]), None)
+    return table, methods
+
+
+def comparison_frame(result: dict) -> pd.DataFrame:
+    """:func:`compare_methods`' rows as one table: a row per method, quartiles (worst first) as columns."""
+    records = []
+    for row in result["rows"]:
+        record = {k: row[k] for k in ("method", "n", "coverage", "excess_L", "L", "null_L", "accuracy",
+                                      "fraction_error", "ece")}
+        for q, value in enumerate(row["accuracy_by_quartile"]):
+            record[f"accuracy_q{q + 1}"] = value
+        for name, values in row["fraction_by_quartile"].items():
+            for q, value in enumerate(values):
+                record[f"{name}_q{q + 1}"] = value
+        records.append(record)
+    truth = {"method": "truth"}
+    for name, values in result["true_fraction_by_quartile"].items():
+        if name in result["classes"]:
+            truth.update({f"{name}_q{q + 1}": v for q, v in enumerate(values)})
+    records.append(truth)
+    return pd.DataFrame.from_records(records).set_index("method")
+
+
+def _normalised(p: np.ndarray) -> np.ndarray:
+    total = p.sum(axis=1, keepdims=True)
+    return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
+
+
+def _method_row(name, probs, hard, truth_codes, quartile, true_fractions, table, workflow, classes, ece_bins):
+    """One method's numbers; ``hard`` (codes, NO_CLASS for no label) restricts L and accuracy to labelled rows."""
+    from relabel.model.calibration import reliability_diagram
+
+    predicted = probs.argmax(axis=1) if hard is None else hard
+    labelled = predicted >= 0
+    params = workflow.bias
+    result = bias_with_errors(table[workflow.intrinsic][labelled], table[workflow.observable_columns][labelled],
+                              predicted[labelled], len(classes), params["log2_bins_int"], params["bins_obs"],
+                              [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
+                              n_null=params["n_null"], classes=classes)
+    right = predicted == truth_codes
+    fractions = {}
+    for k, cls in enumerate(classes):
+        fractions[cls] = [float((predicted[(quartile == q) & labelled] == k).mean())
+                          if ((quartile == q) & labelled).any() else None for q in range(4)]
+    error = max(abs(f - t) for cls in classes for f, t in zip(fractions[cls], true_fractions[cls]) if f is not None)
+    diagram = reliability_diagram(probs, truth_codes, ece_bins)
+    row = {"method": name, "n": int(labelled.sum()), "coverage": float(labelled.mean()), "L": result.L,
+           "null_L": result.null_L, "excess_L": result.excess, "accuracy": float(right[labelled].mean()),
+           "accuracy_by_quartile": [float(right[(quartile == q) & labelled].mean()) for q in range(4)],
+           "fraction_by_quartile": fractions, "fraction_error": float(error), "ece": diagram["ece"]}
+    return row, diagram

@@ -52,6 +52,11 @@ class CheckpointMeta:
     workflow: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     split: dict = field(default_factory=dict)
+    #: Logits are divided by this before the softmax at inference (temperature scaling,
+    #: fitted on the validation split; 1.0 in checkpoints written before it existed).
+    temperature: float = 1.0
+    #: Training augmentation beyond the square's symmetries: "none" or "degrade".
+    augment: str = "none"
     relabel_version: str = __version__
     format_version: int = CHECKPOINT_VERSION
     content_hash: str = ""

@@ -248,8 +248,8 @@ def wait_for_workers(client, want: int, timeout: float, where: str, explain: Cal
 
 
 def explain_hint(where: str) -> str:
-    return (f"Check that workers were started against it (`dask worker ADDRESS`) and can reach it "
-            f"(firewall, interface), or wait longer with --worker-timeout")
+    return ("Check that workers were started against it (`dask worker ADDRESS`) and can reach it "
+            "(firewall, interface), or wait longer with --worker-timeout")
 
 
 def _gpu_pool(client) -> bool:

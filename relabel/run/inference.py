@@ -120,6 +120,7 @@ class Predictions:
     status: np.ndarray  # object array
     timings: dict = field(default_factory=dict)
     coverage: np.ndarray | None = None  # float32 (n,), survey-image sources only: share of each stamp on its image
+    std: np.ndarray | None = None  # float32 (n, K): spread over the square's 8 symmetries (``tta``), else None
 
 
 def predict_rows(
@@ -129,6 +130,7 @@ def predict_rows(
     meta: CheckpointMeta,
     batch_size: int = 256,
     status: np.ndarray | None = None,
+    tta: bool = False,
 ) -> Predictions:
     """Class probabilities for ``rows``; faulty cutouts get a status and NaN probabilities.
 
@@ -138,15 +140,20 @@ def predict_rows(
     Every forward pass gets exactly ``batch_size`` images (the last batch is padded with
     zeros), so a galaxy's probabilities do not depend on which rows share its batch:
     the same kernels run whatever the shard size or number of workers.
+
+    Logits are divided by the checkpoint's ``temperature`` (temperature scaling) before
+    the softmax. With ``tta``, each galaxy's probabilities are the mean over the 8
+    symmetries of the square (:func:`symmetric_probabilities`) and ``std`` their spread.
     """
     n = len(rows)
     probs = np.full((n, meta.n_classes), np.nan, dtype=np.float32)
+    spread = np.full((n, meta.n_classes), np.nan, dtype=np.float32) if tta else None
     status = np.full(n, st.OK, dtype=object) if status is None else np.asarray(status, dtype=object).copy()
     timings = {"read_cutouts": 0.0, "normalise": 0.0, "forward": 0.0}
     todo = np.flatnonzero(status == st.OK)
     coverage = np.zeros(n, dtype=np.float32)  # rows never read (e.g. bad coordinates) lie on no image
     if len(todo) == 0:
-        return Predictions(probs, status, timings, coverage)
+        return Predictions(probs, status, timings, coverage=coverage, std=spread)
     device = next(model.parameters()).device
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
@@ -176,11 +183,50 @@ def predict_rows(
             normalise(cut.images if k == len(good) else cut.images[good], meta.normalisation, out=batch[:k])
             batch[k:] = 0  # padding: the forward pass always sees batch_size images
             t1 = time.perf_counter()
-            with torch.inference_mode(), autocast_for(device):
-                x = torch.from_numpy(batch).to(device, non_blocking=True, memory_format=torch.channels_last)
-                logits = model(x)
-                p = torch.softmax(logits.float(), dim=1)[:k].cpu().numpy()
+            x = torch.from_numpy(batch).to(device, non_blocking=True, memory_format=torch.channels_last)
+            mean, std = symmetric_probabilities(model, x, getattr(meta, "temperature", 1.0), tta)
             timings["normalise"] += t1 - t0
             timings["forward"] += time.perf_counter() - t1
-            probs[index[good]] = p
-    return Predictions(probs, status, timings, coverage)
+            probs[index[good]] = mean[:k]
+            if tta:
+                spread[index[good]] = std[:k]
+    return Predictions(probs, status, timings, coverage=coverage, std=spread)
+
+
+def square_symmetry(x: torch.Tensor, code: int) -> torch.Tensor:
+    """Symmetry ``code`` (0..7) of the square applied to images (n, bands, H, W): ``code % 4`` quarter
+    turns, then a left-right flip when ``code >= 4``. Pixels move without interpolation."""
+    x = torch.rot90(x, code % 4, dims=(2, 3))
+    return torch.flip(x, dims=(3,)) if code >= 4 else x
+
+
+def symmetric_probabilities(model: torch.nn.Module, x: torch.Tensor, temperature: float = 1.0,
+                            tta: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities of a batch, ``softmax(logits / temperature)``, optionally over the square's symmetries.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : torch.Tensor, shape (n, bands, H, W)
+        Normalised cutouts on the model's device.
+    temperature : float
+        The checkpoint's temperature (1: uncalibrated).
+    tta : bool
+        Test-time augmentation: the mean and standard deviation (ddof=0) over the
+        8 symmetries of the square (a galaxy's class does not depend on its orientation).
+
+    Returns
+    -------
+    mean : numpy.ndarray, shape (n, K), float32
+    std : numpy.ndarray, shape (n, K), float32, or None without ``tta``
+    """
+    device = x.device
+    samples = []
+    with torch.inference_mode(), autocast_for(device):
+        for code in range(8 if tta else 1):
+            view = square_symmetry(x, code).contiguous(memory_format=torch.channels_last)
+            samples.append(torch.softmax(model(view).float() / float(temperature), dim=1))
+    if not tta:
+        return samples[0].cpu().numpy(), None
+    stacked = torch.stack(samples)
+    return stacked.mean(dim=0).cpu().numpy(), stacked.std(dim=0, unbiased=False).cpu().numpy()

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -64,7 +63,7 @@ def run_catalog(catalog, model: str | Path, out_dir: str | Path, *,
                 workflow: str | Path | Workflow | None = None, cluster: ClusterOptions | None = None, client=None,
                 shard_size: int | None = None, batch_size: int | None = None, resume: bool = False,
                 overwrite: bool = False, progress: bool = True, bias: bool = True,
-                echo: Callable[[str], None] | None = None) -> RunResult:
+                echo: Callable[[str], None] | None = None, tta: bool = False) -> RunResult:
     """Re-label every row of ``catalog`` with the checkpoint ``model``; write Parquet to ``out_dir``.
 
     Parameters
@@ -85,6 +84,9 @@ def run_catalog(catalog, model: str | Path, out_dir: str | Path, *,
         Rows per shard (default: ``run.shard_size``; with ``resume``, the interrupted run's).
     echo : callable, optional
         Also called with each progress line (they go to the ``relabel`` logger in any case).
+    tta : bool
+        Average the square's 8 symmetries per galaxy (test-time augmentation) and add the
+        ``p_<class>_std`` columns (their spread).
 
     Returns
     -------
@@ -98,7 +100,7 @@ def run_catalog(catalog, model: str | Path, out_dir: str | Path, *,
         run leaves the output folder as it found it.
     """
     options = dict(workflow=workflow, cluster=cluster, client=client, shard_size=shard_size, batch_size=batch_size,
-                   resume=resume, overwrite=overwrite, progress=progress, bias=bias, echo=echo)
+                   resume=resume, overwrite=overwrite, progress=progress, bias=bias, echo=echo, tta=tta)
     if isinstance(catalog, (str, Path)):
         return _run(Path(catalog), None, Path(model), Path(out_dir), **options)
     with tempfile.TemporaryDirectory() as scratch:
@@ -129,7 +131,7 @@ def _table_frame(catalog):
 
 
 def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, workflow, cluster, client, shard_size,
-         batch_size, resume, overwrite, progress, bias, echo) -> RunResult:
+         batch_size, resume, overwrite, progress, bias, echo, tta) -> RunResult:
     """:func:`run_catalog` on a catalog file; ``staged``: the file to read now, moved to ``catalog`` once prepared."""
     say = _announcer(echo)
     t0 = time.perf_counter()
@@ -152,12 +154,15 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
         check_pixel_scales({s.image for s in shards}, wf.cutouts, float(trained), f"checkpoint {model}")
     t_plan = time.perf_counter() - t0
     record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
+    if tta:
+        record["tta"] = True  # only when set, so that records written before the option still resume
     columns = catalog_columns(wf)
-    clash = [c for c in columns if c in (ROW, *NEW_COLUMNS) or c in [f"p_{k}" for k in meta.classes]]
+    clash = [c for c in columns if c in (ROW, *NEW_COLUMNS) or c in [f"p_{k}" for k in meta.classes]
+             or (tta and c in [f"p_{k}_std" for k in meta.classes])]
     if clash:
         raise CatalogError(f"{catalog}: column(s) {', '.join(clash)} would clash with relabel's output columns")
     _refuse_occupied_output(out_dir, record, resume, overwrite)
-    ctx = _run_context(catalog, cat, model, meta, wf, record, out_dir, batch_size, columns)
+    ctx = _run_context(catalog, cat, model, meta, wf, record, out_dir, batch_size, columns, tta)
     schema = ctx.schema
     opts = cluster_options(cluster, wf, out_dir)
     t_run = time.perf_counter()
@@ -196,15 +201,16 @@ def _warn_if_collapsed(model: Path, meta, echo) -> None:
 
 
 def _run_context(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, record: dict, out_dir: Path,
-                 batch_size: int, columns: list[str]) -> RunContext:
+                 batch_size: int, columns: list[str], tta: bool = False) -> RunContext:
     parquet_meta = {k: record[k] for k in ("relabel_version", "model_hash", "method", "workflow_hash", "started")}
     parquet_meta["workflow_name"] = wf.name
+    parquet_meta["tta"] = bool(tta)
     schema = output_schema({c: cat.dtype(c) for c in columns}, list(meta.classes), parquet_meta,
-                           coverage=wf.cutouts.layout == "images")
+                           coverage=wf.cutouts.layout == "images", tta=tta)
     return RunContext(
         catalog=str(catalog.resolve()), hdu=getattr(cat, "hdu", None), workflow=wf, model=str(model.resolve()),
         model_hash=meta.content_hash, classes=tuple(meta.classes), out_dir=str(out_dir.resolve()), schema=schema,
-        batch_size=batch_size, catalog_columns=tuple(columns),
+        batch_size=batch_size, catalog_columns=tuple(columns), tta=bool(tta),
     )
 
 

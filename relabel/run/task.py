@@ -48,10 +48,12 @@ class RunContext:
     batch_size: int = 256
     device: str | None = None
     catalog_columns: tuple[str, ...] = field(default_factory=tuple)
+    tta: bool = False
 
     @property
-    def probability_columns(self) -> list[str]:
-        return [f"p_{c}" for c in self.classes]
+    def spread_columns(self) -> list[str]:
+        """``p_<class>_std``: written with ``tta``, the spread over the square's 8 symmetries."""
+        return [f"p_{c}_std" for c in self.classes] if self.tta else []
 
 
 def catalog_columns(workflow: Workflow) -> list[str]:
@@ -67,18 +69,22 @@ def catalog_columns(workflow: Workflow) -> list[str]:
 
 
 def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metadata: dict,
-                  coverage: bool = False) -> pa.Schema:
+                  coverage: bool = False, tta: bool = False) -> pa.Schema:
     """The schema every shard file is written with, empty shards included.
 
     Catalog columns keep their type: nullable integers stay integers (null where missing),
     text is ``string``, and a fixed-size vector column (sub-array dtype) becomes a Parquet list column.
     ``coverage`` (layout "images") adds the share of each stamp that lay on its survey image.
+    With ``tta``, the ``p_<class>`` (the mean over the square's 8 symmetries) are followed by the
+    ``p_<class>_std`` columns (their standard deviation, ddof=0).
     """
     fields = [pa.field(ROW, pa.int64())]
     for name, dtype in catalog_dtypes.items():
         fields.append(pa.field(name, arrow_type(dtype)))
     fields += [pa.field(f"p_{c}", pa.float32()) for c in classes]
     fields += [pa.field(name, pa.string()) for name in NEW_COLUMNS]
+    if tta:
+        fields += [pa.field(f"p_{c}_std", pa.float32()) for c in classes]
     if coverage:
         fields.append(pa.field(COVERAGE, pa.float32()))
     import json
@@ -120,10 +126,10 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     status = np.full(len(rows), st.OK, dtype=object)
     status[~_valid_coordinates(rows, workflow)] = st.BAD_COORDINATES
     with open_cutout_source(workflow, meta.size, len(meta.bands), image=shard.image) as source:
-        pred = predict_rows(rows, source, model, meta, ctx.batch_size, status)
+        pred = predict_rows(rows, source, model, meta, ctx.batch_size, status, tta=ctx.tta)
     t_pred = time.perf_counter()
 
-    frame = _output_frame(rows, pred.probabilities, pred.status, ctx, pred.coverage)
+    frame = _output_frame(rows, pred.probabilities, pred.status, ctx, pred.coverage, pred.std)
     table = pa.Table.from_pandas(frame, schema=ctx.schema, preserve_index=False)
     write_table_atomic(table, shard_path(Path(ctx.out_dir), shard.name))
     t_end = time.perf_counter()
@@ -169,7 +175,7 @@ def original_labels(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
 
 
 def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx: RunContext,
-                  coverage: np.ndarray | None = None) -> pd.DataFrame:
+                  coverage: np.ndarray | None = None, spread: np.ndarray | None = None) -> pd.DataFrame:
     out = {ROW: rows.index.to_numpy(dtype=np.int64)}
     codes = ctx.workflow.catalog.missing
     for col in ctx.catalog_columns:
@@ -185,6 +191,8 @@ def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx
     out["label"] = label
     out["label_original"] = original_labels(rows, ctx.workflow)
     out["status"] = status.astype(str).astype(object)
+    for k, name in enumerate(ctx.spread_columns):
+        out[name] = spread[:, k] if spread is not None else np.full(len(rows), np.nan, dtype=np.float32)
     if COVERAGE in ctx.schema.names:
         out[COVERAGE] = coverage
     return pd.DataFrame(out)

@@ -30,17 +30,20 @@ from torch import nn
 
 from relabel.config import Workflow, load_workflow
 from relabel.errors import ConfigError
+from relabel.model.calibration import fit_validation_temperature
 from relabel.model.checkpoint import CheckpointMeta, save_checkpoint
 from relabel.model.device import autocast_for, choose_device
 from relabel.model.network import MorphologyCNN
 from relabel.model.predict import dihedral_augment, predict_proba
 from relabel.destination import check_output_file
 from relabel.progress import progress_iter
+from relabel.train.augment import degrader_for
 from relabel.train.data import LabelledCutouts, load_labelled_cutouts
 from relabel.train.penalty import BiasPenalty, penalty_cells
 from relabel.train.split import SPLIT_SCHEME
 
 METHODS = ("biased", "debiased")
+AUGMENTS = ("none", "degrade")
 #: Validation measure of the collapse guard (see ``accuracy_tolerance`` of :func:`train_model`).
 GUARD = "val_balanced_accuracy"
 
@@ -73,7 +76,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
                 log2_bins_int: int | None = None, bins_obs: int | None = None, width: int = 16,
                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 2, patience: int = 4,
                 accuracy_tolerance: float = 0.1, cache_dir=None,
-                data: LabelledCutouts | None = None, overwrite: bool = False) -> TrainResult:
+                data: LabelledCutouts | None = None, overwrite: bool = False, augment: str | None = None) -> TrainResult:
     """Train a classifier on a catalog's labels and write its checkpoint to ``out``.
 
     Parameters
@@ -110,6 +113,9 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         Already loaded cutouts (to train several models on one cache); must come from the same seed and split.
     overwrite
         Replace an existing checkpoint at ``out``; without it an existing file is an error, found before training.
+    augment
+        ``none`` or ``degrade`` (:mod:`relabel.train.augment`: well-observed labelled galaxies
+        made to look worse-observed, keeping their labels); default the workflow's ``train.augment``.
 
     Returns
     -------
@@ -135,6 +141,9 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     val_fraction = float(options["val_fraction"] if val_fraction is None else val_fraction)
     log2_bins_int = int(workflow.bias["log2_bins_int"] if log2_bins_int is None else log2_bins_int)
     bins_obs = int(workflow.bias["bins_obs"] if bins_obs is None else bins_obs)
+    augment = str((options.get("augment") or "none") if augment is None else augment)
+    if augment not in AUGMENTS:
+        raise ConfigError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if epochs < 1 or batch_size < 2:
         raise ConfigError(f"need epochs >= 1 and batch_size >= 2, got {epochs} and {batch_size}")
     if lam < 0:
@@ -168,6 +177,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         penalty = BiasPenalty(torch.as_tensor(leaf), torch.as_tensor(obs_bin), 2**log2_bins_int, bins_obs,
                               reference_bins, n_classes, memory=True, device=device)
     steps_per_epoch = max(1, len(train_rows) // batch_size)
+    degrade = degrader_for(data, workflow, train_rows, seed) if augment == "degrade" else None
 
     n_bands, size = len(workflow.cutouts.bands), workflow.cutouts.size
     architecture = {"name": "MorphologyCNN", "n_bands": n_bands, "n_classes": n_classes, "width": width,
@@ -202,6 +212,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
             batch = np.sort(order[step * batch_size:(step + 1) * batch_size])
             lam_now = lam * _ramp(epoch + step / steps_per_epoch, warmup_epochs)
             x = torch.from_numpy(np.ascontiguousarray(data.images[batch]))
+            if degrade is not None:
+                x = degrade(x, batch)
             if device.type == "cuda":
                 x = x.pin_memory()
             x = dihedral_augment(x.to(device, non_blocking=True), generator).contiguous(
@@ -251,6 +263,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
             f"one class), or train for more epochs")
     model.load_state_dict(states[best_epoch - 1])
     model.eval()
+    temperature = fit_validation_temperature(model, data, val_rows, workflow, log2_bins_int, bins_obs)
 
     seconds = [h["seconds"] for h in history]
     best_record = history[best_epoch - 1]
@@ -262,6 +275,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         architecture=architecture,
         method=method,
         lam=lam,
+        temperature=temperature,
+        augment=augment,
         binning={"log2_bins_int": log2_bins_int, "bins_obs": bins_obs, "intrinsic": list(workflow.intrinsic),
                  "observables": [{"column": o.column, "best": o.best} for o in workflow.observables],
                  "penalty": "soft L, memory of every training object's latest probabilities",
