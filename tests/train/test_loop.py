@@ -15,6 +15,9 @@ import torch
 
 import relabel.train.penalty
 import relabel.train.loop
+import relabel.train.options
+import relabel.train.schedule
+import relabel.train.selection
 import relabel.train.split
 from relabel.bias import bin_fractions, labeling_bias
 from relabel.train.penalty import BiasPenalty
@@ -94,7 +97,8 @@ def toy_models(tmp_path_factory):
 
 def test_doctests():
     assert doctest.testmod(relabel.train.penalty).failed == 0
-    for module in (relabel.train.split, relabel.train.penalty, relabel.train.loop):
+    for module in (relabel.train.split, relabel.train.penalty, relabel.train.loop, relabel.train.options,
+                   relabel.train.schedule, relabel.train.selection, relabel.bias.metric):
         assert doctest.testmod(module).failed == 0
 
 
