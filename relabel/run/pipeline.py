@@ -69,6 +69,9 @@ def run_catalog(
         # Not an error: the user may want exactly this model, but they should know.
         echo(f"warning: {model} failed its collapse guard in training (no epoch after the warm-up kept its "
              f"balanced accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
+    if meta.metrics.get("settled") is False:
+        echo(f"warning: {model} had not settled when its training stopped (its validation class balance or "
+             f"accuracy still moved between epochs; lambda {meta.lam:g}): its labels may depend on the epoch kept")
     shard_size = shard_size or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)

@@ -51,7 +51,9 @@ class BiasPenalty:
     reference
         Optional fixed class shares (m, n_leaves, K) that the reference cells stand for
         (NaN where unknown), e.g. :func:`label_reference`: the other bins are pulled
-        towards these instead of towards the model's own, moving, reference means.
+        towards these instead of towards the model's own, moving, reference means,
+        and the reference cells themselves are held to them (they differ from
+        them only as far as the model departs from its best-observed labels).
 
     Examples
     --------

@@ -264,3 +264,19 @@ def test_collapse_guard_flags_a_lambda_that_ruins_the_accuracy(toy_models, tmp_p
     assert not result.meta.metrics["collapse_guard_passed"]
     assert guard[result.best_epoch - 1] == max(guard[3:])
     assert "lambda 1000 is probably too large" in capsys.readouterr().err
+
+
+def test_a_run_that_stops_before_it_settles_is_flagged(toy_models, tmp_path, capsys):
+    root = toy_models[0]
+    # Two epochs at full lambda cannot show three steady ones.
+    result = train_model(root / "catalog.fits", root / "workflow.yaml", "debiased", tmp_path / "short.pt",
+                         epochs=4, warmup_epochs=2, width=8, progress=False, settle_window=3)
+    saved = load_checkpoint(result.path)[1].metrics
+    assert saved["settled"] is False and not result.settled
+    assert saved["settlement"]["epochs_seen"] == 2 and saved["settlement"]["window"] == 3
+    assert "training had not settled when it stopped" in capsys.readouterr().err
+    # Every run records its settlement, computed from its own history.
+    for model in toy_models[1:]:
+        s = model.meta.metrics["settlement"]
+        assert model.meta.metrics["settled"] == s["settled"] == (s["class_share_swing"] <= 0.05
+                                                                 and s["accuracy_swing"] <= 0.05)
