@@ -48,3 +48,11 @@ def test_selection_rejects_an_over_correcting_lambda_and_keeps_a_useful_one(toy,
     assert saved.lam == 1.0 and saved.metrics["lambda_selection"]["path"] == table["path"]
     # Only the chosen checkpoint is left behind.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.pt"]
+
+
+def test_cli_lambda_takes_a_number_or_automatic():
+    from relabel.cli import _lambda_value
+
+    assert _lambda_value("automatic") == "automatic" and _lambda_value("3") == 3.0
+    with pytest.raises(ValueError):
+        _lambda_value("auto")
