@@ -3,8 +3,9 @@
 ``biased`` is what the field does: cross-entropy on the thresholded labels of the
 confidently labelled objects (hard classes, because that is what catalogs
 publish and what the paper trains on; the vote fractions themselves carry the
-same resolution bias). ``debiased`` adds lambda times the differentiable
-labeling-bias term of :mod:`relabel.train.penalty` on the soft predictions of *all*
+same resolution bias). ``debiased`` adds lambda times the loss term of the
+differentiable labeling bias (:func:`relabel.train.penalty.penalty_loss`,
+``B**2 / B_0``, B anchored to the labels of the best-observed cells) on the soft predictions of *all*
 training objects, the uncertain ones included (at low resolution spirals mostly
 become "uncertain" rather than mislabelled, so leaving them out would hide the
 very objects the penalty must move). Cross-entropy stays on the confident ones.
@@ -105,13 +106,8 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     patience : int
         Stop after this many epochs past the warm-up without a better validation criterion.
     accuracy_tolerance : float
-        Collapse guard: an epoch is eligible as the best one only if its balanced
-        accuracy (mean recall of the classes) against the confident validation labels
-        is within this of the run's best. A model predicting one class has L = 0 and
-        balanced accuracy 0.5, and must not win on L; a de-biased model legitimately
-        disagrees with the labels of mislabelled, worse-observed objects (up to
-        several points), hence a tolerance of 0.1. For ``debiased``, epochs of the
-        warm-up are not eligible either.
+        Collapse guard: an epoch is eligible only if its balanced accuracy is within
+        this of the run's best (see :func:`relabel.train.selection.select_epoch`).
     settle_window, settle_tolerance : int, float
         The run has settled when, over its last ``settle_window`` epochs at full
         lambda, no validation class share and not the balanced accuracy moved by more

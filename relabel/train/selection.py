@@ -17,6 +17,11 @@ def select_epoch(history: list[dict], first_eligible: int, accuracy_tolerance: f
     ``eligible``. When none is, falls back to the epoch from ``first_eligible`` on
     with the best guard accuracy (None before that epoch is reached) and returns False.
 
+    Why: a model predicting one class has L = 0 and balanced accuracy 0.5, and must
+    not win on L; a de-biased model legitimately disagrees with the labels of
+    mislabelled, worse-observed objects (up to several points), hence the default
+    tolerance of 0.1. For ``debiased``, epochs of the warm-up are not eligible either.
+
     Examples
     --------
     >>> h = [{"epoch": 1, GUARD_METRIC: 0.98, "criterion": 0.5},
