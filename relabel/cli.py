@@ -203,7 +203,9 @@ def _add_train(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     p.add_argument("--epochs", type=int, help="at most this many epochs (default: workflow train.epochs)")
     p.add_argument("--batch-size", type=int, help="cutouts per optimisation step (default: workflow train.batch_size)")
-    p.add_argument("--lambda", dest="lam", type=float, help="weight of the bias term (debiased; default 10)")
+    p.add_argument("--lambda", dest="lam", type=_lambda_value,
+                   help="weight of the bias term (debiased; default the workflow's, 10), or 'automatic': "
+                        "chosen from the data over a short path (see docs/training.md)")
     p.add_argument("--seed", type=int, help="seed of the split, initial weights and batch order (default: workflow)")
     p.add_argument("--val-fraction", type=float, help="share of objects held out for validation")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
@@ -218,14 +220,28 @@ def _add_train(sub) -> None:
                         "labels (default: workflow train.augment)")
 
 
+def _lambda_value(text: str):
+    """A float lambda, or ``automatic``."""
+    return "automatic" if text == "automatic" else float(text)
+
+
 def _train(args) -> int:
+    from relabel.destination import check_output_file
     from relabel.train.loop import train_model
 
-    result = train_model(args.catalog, args.config, args.method, args.out, epochs=args.epochs,
-                         batch_size=args.batch_size, lam=args.lam, seed=args.seed, val_fraction=args.val_fraction,
-                         device=args.device, progress=not args.no_progress, log2_bins_int=args.log2_bins_int,
-                         bins_obs=args.bins_obs, width=args.width, overwrite=args.overwrite,
-                         augment=args.augment)
+    check_output_file(args.out, overwrite=args.overwrite, what="checkpoint")
+    common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, val_fraction=args.val_fraction,
+                  device=args.device, progress=not args.no_progress, log2_bins_int=args.log2_bins_int,
+                  bins_obs=args.bins_obs, width=args.width, augment=args.augment)
+    if args.lam == "automatic" and args.method == "debiased":
+        from relabel.train.lambda_path import select_lambda
+
+        result = select_lambda(args.catalog, args.config, args.out, **common)
+        print(f"lambda {result.meta.lam:g} chosen from the path (table in the checkpoint's metrics)")
+    else:
+        lam = None if args.lam == "automatic" else args.lam
+        result = train_model(args.catalog, args.config, args.method, args.out, lam=lam, overwrite=args.overwrite,
+                             **common)
     print(f"checkpoint: {result.path} (epoch {result.best_epoch} kept; {result.stop_reason}; "
           f"{result.seconds_per_epoch:.1f} s/epoch)")
     return 0

@@ -209,6 +209,60 @@ def bin_fractions(
     return _bin_fractions(table, log2_bins_int, bins_obs)
 
 
+def object_cells(
+    intrinsic: Any,
+    observables: Any,
+    best: Sequence[str] | str,
+    log2_bins_int: int,
+    bins_obs: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cell of every object as L bins it: its intrinsic leaf and its bin of each observable.
+
+    The same k-d tree and equal-count cuts as :func:`labeling_bias` (steps 2-3 of
+    the definition in ``docs/bias.md``), from the same code, so that the training
+    penalty and the metric can never disagree on which objects share a cell.
+
+    Parameters
+    ----------
+    intrinsic : array-like or DataFrame, shape (N,) or (N, d)
+        Intrinsic columns.
+    observables : array-like or DataFrame, shape (N,) or (N, m)
+        Observable columns.
+    best : str or sequence of str
+        ``"low"`` or ``"high"`` per observable (which end is best observed).
+    log2_bins_int, bins_obs : int
+        Depth of the k-d tree and observable bins per leaf.
+
+    Returns
+    -------
+    leaf : numpy.ndarray of int64, shape (N,)
+        Intrinsic leaf (branch bits, first split most significant).
+    obs_bin : numpy.ndarray of int64, shape (N, m)
+        Observable bin inside the leaf, 0 = lowest values.
+
+    Raises
+    ------
+    BiasError
+        As :func:`labeling_bias` (NaN, a leaf smaller than ``bins_obs``, bad bins).
+
+    Examples
+    --------
+    >>> leaf, obs_bin = object_cells(np.zeros(4), np.array([4.0, 3.0, 2.0, 1.0]), "low", 0, 2)
+    >>> leaf.tolist(), obs_bin[:, 0].tolist()
+    ([0, 0, 0, 0], [1, 1, 0, 0])
+    """
+    n = len(np.asarray(observables))
+    table = _Table(intrinsic, observables, np.zeros(n, dtype=np.intp), 1, best)
+    depth, n_bins = _check_bins(log2_bins_int, bins_obs)
+    bf, rows_per_observable, cuts = _cells(table, depth, n_bins, None, keep_rows=True)
+    sizes = np.diff(cuts, axis=0).T  # (F, B): objects per bin, leaf-major as the sorted rows
+    bin_of_position = np.tile(np.arange(n_bins), sizes.shape[0]).repeat(sizes.ravel())
+    obs_bin = np.empty((table.n, len(rows_per_observable)), dtype=np.int64)
+    for j, rows in enumerate(rows_per_observable or []):
+        obs_bin[rows, j] = bin_of_position
+    return bf.leaf.astype(np.int64), obs_bin
+
+
 def bias_with_errors(
     intrinsic: Any,
     observables: Any,

@@ -144,6 +144,7 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     check_cutout_root(wf, cat, "" if workflow is not None else "the checkpoint's recorded root, relative to the "
                       "catalog's real folder")
     _warn_if_collapsed(model, meta, echo)
+    _warn_if_unsettled(model, meta, echo)
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
@@ -195,6 +196,15 @@ def _warn_if_collapsed(model: Path, meta, echo) -> None:
         # Not an error: the user may want exactly this model, but they should know.
         text = (f"{model} failed its collapse guard in training (no epoch after the warm-up kept its balanced "
                 f"accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
+        warnings.warn(text, ModelWarning, stacklevel=3)
+        if echo:
+            echo(f"warning: {text}")
+
+
+def _warn_if_unsettled(model: Path, meta, echo) -> None:
+    if meta.metrics.get("settled") is False:
+        text = (f"{model} had not settled when its training stopped (its validation class balance or accuracy "
+                f"still moved between epochs; lambda {meta.lam:g}): its labels may depend on the epoch kept")
         warnings.warn(text, ModelWarning, stacklevel=3)
         if echo:
             echo(f"warning: {text}")

@@ -187,6 +187,18 @@ def test_a_collapsed_model_runs_with_a_warning(tiny_run):
     assert not any("collapse guard" in line for line in said)
 
 
+def test_a_model_whose_training_had_not_settled_runs_with_a_warning(tiny_run):
+    root, _, _, _ = tiny_run
+    said = []
+    unsettled = write_untrained_checkpoint(root / "unsettled.pt", metrics={"settled": False})
+    _run(root, unsettled, root / "out_unsettled", echo=said.append)
+    assert any(line.startswith("warning: ") and "had not settled" in line for line in said)
+    said.clear()
+    settled = write_untrained_checkpoint(root / "settled.pt", metrics={"settled": True})
+    _run(root, settled, root / "out_settled", echo=said.append)
+    assert not any("had not settled" in line for line in said)
+
+
 def test_cli_run_and_error_message(tiny_run, capsys):
     root, _, _, model = tiny_run
     args = ["run", str(root / "catalog.fits"), "--model", str(model), "--out", str(root / "out"),

@@ -15,6 +15,9 @@ import torch
 
 import relabel.train.penalty
 import relabel.train.loop
+import relabel.train.options
+import relabel.train.schedule
+import relabel.train.selection
 import relabel.train.split
 from relabel.bias import bin_fractions, labeling_bias
 from relabel.train.penalty import BiasPenalty
@@ -94,7 +97,8 @@ def toy_models(tmp_path_factory):
 
 def test_doctests():
     assert doctest.testmod(relabel.train.penalty).failed == 0
-    for module in (relabel.train.split, relabel.train.penalty, relabel.train.loop):
+    for module in (relabel.train.split, relabel.train.penalty, relabel.train.loop, relabel.train.options,
+                   relabel.train.schedule, relabel.train.selection, relabel.bias.metric):
         assert doctest.testmod(module).failed == 0
 
 
@@ -260,3 +264,19 @@ def test_collapse_guard_flags_a_lambda_that_ruins_the_accuracy(toy_models, tmp_p
     assert not result.meta.metrics["collapse_guard_passed"]
     assert guard[result.best_epoch - 1] == max(guard[3:])
     assert "lambda 1000 is probably too large" in capsys.readouterr().err
+
+
+def test_a_run_that_stops_before_it_settles_is_flagged(toy_models, tmp_path, capsys):
+    root = toy_models[0]
+    # Two epochs at full lambda cannot show three steady ones.
+    result = train_model(root / "catalog.fits", root / "workflow.yaml", "debiased", tmp_path / "short.pt",
+                         epochs=4, warmup_epochs=2, width=8, progress=False, settle_window=3)
+    saved = load_checkpoint(result.path)[1].metrics
+    assert saved["settled"] is False and not result.settled
+    assert saved["settlement"]["epochs_seen"] == 2 and saved["settlement"]["window"] == 3
+    assert "training had not settled when it stopped" in capsys.readouterr().err
+    # Every run records its settlement, computed from its own history.
+    for model in toy_models[1:]:
+        s = model.meta.metrics["settlement"]
+        assert model.meta.metrics["settled"] == s["settled"] == (s["class_share_swing"] <= 0.05
+                                                                 and s["accuracy_swing"] <= 0.05)

@@ -1,0 +1,88 @@
+"""Which epoch a run keeps, and whether the run had settled when it stopped."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: The validation measure the collapse guard watches: balanced accuracy (mean recall
+#: of the classes) against the confident validation labels.
+GUARD_METRIC = "val_balanced_accuracy"
+
+
+def select_epoch(history: list[dict], first_eligible: int, accuracy_tolerance: float) -> tuple[int | None, bool]:
+    """The epoch (1-based) with the lowest validation criterion among the eligible ones, and whether any was.
+
+    Eligible: from ``first_eligible`` on, with the collapse-guard accuracy (``GUARD_METRIC``) at
+    least the run's best minus ``accuracy_tolerance``. Marks each record's
+    ``eligible``. When none is, falls back to the epoch from ``first_eligible`` on
+    with the best guard accuracy (None before that epoch is reached) and returns False.
+
+    Why: a model predicting one class has L = 0 and balanced accuracy 0.5, and must
+    not win on L; a de-biased model legitimately disagrees with the labels of
+    mislabelled, worse-observed objects (up to several points), hence the default
+    tolerance of 0.1. For ``debiased``, epochs of the warm-up are not eligible either.
+
+    Examples
+    --------
+    >>> h = [{"epoch": 1, GUARD_METRIC: 0.98, "criterion": 0.5},
+    ...      {"epoch": 2, GUARD_METRIC: 0.50, "criterion": 0.1},   # collapsed: L = 0, one class everywhere
+    ...      {"epoch": 3, GUARD_METRIC: 0.97, "criterion": 0.3}]
+    >>> select_epoch(h, first_eligible=1, accuracy_tolerance=0.05)
+    (3, True)
+    """
+    top = max(h[GUARD_METRIC] for h in history)
+    candidates = [h for h in history if h["epoch"] >= first_eligible]
+    for h in history:
+        h["eligible"] = bool(h["epoch"] >= first_eligible and h[GUARD_METRIC] >= top - accuracy_tolerance)
+    eligible = [h for h in candidates if h["eligible"]]
+    if eligible:
+        return min(eligible, key=lambda h: (h["criterion"], h["epoch"]))["epoch"], True
+    if not candidates:
+        return None, True
+    return max(candidates, key=lambda h: (h[GUARD_METRIC], -h["epoch"]))["epoch"], False
+
+
+def settlement(history: list[dict], first_eligible: int, window: int, tolerance: float) -> dict:
+    """Whether the predicted class balance and the guard accuracy had settled over the run's last epochs.
+
+    A run has settled when, over its last ``window`` epochs from ``first_eligible`` on
+    (lambda at full strength), the validation share predicted in every class and the
+    balanced accuracy each moved by at most ``tolerance`` (max - min). A run with
+    fewer such epochs has not been seen to settle. An oscillating de-biased run
+    (the share of one class swinging between epochs) keeps whichever epoch happens
+    to score best, which is a lottery; this says so.
+
+    Parameters
+    ----------
+    history : list of dict
+        Per-epoch records with ``epoch``, ``val_fractions`` (counts per class) and ``GUARD_METRIC``.
+    first_eligible : int
+        First epoch (1-based) at full lambda.
+    window : int
+        Epochs looked at.
+    tolerance : float
+        Largest allowed swing of a class share or of the balanced accuracy.
+
+    Returns
+    -------
+    dict
+        ``settled`` (bool), ``class_share_swing`` and ``accuracy_swing`` (max - min over
+        the window; NaN with too few epochs), ``window``, ``tolerance``, ``epochs_seen``.
+
+    Examples
+    --------
+    >>> h = [{"epoch": e, "val_fractions": [60 - s, 40 + s], GUARD_METRIC: 0.9} for e, s in [(1, 0), (2, 30), (3, -20)]]
+    >>> settlement(h, 1, 3, 0.05)["settled"], round(settlement(h, 1, 3, 0.05)["class_share_swing"], 2)
+    (False, 0.5)
+    """
+    recent = [h for h in history if h["epoch"] >= first_eligible][-window:]
+    out = {"window": window, "tolerance": tolerance, "epochs_seen": len(recent)}
+    if len(recent) < window:
+        return {**out, "settled": False, "class_share_swing": float("nan"), "accuracy_swing": float("nan")}
+    counts = np.array([h["val_fractions"] for h in recent], dtype=float)
+    shares = counts / counts.sum(axis=1, keepdims=True)
+    guard = np.array([h[GUARD_METRIC] for h in recent])
+    share_swing = float((shares.max(axis=0) - shares.min(axis=0)).max())
+    accuracy_swing = float(guard.max() - guard.min())
+    settled = bool(share_swing <= tolerance and accuracy_swing <= tolerance)
+    return {**out, "settled": settled, "class_share_swing": share_swing, "accuracy_swing": accuracy_swing}
