@@ -143,6 +143,8 @@ class TrainSettings:
     lam: float = setting(10.0, "weight of the bias term (debiased)", key="lambda", minimum=0)
     val_fraction: float = setting(0.25, "share of objects held out for validation", above=0, maximum=0.9)
     seed: int = setting(0, "random seed of the split and the weights", minimum=0)
+    degrade_psf_column: str = setting("PSF_FWHM", "augment degrade: the observable holding each galaxy's PSF FWHM (arcsec)")
+    degrade_resolution_column: str = setting("RESOLUTION", "augment degrade: the observable holding each galaxy's resolution")
     augment: str = setting("none", "'degrade': well-observed labelled galaxies also shown made to look worse-observed",
                            choices=("none", "degrade"))
 

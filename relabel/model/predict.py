@@ -13,8 +13,25 @@ from relabel.model.network import MorphologyCNN
 from relabel.model.normalisation import normalise
 
 
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Softmax class probabilities (n, K) as float64 numpy, in batches on the model's device."""
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256, temperature: float = 1.0) -> np.ndarray:
+    """Softmax class probabilities as float64 numpy, in batches on the model's device.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier; evaluated in eval mode (its training mode is restored after).
+    images : torch.Tensor, shape (n, bands, size, size)
+        Normalised cutouts (see :func:`preprocess`).
+    batch_size : int
+        Cutouts per forward pass.
+    temperature : float
+        Logits are divided by it before the softmax (temperature scaling, Guo et al. 2017); a
+        checkpoint's ``meta.temperature`` gives the probabilities ``relabel run`` writes.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, K), float64
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -23,7 +40,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256)
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device, non_blocking=True,
                                                         memory_format=torch.channels_last)
-            out.append(torch.softmax(model(batch).float(), dim=1).cpu())
+            out.append(torch.softmax(model(batch).float() / float(temperature), dim=1).cpu())
     model.train(was_training)
     if not out:
         n_classes = model.head[-1].out_features if isinstance(model, MorphologyCNN) else 0

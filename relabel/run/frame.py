@@ -69,7 +69,8 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
             pred = predict_rows(rows, source, net, meta, batch_size or int(wf.run["batch_size"]), status)
         probs, status = pred.probabilities, pred.status
     # The same columns, in the same way, as a shard file of `relabel run`.
-    ctx = SimpleNamespace(catalog_columns=(), classes=tuple(meta.classes), workflow=wf)
+    ctx = SimpleNamespace(catalog_columns=(), classes=tuple(meta.classes), workflow=wf, spread_columns=[],
+                          schema=SimpleNamespace(names=()))
     new = _output_frame(df.reset_index(drop=True), probs, status, ctx).drop(columns="row")
     new.index = df.index
     if len(df) == 0:

@@ -116,5 +116,5 @@ def test_jpeg_catalog_end_to_end_through_train_and_run(tmp_path, capsys):
     assert code == 0
     df = pd.read_parquet(tmp_path / "out").sort_values("row")
     assert (df["status"] == st.OK).all()  # before: every JPEG row was corrupt_file
-    expect = predict_proba(net, preprocess(np.stack(stamps).astype(np.float32), meta))
+    expect = predict_proba(net, preprocess(np.stack(stamps).astype(np.float32), meta), temperature=meta.temperature)
     np.testing.assert_allclose(df[["p_elliptical", "p_spiral"]].to_numpy(), expect, atol=1e-5)
