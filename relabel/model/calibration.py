@@ -107,23 +107,6 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_
     return reliability_diagram(probabilities, labels, n_bins)["ece"]
 
 
-def model_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits (n, K) of normalised cutouts (n, bands, H, W), float64, model in eval mode."""
-    from relabel.model.device import autocast_for
-
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.inference_mode(), autocast_for(device):
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(
-                device, memory_format=torch.channels_last)
-            out.append(model(batch).float().cpu())
-    model.train(was_training)
-    return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
-
-
 def fit_validation_temperature(model: torch.nn.Module, data, rows: np.ndarray, workflow, log2_bins_int: int,
                                bins_obs: int) -> float:
     """Temperature fitted on the confident labels of the validation rows in the best-observed bins.
@@ -161,5 +144,9 @@ def fit_validation_temperature(model: torch.nn.Module, data, rows: np.ndarray, w
     chosen = rows[confident & reference]
     if len(chosen) < 20:
         chosen = rows[confident]
-    logits = model_logits(model, data.images[np.sort(chosen)])
-    return fit_temperature(logits, data.codes[np.sort(chosen)])
+    from relabel.model.predict import predict_proba
+
+    chosen = np.sort(chosen)
+    probabilities = predict_proba(model, torch.from_numpy(np.ascontiguousarray(data.images[chosen])))
+    # log p differs from the logits by one constant per row, which softmax(. / T) ignores.
+    return fit_temperature(np.log(np.clip(probabilities, 1e-300, None)), data.codes[chosen])
