@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             continue
         t0 = time.perf_counter()
         result = train_model(paths.catalog, workflow, method, out, epochs=args.epochs, data=data, augment=augment,
-                             progress=False)
+                             progress=False, overwrite=True)  # without --reuse the benchmark retrains on purpose
         training[name] = {"seconds": time.perf_counter() - t0, "seconds_per_epoch": result.seconds_per_epoch,
                           "best_epoch": result.best_epoch, "epochs_run": len(result.history),
                           "temperature": result.meta.temperature}

@@ -89,7 +89,8 @@ def main(argv=None) -> int:
                 data = load_labelled_cutouts(catalog, workflow, args.seed, args.val_fraction)
                 print(f"read {len(data)} cutouts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             train_model(catalog, workflow, method, path, epochs=args.epochs, batch_size=args.batch_size, lam=lam,
-                        seed=args.seed, val_fraction=args.val_fraction, device="auto", width=args.width, data=data)
+                        seed=args.seed, val_fraction=args.val_fraction, device="auto", width=args.width, data=data,
+                        overwrite=True)  # --reuse off: the benchmark retrains on purpose
         _, meta = read_checkpoint(path)
         evaluation = evaluate_model(catalog, path, truth=truth)
         results[name] = {"method": method, "lambda": lam, "evaluation": evaluation, "training": meta.metrics,
@@ -138,7 +139,8 @@ def epoch_timing(catalog, workflow, data, args, models_dir) -> dict:
         for method in runs:
             result = train_model(catalog, workflow, method, models_dir / f"timing_{method}.pt", epochs=1,
                                  batch_size=args.batch_size, lam=args.main_lambda, seed=args.seed,
-                                 val_fraction=args.val_fraction, width=args.width, data=data, progress=False)
+                                 val_fraction=args.val_fraction, width=args.width, data=data, progress=False,
+                                 overwrite=True)  # repeated timing runs rewrite one scratch checkpoint
             runs[method].append((result.history[0]["seconds"], result.meta.metrics["seconds_per_step"],
                                  result.meta.split["n_train"]))
     out = {}
