@@ -146,7 +146,7 @@ def preset_label_bias(preset: str | SurveyPreset, n: int = 4000, seed: int = 0) 
     return PresetBias(
         preset=preset.name, n=n, n_labelled=int(sure.sum()),
         labelled_share_true_spiral=float(sure[spiral].mean()),
-        L=float(result.L), null_L=float(result.null_L),
+        L=float(result.L), null_L=float("nan") if result.null_L is None else float(result.null_L),
         lost_to_resolution=float(np.mean(1.0 - v.visibility(resolution, v.resolution_half, v.resolution_slope))),
         lost_to_snr=float(np.mean(1.0 - v.visibility(snr, v.snr_half, v.snr_slope))),
         quartiles={column: spiral_fraction_by_quartile(table, column, side) for column, side in preset.observables},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fitsio
 import numpy as np
@@ -354,7 +355,7 @@ def _write_catalog(galaxies: pd.DataFrame, layout: str, path: Path, seed: int, s
     else:
         names.append("CUTOUT")
         arrays.append(galaxies["CUTOUT"].to_numpy().astype("S"))
-    table = np.rec.fromarrays(arrays, names=names)
+    table = np.rec.fromarrays(arrays, dtype=np.dtype([(name, a.dtype) for name, a in zip(names, arrays)]))
     header = [
         {"name": "SIMSEED", "value": int(seed), "comment": "relabel simulate seed"},
         {"name": "LAYOUT", "value": layout, "comment": "cutout layout (tiles | files)"},
@@ -383,7 +384,7 @@ def workflow_dict(layout: str = "tiles", size: int = 64, preset: str | SurveyPre
     dict
         Plain data, ready for ``yaml.safe_dump``.
     """
-    cutouts = {"layout": layout, "root": "."}
+    cutouts: dict[str, Any] = {"layout": layout, "root": "."}
     if layout == "tiles":
         cutouts.update(tile_column="TILE", index_column="TILE_INDEX")
     else:
@@ -410,6 +411,20 @@ def workflow_dict(layout: str = "tiles", size: int = 64, preset: str | SurveyPre
         "run": dict(RUN_DEFAULTS),
         "cluster": dict(CLUSTER_DEFAULTS),
     }
+
+
+def _assign_cutouts(galaxies: pd.DataFrame, out_dir: Path, layout: str, tile_size: int) -> Path:
+    """Add each galaxy's tile and slot (TILE, TILE_INDEX) or file (CUTOUT); make and return their folder."""
+    index = galaxies["INDEX"].to_numpy()
+    if layout == "tiles":
+        cutout_dir = out_dir / "tiles"
+        galaxies["TILE"] = [f"tiles/tile_{k:05d}.fits" for k in index // tile_size]
+        galaxies["TILE_INDEX"] = (index % tile_size).astype(np.int32)
+    else:
+        cutout_dir = out_dir / "cutouts"
+        galaxies["CUTOUT"] = [f"cutouts/{objid}.fits" for objid in galaxies["OBJID"]]
+    cutout_dir.mkdir(exist_ok=True)
+    return cutout_dir
 
 
 def simulate_survey(out_dir, n: int, seed: int = 0, layout: str | None = None, tile_size: int = 1000,
@@ -476,15 +491,7 @@ def simulate_survey(out_dir, n: int, seed: int = 0, layout: str | None = None, t
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite)
     galaxies = simulate_galaxies(int(n), int(seed), preset)
-    index = galaxies["INDEX"].to_numpy()
-    if layout == "tiles":
-        cutout_dir = out_dir / "tiles"
-        galaxies["TILE"] = [f"tiles/tile_{k:05d}.fits" for k in index // tile_size]
-        galaxies["TILE_INDEX"] = (index % tile_size).astype(np.int32)
-    else:
-        cutout_dir = out_dir / "cutouts"
-        galaxies["CUTOUT"] = [f"cutouts/{objid}.fits" for objid in galaxies["OBJID"]]
-    cutout_dir.mkdir(exist_ok=True)
+    cutout_dir = _assign_cutouts(galaxies, out_dir, layout, int(tile_size))
 
     draw_survey_cutouts(galaxies, out_dir, layout=layout, tile_size=int(tile_size), size=int(size),
                         seed=int(seed), workers=workers, progress=progress, preset=preset)
