@@ -13,7 +13,7 @@ import yaml
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from relabel.cli import main
+from relabel.cli import build_parser, main
 from relabel.config import load_workflow
 from relabel.cutouts.sources import open_cutout_source
 from relabel.errors import ConfigError
@@ -219,3 +219,10 @@ def test_cli_simulate_with_a_preset(tmp_path, capsys):
     assert "workflow:" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "cutouts").iterdir()) == ["1.fits", "2.fits", "3.fits"]
     assert fitsio.read_header(out / "catalog.fits", ext=1)["PRESET"] == "sdss"
+
+
+def test_cli_offers_every_preset():
+    # The parser lists the names itself so that building it does not import GalSim.
+    simulate = next(a for a in build_parser()._subparsers._group_actions[0].choices["simulate"]._actions
+                    if a.dest == "preset")
+    assert list(simulate.choices) == list(PRESETS) and simulate.default == "default"
