@@ -117,10 +117,15 @@ def _add_simulate(sub) -> None:
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     p.add_argument("--n", type=int, default=2000, help="number of galaxies (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the population, labels and images (default 0)")
-    p.add_argument("--layout", choices=["tiles", "files", "images"], default="tiles",
-                   help="cutouts packed in tile cubes (default), one FITS file per galaxy, or galaxies "
-                        "drawn into 2048^2 survey images with a WCS (stamps cut at run time)")
-    p.add_argument("--size", type=int, default=64, help="cutout size in pixels (default 64)")
+    p.add_argument("--preset", choices=["default", "sdss", "deep"], default="default",
+                   help="survey kind: default (g+r 64x64 tiles, 0.396\"/px), sdss (r only, 72x72 "
+                        "per-galaxy files, seeing 1.0-1.8\"), deep (g, r, i, 0.2\"/px, seeing 0.6-1.0\", "
+                        "fainter galaxies); see docs/simulator.md")
+    p.add_argument("--layout", choices=["tiles", "files", "images"], default=None,
+                   help="cutouts packed in tile cubes, one FITS file per galaxy, or galaxies drawn into "
+                        "2048^2 survey images with a WCS (stamps cut at run time; default preset only); "
+                        "default: the preset's (tiles, sdss: files)")
+    p.add_argument("--size", type=int, default=None, help="cutout size in pixels (default: the preset's, 64 / 72 / 80)")
     p.add_argument("--tile-size", type=int, default=1000, help="cutouts per tile file (default 1000)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT_DIR")
@@ -134,7 +139,7 @@ def _simulate(args) -> int:
     check_output_dir(args.out_dir, args.overwrite, "survey folder")
     paths = simulate_survey(args.out_dir, n=args.n, seed=args.seed, layout=args.layout, size=args.size,
                             tile_size=args.tile_size, workers=args.workers, overwrite=args.overwrite,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, preset=args.preset)
     print(f"catalog:  {paths.catalog}\ntruth:    {paths.truth}\nworkflow: {paths.workflow}")
     return 0
 

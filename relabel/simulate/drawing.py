@@ -15,30 +15,13 @@ from pathlib import Path
 
 import fitsio
 import numpy as np
-from relabel.progress import progress_bar
 
 from relabel.files import atomic_path
 from relabel.optional import require
+from relabel.progress import progress_bar
+from relabel.simulate.presets import DEFAULT, NANOMAGGY_ZERO_POINT, SurveyPreset
 
 galsim = require("galsim", "sim", "the survey simulator")
-
-PIXEL_SCALE = 0.396
-"""SDSS imaging pixel scale, arcsec / pixel."""
-
-NANOMAGGY_ZERO_POINT = 22.5
-"""Images are in nanomaggies, SDSS's calibrated unit: m = 22.5 - 2.5 log10(flux)."""
-
-ELECTRON_ZERO_POINT = 29.9
-"""Magnitude giving one photo-electron in one 53.9 s SDSS r exposure
-(r-band aa ~ -24.0 for DN/s, gain ~4.7 e/DN)."""
-
-SKY_MAG_ARCSEC2 = 20.86
-"""Dark-sky r-band surface brightness at Apache Point, mag / arcsec^2."""
-
-ELECTRONS_PER_NMGY = 10.0 ** (0.4 * (ELECTRON_ZERO_POINT - NANOMAGGY_ZERO_POINT))
-SKY_ELECTRONS = 10.0 ** (0.4 * (ELECTRON_ZERO_POINT - SKY_MAG_ARCSEC2)) * PIXEL_SCALE**2
-SKY_SIGMA_NMGY = float(np.sqrt(SKY_ELECTRONS) / ELECTRONS_PER_NMGY)
-"""Per-pixel sky noise (sky-limited, read noise negligible in r), nanomaggies."""
 
 MOFFAT_BETA = 3.0
 """Moffat index of the seeing PSF: beta ~ 3 matches SDSS PSF wings at the few-% level."""
@@ -51,32 +34,16 @@ ARM_SEGMENTS = 9
 """Elongated Gaussian segments per spiral arm: enough for a continuous-looking
 arm at SDSS resolution; each one costs a k-space evaluation."""
 
-G_ELECTRON_ZERO_POINT = 30.15
-"""The same for SDSS g (aa ~ -24.4, gain ~3.7 e/DN)."""
-
-G_SKY_MAG_ARCSEC2 = 21.9
-"""Dark-sky g-band surface brightness at Apache Point, mag / arcsec^2."""
-
-BANDS = ("g", "r")
-"""Bands along axis 1 of every cube, bluest first, as SDSS orders them."""
-
 STRUCTURE_BLUER_MAG = 0.3
 """Arms and star-forming knots are this much bluer in g - r than the galaxy as a
 whole; the smooth disk and bulge are redder so the integrated colour stays COLOR_GR.
 Spiral structure is young stars, which is why it stands out in blue images."""
 
-
-def _band_noise(electron_zero_point: float, sky_mag: float) -> tuple[float, float]:
-    electrons_per_nmgy = 10.0 ** (0.4 * (electron_zero_point - NANOMAGGY_ZERO_POINT))
-    sky_electrons = 10.0 ** (0.4 * (electron_zero_point - sky_mag)) * PIXEL_SCALE**2
-    return electrons_per_nmgy, sky_electrons
-
-
-BAND_NOISE = {
-    "g": _band_noise(G_ELECTRON_ZERO_POINT, G_SKY_MAG_ARCSEC2),
-    "r": (ELECTRONS_PER_NMGY, SKY_ELECTRONS),
-}
-"""Per band: photo-electrons per nanomaggy and sky photo-electrons per pixel."""
+# The default preset's values under their old names, for code that imports them.
+PIXEL_SCALE = DEFAULT.pixel_scale
+BANDS = DEFAULT.bands
+BAND_NOISE = {band: DEFAULT.electrons(band) for band in DEFAULT.bands}
+"""Per band of the default preset: photo-electrons per nanomaggy and sky photo-electrons per pixel."""
 
 
 def galaxy_rng(seed: int, index: int) -> np.random.Generator:
@@ -140,7 +107,7 @@ def _spiral_arms(row, rng: np.random.Generator, disk_scale: float, flux: float):
     return centres, fluxes, sigma, axis_ratio, tangent
 
 
-def galaxy_profiles(row, rng: np.random.Generator, size: int):
+def galaxy_profiles(row, rng: np.random.Generator, size: int, pixel_scale: float = PIXEL_SCALE):
     """GalSim profiles (before the PSF) of one galaxy, arcsec and nanomaggies.
 
     Parameters
@@ -153,6 +120,8 @@ def galaxy_profiles(row, rng: np.random.Generator, size: int):
         The galaxy's random stream (arm phase and knot placement).
     size : int
         Stamp side, pixels: arm segments and knots that fall outside it are dropped.
+    pixel_scale : float
+        Arcsec / pixel of the stamp.
 
     Returns
     -------
@@ -197,7 +166,7 @@ def galaxy_profiles(row, rng: np.random.Generator, size: int):
     # sum: GalSim sizes the FFT box from the largest face-on offset, which for
     # an edge-on disk is several times the stamp. Features that land off the
     # stamp are dropped; only their PSF wings would have reached it.
-    reach = 0.5 * size * PIXEL_SCALE + float(row["PSF_FWHM"])
+    reach = 0.5 * size * pixel_scale + float(row["PSF_FWHM"])
     matrix = _projection(row)
     parts = []
     for (x, y), f, s, r, a in zip(centres, fluxes, sigmas, ratios, angles):
@@ -214,20 +183,23 @@ def galaxy_profiles(row, rng: np.random.Generator, size: int):
     return galsim.Sum([disk, bulge]), structure
 
 
-def band_ratios(row) -> tuple[float, float]:
-    """g / r flux ratios of the smooth light and of the arms and knots of one galaxy.
+def band_ratios(row, colour_per_gr: float = 1.0) -> tuple[float, float]:
+    """Band / r flux ratios of the smooth light and of the arms and knots of one galaxy.
 
     Parameters
     ----------
     row : mapping
         Truth row with TRUE_CLASS, COLOR_GR and, for spirals, BULGE_FRACTION,
         ARM_FRACTION and KNOT_FRACTION.
+    colour_per_gr : float
+        The band's colour against r in units of g - r
+        (:class:`relabel.simulate.presets.BandNoise`): 1 is g, 0 is r.
 
     Returns
     -------
     smooth, structure : float
-        Multiply an r-band image of that component to get its g-band image.
-        Their flux-weighted mean is exactly ``10 ** (-0.4 * COLOR_GR)``.
+        Multiply an r-band image of that component to get its image in the band.
+        Their flux-weighted mean is exactly ``10 ** (-0.4 * colour_per_gr * COLOR_GR)``.
 
     Examples
     --------
@@ -240,25 +212,27 @@ def band_ratios(row) -> tuple[float, float]:
     >>> structure > 10 ** (-0.2) > smooth
     True
     """
-    total = 10.0 ** (-0.4 * float(row["COLOR_GR"]))
+    if colour_per_gr == 0.0:
+        return 1.0, 1.0
+    total = 10.0 ** (-0.4 * (colour_per_gr * float(row["COLOR_GR"])))
     if row["TRUE_CLASS"] == "elliptical":
         return total, total
     share = (1.0 - float(row["BULGE_FRACTION"])) * (float(row["ARM_FRACTION"]) + float(row["KNOT_FRACTION"]))
-    structure = total * 10.0 ** (0.4 * STRUCTURE_BLUER_MAG)
+    structure = total * 10.0 ** (0.4 * (colour_per_gr * STRUCTURE_BLUER_MAG))
     # share < 0.6 and the structure is 1.32x the mean ratio, so the smooth part stays positive.
     smooth = (total - share * structure) / (1.0 - share)
     return smooth, structure
 
 
-def draw_cutout(row, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Draw one noisy cutout (nanomaggies, float32, shape ``(len(BANDS), size, size)``).
+def draw_cutout(row, rng: np.random.Generator, size: int, preset: SurveyPreset = DEFAULT) -> np.ndarray:
+    """Draw one noisy cutout (nanomaggies, float32, shape ``(len(preset.bands), size, size)``).
 
     The profiles are convolved with a Moffat PSF of the galaxy's PSF_FWHM and
-    the pixel, centred on the stamp; the g image is the r image with each
-    component scaled by its colour (:func:`band_ratios`); the same PSF in both
-    bands (SDSS seeing is ~5 % broader in g, ignored). Each band gets
+    the pixel, centred on the stamp; each other band's image is the r image
+    with each component scaled by its colour (:func:`band_ratios`); the same
+    PSF in every band (seeing is ~5 % broader in g, ignored). Each band gets
     independent Gaussian noise of variance sky + source photo-electrons (the
-    Gaussian limit of Poisson noise).
+    Gaussian limit of Poisson noise), in band order.
 
     Parameters
     ----------
@@ -268,14 +242,16 @@ def draw_cutout(row, rng: np.random.Generator, size: int) -> np.ndarray:
         The galaxy's random stream.
     size : int
         Stamp side, pixels.
+    preset : SurveyPreset
+        Bands, pixel scale and depth.
 
     Returns
     -------
     numpy.ndarray
     """
     psf = galsim.Moffat(beta=MOFFAT_BETA, fwhm=float(row["PSF_FWHM"]), gsparams=GSPARAMS)
-    smooth, structure = galaxy_profiles(row, rng, size)
-    image = galsim.ImageD(size, size, scale=PIXEL_SCALE)
+    smooth, structure = galaxy_profiles(row, rng, size, preset.pixel_scale)
+    image = galsim.ImageD(size, size, scale=preset.pixel_scale)
     galsim.Convolve(smooth, psf).drawImage(image=image)
     smooth_r = image.array.copy()
     structure_r = np.zeros_like(smooth_r)
@@ -284,27 +260,31 @@ def draw_cutout(row, rng: np.random.Generator, size: int) -> np.ndarray:
         image.setZero()
         galsim.Convolve(structure, psf).drawImage(image=image)
         structure_r = image.array
-    smooth_ratio, structure_ratio = band_ratios(row)
-    noiseless = {"r": smooth_r + structure_r, "g": smooth_ratio * smooth_r + structure_ratio * structure_r}
-    out = np.empty((len(BANDS), size, size), dtype=np.float32)
-    for b, band in enumerate(BANDS):
-        electrons_per_nmgy, sky_electrons = BAND_NOISE[band]
-        pixels = noiseless[band]
+    out = np.empty((len(preset.bands), size, size), dtype=np.float32)
+    for b, band in enumerate(preset.bands):
+        if band == "r":
+            pixels = smooth_r + structure_r
+        else:
+            smooth_ratio, structure_ratio = band_ratios(row, preset.band_noise[band].colour_per_gr)
+            pixels = smooth_ratio * smooth_r + structure_ratio * structure_r
+        electrons_per_nmgy, sky_electrons = preset.electrons(band)
         variance = (sky_electrons + np.clip(pixels, 0.0, None) * electrons_per_nmgy) / electrons_per_nmgy**2
         out[b] = pixels + rng.standard_normal(pixels.shape) * np.sqrt(variance)
     return out
 
 
-def _image_header(size: int) -> list[dict]:
+def _image_header(size: int, preset: SurveyPreset) -> list[dict]:
+    sky_sigma = {band: float(np.sqrt(preset.electrons(band)[1]) / preset.electrons(band)[0]) for band in preset.bands}
     return [
-        {"name": "BANDS", "value": ",".join(BANDS), "comment": "bands along axis 1 of the cube"},
-        {"name": "PIXSCALE", "value": PIXEL_SCALE, "comment": "arcsec / pixel"},
+        {"name": "BANDS", "value": ",".join(preset.bands), "comment": "bands along axis 1 of the cube"},
+        {"name": "PIXSCALE", "value": preset.pixel_scale, "comment": "arcsec / pixel"},
         {"name": "BUNIT", "value": "nanomaggy", "comment": "m = 22.5 - 2.5 log10(flux)"},
         {"name": "MAGZP", "value": NANOMAGGY_ZERO_POINT, "comment": "zero point of the pixel values"},
-        *({"name": f"SKYSIG_{band.upper()}", "value": float(np.sqrt(BAND_NOISE[band][1]) / BAND_NOISE[band][0]),
-           "comment": f"{band}-band sky noise per pixel, nanomaggy"} for band in BANDS),
+        *({"name": f"SKYSIG_{band.upper()}", "value": sky_sigma[band],
+           "comment": f"{band}-band sky noise per pixel, nanomaggy"} for band in preset.bands),
         {"name": "PSFMODEL", "value": f"Moffat beta={MOFFAT_BETA:g}", "comment": "FWHM per galaxy in catalog"},
         {"name": "CUTSIZE", "value": int(size), "comment": "cutout side, pixels"},
+        {"name": "PRESET", "value": preset.name, "comment": "relabel simulate --preset"},
     ]
 
 
@@ -313,7 +293,7 @@ def _write_atomic(path: Path, data: np.ndarray, header: list[dict]) -> None:
         fitsio.write(str(tmp), data, header=header, clobber=True)
 
 
-def cutout_wcs_header(ra: float, dec: float, size: int) -> list[dict]:
+def cutout_wcs_header(ra: float, dec: float, size: int, pixel_scale: float = PIXEL_SCALE) -> list[dict]:
     """TAN WCS keywords of a cutout whose central pixel centre is at (ra, dec).
 
     WCSAXES = 2: the celestial axes are the image's first two; a band axis
@@ -325,6 +305,8 @@ def cutout_wcs_header(ra: float, dec: float, size: int) -> list[dict]:
         Centre, degrees.
     size : int
         Stamp side, pixels.
+    pixel_scale : float
+        Arcsec / pixel.
 
     Returns
     -------
@@ -338,7 +320,7 @@ def cutout_wcs_header(ra: float, dec: float, size: int) -> list[dict]:
     wcs.wcs.crval = [ra, dec]
     # GalSim centres the profile on the stamp's true centre: (size + 1) / 2 in FITS pixels.
     wcs.wcs.crpix = [(size + 1) / 2.0, (size + 1) / 2.0]
-    wcs.wcs.cdelt = [-PIXEL_SCALE / 3600.0, PIXEL_SCALE / 3600.0]
+    wcs.wcs.cdelt = [-pixel_scale / 3600.0, pixel_scale / 3600.0]
     wcs.wcs.cunit = ["deg", "deg"]
     records = []
     for card in wcs.to_header().cards:
@@ -355,8 +337,8 @@ def draw_task(task: dict) -> int:
     ----------
     task : dict
         ``rows`` (list of truth-row dicts with INDEX, OBJID, RA, DEC), ``seed``,
-        ``size``, ``layout`` ("tiles" or "files"), ``path`` (tile file) or
-        ``paths`` (one file per row).
+        ``size``, ``layout`` ("tiles" or "files"), ``preset``
+        (:class:`SurveyPreset`), ``path`` (tile file) or ``paths`` (one file per row).
 
     Returns
     -------
@@ -364,17 +346,21 @@ def draw_task(task: dict) -> int:
         Number of galaxies drawn.
     """
     size = int(task["size"])
-    header = _image_header(size)
+    preset = task.get("preset", DEFAULT)
+    header = _image_header(size, preset)
     rows = task["rows"]
     if task["layout"] == "tiles":
-        cube = np.empty((len(rows), len(BANDS), size, size), dtype=np.float32)
+        cube = np.empty((len(rows), len(preset.bands), size, size), dtype=np.float32)
         for k, row in enumerate(rows):
-            cube[k] = draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size)
+            cube[k] = draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size, preset)
         _write_atomic(Path(task["path"]), cube, header)
     else:
         for row, path in zip(rows, task["paths"]):
-            image = draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size)
-            records = header + cutout_wcs_header(row["RA"], row["DEC"], size)
+            image = draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size, preset)
+            if len(preset.bands) == 1:
+                # One band: a plain 2D image, as survey cutout services serve it.
+                image = image[0]
+            records = header + cutout_wcs_header(row["RA"], row["DEC"], size, preset.pixel_scale)
             records.append({"name": "OBJID", "value": int(row["OBJID"]), "comment": "catalog OBJID"})
             _write_atomic(Path(path), image, records)
     return len(rows)
@@ -387,13 +373,13 @@ DRAW_COLUMNS = [
 ]
 
 
-def _draw_tasks(galaxies, out_dir, layout, tile_size, size, seed) -> Iterator[dict]:
+def _draw_tasks(galaxies, out_dir, layout, tile_size, size, seed, preset) -> Iterator[dict]:
     columns = {name: galaxies[name].to_numpy() for name in DRAW_COLUMNS}
     for start in range(0, len(galaxies), tile_size):
         stop = min(start + tile_size, len(galaxies))
         sliced = {name: values[start:stop].tolist() for name, values in columns.items()}
         rows = [dict(zip(sliced, row)) for row in zip(*sliced.values())]
-        task = {"rows": rows, "seed": int(seed), "size": int(size), "layout": layout}
+        task = {"rows": rows, "seed": int(seed), "size": int(size), "layout": layout, "preset": preset}
         if layout == "tiles":
             task["path"] = str(out_dir / galaxies["TILE"].iat[start])
         else:
@@ -423,7 +409,8 @@ def _run_tasks(tasks: Iterator[dict], n_tasks: int, n: int, workers: int, progre
 
 
 def draw_survey_cutouts(galaxies, out_dir, layout: str, tile_size: int, size: int, seed: int,
-                        workers: int | None = None, progress: bool = True) -> None:
+                        workers: int | None = None, progress: bool = True,
+                        preset: SurveyPreset = DEFAULT) -> None:
     """Draw and write every cutout of a simulated survey, one tile per task.
 
     Parameters
@@ -444,8 +431,11 @@ def draw_survey_cutouts(galaxies, out_dir, layout: str, tile_size: int, size: in
         Processes; ``1`` draws here; ``None``: one per CPU core, at most one per task.
     progress : bool
         Show a tqdm progress bar.
+    preset : SurveyPreset
+        Bands, pixel scale and depth of the cutouts.
     """
     n = len(galaxies)
     n_tasks = -(-n // tile_size)
     workers = min(workers or os.cpu_count() or 1, n_tasks)
-    _run_tasks(_draw_tasks(galaxies, Path(out_dir), layout, tile_size, size, seed), n_tasks, n, workers, progress)
+    tasks = _draw_tasks(galaxies, Path(out_dir), layout, tile_size, size, seed, preset)
+    _run_tasks(tasks, n_tasks, n, workers, progress)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -24,8 +25,15 @@ import numpy as np
 import yaml
 
 from relabel.simulate.drawing import BAND_NOISE, BANDS, PIXEL_SCALE, draw_cutout, galaxy_rng
-from relabel.simulate.survey import (CATALOG_COLUMNS, TRUTH_COLUMNS, SurveyPaths, _check_arguments,
-                                     _prepare_output, simulate_galaxies, workflow_dict)
+from relabel.simulate.survey import (
+    CATALOG_COLUMNS,
+    TRUTH_COLUMNS,
+    SurveyPaths,
+    _check_arguments,
+    _prepare_output,
+    simulate_galaxies,
+    workflow_dict,
+)
 
 IMAGE_SIZE = 2048
 """Side of each simulated survey image, pixels (13.5 arcmin at 0.396 arcsec)."""
@@ -43,12 +51,44 @@ IMAGE_COLUMN = "IMAGE"
 
 
 def image_name(k: int, compressed: bool) -> str:
-    """Path template of image k, relative to the survey folder; every other image is tile-compressed."""
+    """Path template of image k, relative to the survey folder.
+
+    Parameters
+    ----------
+    k : int
+        Image number.
+    compressed : bool
+        Tile-compressed (``.fits.fz``); the simulator compresses every other image.
+
+    Returns
+    -------
+    str
+        With ``{band}`` where the band goes.
+
+    Examples
+    --------
+    >>> image_name(3, compressed=True)
+    'images/field_003_{band}.fits.fz'
+    """
     return f"images/field_{k:03d}_{{band}}.fits" + (".fz" if compressed else "")
 
 
 def image_wcs(k: int, image_size: int, band: str = "r"):
-    """The TAN WCS of image k in one band: fields tile the sky in RA at Dec 2, each slightly rotated."""
+    """The TAN WCS of image k in one band: fields tile the sky in RA at Dec 2, each slightly rotated.
+
+    Parameters
+    ----------
+    k : int
+        Image number.
+    image_size : int
+        Image side, pixels.
+    band : str
+        A key of :data:`BAND_OFFSETS`: its grid is shifted against r.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+    """
     from astropy.wcs import WCS
 
     step = image_size * PIXEL_SCALE / 3600.0
@@ -64,7 +104,22 @@ def image_wcs(k: int, image_size: int, band: str = "r"):
 
 
 def cell_corners(image_size: int, size: int) -> np.ndarray:
-    """Lower-left 0-based (x, y) corners in the r grid of the stamp cells: the first row and column hang off."""
+    """Lower-left 0-based (x, y) corners in the r grid of the stamp cells: the first row and column hang off.
+
+    Parameters
+    ----------
+    image_size, size : int
+        Image and stamp sides, pixels.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_cells, 2)
+
+    Examples
+    --------
+    >>> cell_corners(256, 64)[:3].tolist()
+    [[-16, -16], [48, -16], [112, -16]]
+    """
     start = -(size // 4)
     steps = np.arange(start, image_size - size + 1, size)
     xx, yy = np.meshgrid(steps, steps)
@@ -72,7 +127,22 @@ def cell_corners(image_size: int, size: int) -> np.ndarray:
 
 
 def place_galaxies(n: int, image_size: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image number and r-grid corner (x, y) of each of ``n`` galaxies, cells chosen at random."""
+    """Image number and r-grid corner (x, y) of each of ``n`` galaxies, cells chosen at random.
+
+    Parameters
+    ----------
+    n : int
+        Galaxies.
+    image_size, size : int
+        Image and stamp sides, pixels.
+    seed : int
+        Survey seed.
+
+    Returns
+    -------
+    image : numpy.ndarray, shape (n,)
+    corner : numpy.ndarray, shape (n, 2)
+    """
     cells = cell_corners(image_size, size)
     per_image = max(1, int(len(cells) * FILL_FRACTION))
     n_images = -(-n // per_image)
@@ -83,7 +153,9 @@ def place_galaxies(n: int, image_size: int, size: int, seed: int) -> tuple[np.nd
 
 
 def _header(wcs) -> list[dict]:
-    cards = [c for c in wcs.to_header().cards if c.keyword and not c.keyword.startswith(("PC", "CDELT", "DATEREF", "MJDREF"))]
+    # The CD matrix is written by hand below: PC + CDELT would say the same twice.
+    dropped = ("PC", "CDELT", "DATEREF", "MJDREF")
+    cards = [c for c in wcs.to_header().cards if c.keyword and not c.keyword.startswith(dropped)]
     records = [{"name": c.keyword, "value": c.value, "comment": c.comment} for c in cards]
     records += [{"name": f"CD{i + 1}_{j + 1}", "value": float(wcs.wcs.cd[i, j])} for i in range(2) for j in range(2)]
     return records + [{"name": "BUNIT", "value": "nanomaggy"}, {"name": "MAGZP", "value": 22.5}]
@@ -92,12 +164,21 @@ def _header(wcs) -> list[dict]:
 def draw_image(task: dict) -> int:
     """Draw and write every band of one survey image; worker entry point.
 
-    ``task``: ``k``, ``path`` (template), ``image_size``, ``size``, ``seed``, ``rows``
-    (truth-row dicts) and ``corners`` (their r-grid corners).
+    Parameters
+    ----------
+    task : dict
+        ``k``, ``path`` (template), ``image_size``, ``size``, ``seed``, ``rows``
+        (truth-row dicts) and ``corners`` (their r-grid corners).
+
+    Returns
+    -------
+    int
+        Galaxies drawn.
     """
     size = int(task["size"])
     stamps = [draw_cutout(row, galaxy_rng(task["seed"], row["INDEX"]), size) for row in task["rows"]]
-    write_survey_image(int(task["k"]), task["path"], stamps, task["corners"], int(task["image_size"]), int(task["seed"]))
+    write_survey_image(int(task["k"]), task["path"], stamps, task["corners"], int(task["image_size"]),
+                       int(task["seed"]))
     return len(stamps)
 
 
@@ -140,8 +221,21 @@ def write_survey_image(k: int, path: str, stamps, corners, image_size: int, seed
         os.replace(tmp, target)
 
 
-def sky_positions(image: np.ndarray, corner: np.ndarray, size: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """RA, Dec (degrees) of galaxies centred on their stamps, each through its image's r-band WCS."""
+def sky_positions(image: np.ndarray, corner: np.ndarray, size: int,
+                  image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """RA, Dec (degrees) of galaxies centred on their stamps, each through its image's r-band WCS.
+
+    Parameters
+    ----------
+    image, corner : numpy.ndarray
+        From :func:`place_galaxies`.
+    size, image_size : int
+        Stamp and image sides, pixels.
+
+    Returns
+    -------
+    ra, dec : numpy.ndarray
+    """
     ra, dec = np.empty(len(image)), np.empty(len(image))
     centre = corner + (size - 1) / 2.0
     for k in np.unique(image):
@@ -183,7 +277,8 @@ def simulate_image_survey(out_dir, n: int, seed: int = 0, size: int = 64, image_
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 2 * size:
         from relabel.errors import ConfigError
 
-        raise ConfigError(f"simulate: image_size must be an integer of at least 2 x size = {2 * size}, got {image_size!r}")
+        raise ConfigError(f"simulate: image_size must be an integer of at least 2 x size = {2 * size}, "
+                          f"got {image_size!r}")
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite)
     image_dir = out_dir / "images"
@@ -214,7 +309,7 @@ def simulate_image_survey(out_dir, n: int, seed: int = 0, size: int = 64, image_
 def _draw_images(tasks: list[dict], workers: int | None, progress: bool) -> None:
     workers = min(workers or os.cpu_count() or 1, len(tasks))
     if workers == 1:
-        done = map(draw_image, tasks)
+        done: Iterator[int] = map(draw_image, tasks)
     else:
         # spawn, not fork: GalSim/FFTW state must not be copied into the children.
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
@@ -227,7 +322,17 @@ def _draw_images(tasks: list[dict], workers: int | None, progress: bool) -> None
 
 
 def write_image_catalog(galaxies, path: Path, seed: int, size: int) -> None:
-    """The catalog of an image survey: the simulator's columns and each galaxy's image (IMAGE), FITS."""
+    """Write the catalog of an image survey: the simulator's columns and each galaxy's image (IMAGE), FITS.
+
+    Parameters
+    ----------
+    galaxies : pandas.DataFrame
+        :data:`CATALOG_COLUMNS` and IMAGE.
+    path : Path
+        The catalog file, replaced atomically.
+    seed, size : int
+        Survey seed and stamp side, recorded in the header.
+    """
     names = [*CATALOG_COLUMNS, IMAGE_COLUMN]
     arrays = [galaxies[name].to_numpy() for name in CATALOG_COLUMNS] + [galaxies[IMAGE_COLUMN].to_numpy().astype("S")]
     header = [
@@ -238,5 +343,6 @@ def write_image_catalog(galaxies, path: Path, seed: int, size: int) -> None:
     ]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)
-    fitsio.write(str(tmp), np.rec.fromarrays(arrays, names=names), extname="CATALOG", header=header)
+    table = np.rec.fromarrays(arrays, dtype=np.dtype([(name, a.dtype) for name, a in zip(names, arrays)]))
+    fitsio.write(str(tmp), table, extname="CATALOG", header=header)
     os.replace(tmp, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fitsio
 import numpy as np
@@ -20,33 +21,12 @@ from astropy.cosmology import FlatLambdaCDM
 from relabel.config import BIAS_DEFAULTS, CLUSTER_DEFAULTS, RUN_DEFAULTS, TRAIN_DEFAULTS
 from relabel.errors import ConfigError, OutputError
 from relabel.files import atomic_path
-from relabel.simulate.drawing import (
-    BANDS,
-    ELECTRONS_PER_NMGY,
-    NANOMAGGY_ZERO_POINT,
-    PIXEL_SCALE,
-    SKY_ELECTRONS,
-    draw_survey_cutouts,
-)
+from relabel.simulate.drawing import draw_survey_cutouts
+from relabel.simulate.presets import DEFAULT, NANOMAGGY_ZERO_POINT, SurveyPreset, VolunteerModel, get_preset
 
 COSMOLOGY = FlatLambdaCDM(H0=70.0, Om0=0.3)
-SPIRAL_FRACTION = 0.6
-REDSHIFT_RANGE = (0.02, 0.25)
-PSF_FWHM_MEDIAN = 1.4
-PSF_FWHM_RANGE = (0.8, 2.5)
 ELLIPTICAL_SERSIC_N = (3.5, 4.0, 4.5, 5.0)
 """Quantised so that GalSim builds one Sersic table per value and reuses it."""
-
-# Labelling model: a volunteer recognises a true spiral with probability
-# RECOGNITION_MAX * s(RESOLUTION) * s(SNR), s(x) = 1 / (1 + (x_half / x)^slope).
-RECOGNITION_MAX = 0.96
-RESOLUTION_HALF = 0.8
-RESOLUTION_SLOPE = 3.0
-SNR_HALF = 12.0
-SNR_SLOPE = 2.0
-VOTE_CONCENTRATION = 40.0
-"""Galaxy-to-galaxy scatter of the vote probabilities (Dirichlet concentration):
-some galaxies are simply more ambiguous than others at equal image quality."""
 
 CATALOG_COLUMNS = {
     "OBJID": "i8", "RA": "f8", "DEC": "f8",
@@ -120,11 +100,8 @@ def _truncated_normal(rng, mean, sigma, low, high, size):
     return values
 
 
-def _logistic_power(x, half, slope):
-    return 1.0 / (1.0 + (half / np.maximum(x, 1e-6)) ** slope)
-
-
-def recognition_probability(resolution: np.ndarray, snr: np.ndarray) -> np.ndarray:
+def recognition_probability(resolution: np.ndarray, snr: np.ndarray,
+                            volunteers: VolunteerModel = DEFAULT.volunteers) -> np.ndarray:
     """Probability that a volunteer sees a true spiral's spiral structure.
 
     Falls smoothly when the galaxy is small compared with the seeing
@@ -133,6 +110,8 @@ def recognition_probability(resolution: np.ndarray, snr: np.ndarray) -> np.ndarr
     Parameters
     ----------
     resolution, snr : numpy.ndarray
+    volunteers : VolunteerModel
+        The survey's volunteer model (default: the default preset's).
 
     Returns
     -------
@@ -144,17 +123,20 @@ def recognition_probability(resolution: np.ndarray, snr: np.ndarray) -> np.ndarr
     >>> [round(float(v), 2) for v in p]
     [0.19, 0.74, 0.95]
     """
-    return (RECOGNITION_MAX * _logistic_power(resolution, RESOLUTION_HALF, RESOLUTION_SLOPE)
-            * _logistic_power(snr, SNR_HALF, SNR_SLOPE))
+    v = volunteers
+    return (v.recognition_max * v.visibility(resolution, v.resolution_half, v.resolution_slope)
+            * v.visibility(snr, v.snr_half, v.snr_slope))
 
 
-def volunteer_votes(true_spiral, resolution, snr, n_votes, rng):
+def volunteer_votes(true_spiral, resolution, snr, n_votes, rng, volunteers: VolunteerModel = DEFAULT.volunteers):
     """Galaxy Zoo-like votes (elliptical, spiral, don't know) for each galaxy.
 
     A true spiral gets the spiral vote with :func:`recognition_probability`;
     the other votes go to "elliptical" more and more often as the galaxy
     shrinks to a smooth blob, the rest to "don't know". True ellipticals are
     called elliptical with a small error rate that grows a little at low SNR.
+    A model with ``dont_know_max`` moves that share of every galaxy's votes
+    to "don't know" at low SNR.
 
     Parameters
     ----------
@@ -162,6 +144,7 @@ def volunteer_votes(true_spiral, resolution, snr, n_votes, rng):
     resolution, snr : numpy.ndarray
     n_votes : numpy.ndarray of int
     rng : numpy.random.Generator
+    volunteers : VolunteerModel
 
     Returns
     -------
@@ -170,43 +153,30 @@ def volunteer_votes(true_spiral, resolution, snr, n_votes, rng):
     p_recognise : numpy.ndarray
         The spiral recognition probability (truth; also defined for ellipticals).
     """
-    p_rec = recognition_probability(resolution, snr)
-    blob = 1.0 - _logistic_power(resolution, RESOLUTION_HALF, RESOLUTION_SLOPE)
+    v = volunteers
+    p_rec = recognition_probability(resolution, snr, v)
+    blob = 1.0 - v.visibility(resolution, v.resolution_half, v.resolution_slope)
     # Votes a spiral loses: half go to "elliptical" while the disk is
     # resolved (people hesitate), nearly all once it is an unresolved blob.
     to_elliptical = 0.5 + 0.5 * blob
     spiral_p = np.stack([(1 - p_rec) * to_elliptical, p_rec, (1 - p_rec) * (1 - to_elliptical)], axis=1)
-    faint = 1.0 - _logistic_power(snr, SNR_HALF, SNR_SLOPE)
+    faint = 1.0 - v.visibility(snr, v.snr_half, v.snr_slope)
     elliptical_p = np.stack([0.93 - 0.2 * faint, np.full_like(faint, 0.02), 0.05 + 0.2 * faint], axis=1)
     mean_p = np.where(true_spiral[:, None], spiral_p, elliptical_p)
+    if v.dont_know_max > 0.0:
+        # Noisy images make volunteers unsure of any class, not only of spirals.
+        unsure = v.dont_know_max / (1.0 + (np.maximum(snr, 1e-6) / v.dont_know_snr) ** 2)
+        mean_p = mean_p * (1.0 - unsure[:, None]) + np.outer(unsure, [0.0, 0.0, 1.0])
     # Dirichlet rows via normalised gammas (numpy's dirichlet takes one alpha).
-    gamma = rng.standard_gamma(np.maximum(VOTE_CONCENTRATION * mean_p, 1e-3))
+    gamma = rng.standard_gamma(np.maximum(v.vote_concentration * mean_p, 1e-3))
     galaxy_p = gamma / gamma.sum(axis=1, keepdims=True)
     return rng.multinomial(n_votes, galaxy_p), p_rec
 
 
-def simulate_galaxies(n: int, seed: int = 0) -> pd.DataFrame:
-    """Draw the catalog and truth columns of ``n`` galaxies (no images).
-
-    Parameters
-    ----------
-    n : int
-        Number of galaxies.
-    seed : int
-        Survey seed.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per galaxy, in catalog order, with an INDEX column (0..n-1),
-        every column of :data:`CATALOG_COLUMNS` (with its dtype) and of
-        :data:`TRUTH_COLUMNS`.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
-    spiral = rng.random(n) < SPIRAL_FRACTION
-    n_sp = int(spiral.sum())
+def _intrinsic(rng: np.random.Generator, spiral: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ABS_MAG, log10 R50_KPC and COLOR_GR of each galaxy, by true class."""
+    n, n_sp = spiral.size, int(spiral.sum())
     n_el = n - n_sp
-
     # Intrinsic properties depend on the true class: ellipticals are brighter,
     # more compact at fixed luminosity (R ~ L^0.65 vs L^0.3, Shen et al. 2003)
     # and on the red sequence; spirals are bluer with a broad colour spread.
@@ -219,34 +189,32 @@ def simulate_galaxies(n: int, seed: int = 0) -> pd.DataFrame:
     color = np.empty(n)
     color[spiral] = 0.55 - 0.03 * (abs_mag[spiral] + 21.0) + rng.normal(0, 0.10, n_sp)
     color[~spiral] = 0.75 - 0.02 * (abs_mag[~spiral] + 21.5) + rng.normal(0, 0.04, n_el)
+    return abs_mag, log_r50, color
 
-    # Observing conditions are independent of the class by construction: this
-    # is what makes the true spiral fraction flat in RESOLUTION at fixed
-    # intrinsic properties.
-    z = rng.uniform(*REDSHIFT_RANGE, n)
-    psf = np.clip(PSF_FWHM_MEDIAN * np.exp(rng.normal(0.0, 0.2, n)), *PSF_FWHM_RANGE)
-    ra = rng.uniform(150.0, 160.0, n)
-    dec = np.degrees(np.arcsin(rng.uniform(0.0, np.sin(np.radians(10.0)), n)))
 
+def _observed(abs_mag, log_r50, z, psf, preset: SurveyPreset) -> dict[str, np.ndarray]:
+    """Apparent magnitude, size, RESOLUTION, flux and SNR through the preset's optics and depth."""
     distance_modulus, d_a = distances(z)
     # No K-correction: the r band at z < 0.25 changes the magnitudes by
-    # < 0.3 mag, irrelevant to how visible the arms are.
+    # < 0.3 mag, irrelevant to how visible the arms are (the deep preset
+    # reaches further and ignores it too: the labels see the same MAG_R).
     mag = abs_mag + distance_modulus
     r50_kpc = 10.0**log_r50
     r50_arcsec = r50_kpc / (d_a * 1e3) * (180.0 / np.pi) * 3600.0
-    resolution = r50_arcsec / psf
     flux_nmgy = 10.0 ** (-0.4 * (mag - NANOMAGGY_ZERO_POINT))
     # Matched-filter S/N of a Gaussian of the same R50 seen through the PSF:
     # effective noise area 4 pi sigma^2, sky plus the source's own photons.
-    sigma_px2 = ((r50_arcsec / 1.1774) ** 2 + (psf / 2.3548) ** 2) / PIXEL_SCALE**2
-    electrons = flux_nmgy * ELECTRONS_PER_NMGY
-    snr = electrons / np.sqrt(electrons + 4.0 * np.pi * sigma_px2 * SKY_ELECTRONS)
+    sigma_px2 = ((r50_arcsec / 1.1774) ** 2 + (psf / 2.3548) ** 2) / preset.pixel_scale**2
+    electrons_per_nmgy, sky_electrons = preset.electrons("r")
+    electrons = flux_nmgy * electrons_per_nmgy
+    snr = electrons / np.sqrt(electrons + 4.0 * np.pi * sigma_px2 * sky_electrons)
+    return {"MAG_R": mag, "R50_KPC": r50_kpc, "R50_ARCSEC": r50_arcsec, "RESOLUTION": r50_arcsec / psf,
+            "FLUX_NMGY": flux_nmgy, "SNR": snr}
 
-    n_votes = rng.integers(20, 51, n)
-    votes, p_rec = volunteer_votes(spiral, resolution, snr, n_votes, rng)
-    fractions = votes / n_votes[:, None]
 
-    # Shape parameters used only to draw the cutouts (truth).
+def _shapes(rng: np.random.Generator, spiral: np.ndarray) -> dict[str, np.ndarray]:
+    """Shape parameters used only to draw the cutouts (truth columns)."""
+    n = spiral.size
     sersic_n = np.where(spiral, 1.0, rng.choice(ELLIPTICAL_SERSIC_N, n))
     cos_i = rng.uniform(0.0, 1.0, n)
     # Thick disks (intrinsic axis ratio 0.15) never look thinner than that edge-on.
@@ -264,21 +232,8 @@ def simulate_galaxies(n: int, seed: int = 0) -> pd.DataFrame:
     def spiral_only(values, fill=0.0):
         return np.where(spiral, values, fill)
 
-    table = pd.DataFrame({
-        "INDEX": np.arange(n, dtype=np.int64),
-        "OBJID": np.arange(1, n + 1, dtype=np.int64),
-        "RA": ra, "DEC": dec,
-        "P_EL": fractions[:, 0], "P_CS": fractions[:, 1], "P_DK": fractions[:, 2],
-        "N_VOTES": n_votes,
-        "ABS_MAG": abs_mag, "R50_KPC": r50_kpc, "COLOR_GR": color,
-        "REDSHIFT": z, "PSF_FWHM": psf, "RESOLUTION": resolution, "SNR": snr,
-        "MAG_R": mag, "R50_ARCSEC": r50_arcsec,
-        "TRUE_CLASS": np.where(spiral, "spiral", "elliptical"),
-        "P_RECOGNISE": p_rec,
-        "N_EL": votes[:, 0].astype(np.int16), "N_CS": votes[:, 1].astype(np.int16),
-        "N_DK": votes[:, 2].astype(np.int16),
-        "FLUX_NMGY": flux_nmgy, "SERSIC_N": sersic_n, "AXIS_RATIO": axis_ratio,
-        "POSITION_ANGLE": position_angle,
+    return {
+        "SERSIC_N": sersic_n, "AXIS_RATIO": axis_ratio, "POSITION_ANGLE": position_angle,
         "INCLINATION": spiral_only(np.degrees(np.arccos(cos_i)), np.nan),
         "BULGE_FRACTION": spiral_only(bulge_fraction),
         "BULGE_R50_RATIO": spiral_only(bulge_ratio),
@@ -287,6 +242,71 @@ def simulate_galaxies(n: int, seed: int = 0) -> pd.DataFrame:
         "N_KNOTS": spiral_only(n_knots, 0).astype(np.int16),
         "N_ARMS": spiral_only(n_arms, 0).astype(np.int16),
         "PITCH_DEG": spiral_only(pitch, np.nan),
+    }
+
+
+def simulate_galaxies(n: int, seed: int = 0, preset: str | SurveyPreset | None = None) -> pd.DataFrame:
+    """Draw the catalog and truth columns of ``n`` galaxies (no images).
+
+    Parameters
+    ----------
+    n : int
+        Number of galaxies.
+    seed : int
+        Survey seed.
+    preset : str, SurveyPreset or None
+        Survey kind (:data:`relabel.simulate.presets.PRESETS`); ``None``: "default".
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per galaxy, in catalog order, with an INDEX column (0..n-1),
+        every column of :data:`CATALOG_COLUMNS` (with its dtype) and of
+        :data:`TRUTH_COLUMNS`.
+
+    Examples
+    --------
+    >>> table = simulate_galaxies(2000, seed=1, preset="deep")
+    >>> round(float((table["TRUE_CLASS"] == "spiral").mean()), 1)
+    0.7
+    """
+    preset = get_preset(preset)
+    # One stream for the whole table, drawn in a fixed order: the default
+    # preset's galaxies are exactly those of the simulator before presets.
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
+    spiral = rng.random(n) < preset.spiral_fraction
+    abs_mag, log_r50, color = _intrinsic(rng, spiral)
+
+    # Observing conditions are independent of the class by construction: this
+    # is what makes the true spiral fraction flat in RESOLUTION at fixed
+    # intrinsic properties.
+    z = rng.uniform(*preset.redshift_range, n)
+    psf = np.clip(preset.psf_fwhm_median * np.exp(rng.normal(0.0, preset.psf_fwhm_sigma, n)),
+                  *preset.psf_fwhm_range)
+    ra = rng.uniform(150.0, 160.0, n)
+    dec = np.degrees(np.arcsin(rng.uniform(0.0, np.sin(np.radians(10.0)), n)))
+    observed = _observed(abs_mag, log_r50, z, psf, preset)
+
+    n_votes = rng.integers(*preset.volunteers.votes, n)
+    votes, p_rec = volunteer_votes(spiral, observed["RESOLUTION"], observed["SNR"], n_votes, rng,
+                                   preset.volunteers)
+    fractions = votes / n_votes[:, None]
+
+    table = pd.DataFrame({
+        "INDEX": np.arange(n, dtype=np.int64),
+        "OBJID": np.arange(1, n + 1, dtype=np.int64),
+        "RA": ra, "DEC": dec,
+        "P_EL": fractions[:, 0], "P_CS": fractions[:, 1], "P_DK": fractions[:, 2],
+        "N_VOTES": n_votes,
+        "ABS_MAG": abs_mag, "R50_KPC": observed["R50_KPC"], "COLOR_GR": color,
+        "REDSHIFT": z, "PSF_FWHM": psf, "RESOLUTION": observed["RESOLUTION"], "SNR": observed["SNR"],
+        "MAG_R": observed["MAG_R"], "R50_ARCSEC": observed["R50_ARCSEC"],
+        "TRUE_CLASS": np.where(spiral, "spiral", "elliptical"),
+        "P_RECOGNISE": p_rec,
+        "N_EL": votes[:, 0].astype(np.int16), "N_CS": votes[:, 1].astype(np.int16),
+        "N_DK": votes[:, 2].astype(np.int16),
+        "FLUX_NMGY": observed["FLUX_NMGY"],
+        **_shapes(rng, spiral),
     })
     return table.astype(CATALOG_COLUMNS)
 
@@ -325,7 +345,8 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _write_catalog(galaxies: pd.DataFrame, layout: str, path: Path, seed: int, size: int) -> None:
+def _write_catalog(galaxies: pd.DataFrame, layout: str, path: Path, seed: int, size: int,
+                   preset: SurveyPreset) -> None:
     names = list(CATALOG_COLUMNS)
     arrays = [galaxies[name].to_numpy() for name in names]
     if layout == "tiles":
@@ -334,18 +355,19 @@ def _write_catalog(galaxies: pd.DataFrame, layout: str, path: Path, seed: int, s
     else:
         names.append("CUTOUT")
         arrays.append(galaxies["CUTOUT"].to_numpy().astype("S"))
-    table = np.rec.fromarrays(arrays, names=names)
+    table = np.rec.fromarrays(arrays, dtype=np.dtype([(name, a.dtype) for name, a in zip(names, arrays)]))
     header = [
         {"name": "SIMSEED", "value": int(seed), "comment": "relabel simulate seed"},
         {"name": "LAYOUT", "value": layout, "comment": "cutout layout (tiles | files)"},
         {"name": "CUTSIZE", "value": int(size), "comment": "cutout side, pixels"},
-        {"name": "PIXSCALE", "value": PIXEL_SCALE, "comment": "arcsec / pixel"},
+        {"name": "PIXSCALE", "value": preset.pixel_scale, "comment": "arcsec / pixel"},
+        {"name": "PRESET", "value": preset.name, "comment": "relabel simulate --preset"},
     ]
     with atomic_path(path) as tmp:
         fitsio.write(str(tmp), table, extname="CATALOG", header=header, clobber=True)
 
 
-def workflow_dict(layout: str = "tiles", size: int = 64) -> dict:
+def workflow_dict(layout: str = "tiles", size: int = 64, preset: str | SurveyPreset | None = None) -> dict:
     """Workflow file contents for a simulated survey (schema of docs/conventions.md).
 
     Parameters
@@ -354,20 +376,23 @@ def workflow_dict(layout: str = "tiles", size: int = 64) -> dict:
         Cutout layout of the survey.
     size : int
         Cutout side, pixels.
+    preset : str, SurveyPreset or None
+        Survey kind: its bands and pixel scale; ``None``: "default".
 
     Returns
     -------
     dict
         Plain data, ready for ``yaml.safe_dump``.
     """
-    cutouts = {"layout": layout, "root": "."}
+    cutouts: dict[str, Any] = {"layout": layout, "root": "."}
     if layout == "tiles":
         cutouts.update(tile_column="TILE", index_column="TILE_INDEX")
     else:
         cutouts["path_column"] = "CUTOUT"
-    cutouts.update(size=int(size), bands=list(BANDS), pixel_scale=PIXEL_SCALE)
+    preset = get_preset(preset)
+    cutouts.update(size=int(size), bands=list(preset.bands), pixel_scale=preset.pixel_scale)
     return {
-        "name": "simulated-survey",
+        "name": "simulated-survey" if preset.name == "default" else f"simulated-survey-{preset.name}",
         "catalog": {"path": "catalog.fits", "hdu": 1, "id": "OBJID", "ra": "RA", "dec": "DEC",
                     "passthrough": ["MAG_R"]},
         "labels": {
@@ -378,11 +403,7 @@ def workflow_dict(layout: str = "tiles", size: int = 64) -> dict:
             "keep_uncertain": False,
         },
         "intrinsic": ["ABS_MAG", "R50_KPC", "COLOR_GR"],
-        "observables": [
-            {"column": "RESOLUTION", "best": "high"},
-            {"column": "REDSHIFT", "best": "low"},
-            {"column": "PSF_FWHM", "best": "low"},
-        ],
+        "observables": [{"column": column, "best": best} for column, best in preset.observables],
         "cutouts": cutouts,
         # The documented defaults, written out so the file shows every knob.
         "bias": dict(BIAS_DEFAULTS),
@@ -392,9 +413,23 @@ def workflow_dict(layout: str = "tiles", size: int = 64) -> dict:
     }
 
 
-def simulate_survey(out_dir, n: int, seed: int = 0, layout: str = "tiles", tile_size: int = 1000,
-                    size: int = 64, workers: int | None = None, progress: bool = True,
-                    overwrite: bool = False) -> SurveyPaths:
+def _assign_cutouts(galaxies: pd.DataFrame, out_dir: Path, layout: str, tile_size: int) -> Path:
+    """Add each galaxy's tile and slot (TILE, TILE_INDEX) or file (CUTOUT); make and return their folder."""
+    index = galaxies["INDEX"].to_numpy()
+    if layout == "tiles":
+        cutout_dir = out_dir / "tiles"
+        galaxies["TILE"] = [f"tiles/tile_{k:05d}.fits" for k in index // tile_size]
+        galaxies["TILE_INDEX"] = (index % tile_size).astype(np.int32)
+    else:
+        cutout_dir = out_dir / "cutouts"
+        galaxies["CUTOUT"] = [f"cutouts/{objid}.fits" for objid in galaxies["OBJID"]]
+    cutout_dir.mkdir(exist_ok=True)
+    return cutout_dir
+
+
+def simulate_survey(out_dir, n: int, seed: int = 0, layout: str | None = None, tile_size: int = 1000,
+                    size: int | None = None, workers: int | None = None, progress: bool = True,
+                    overwrite: bool = False, preset: str | SurveyPreset | None = None) -> SurveyPaths:
     """Simulate a survey and write it to ``out_dir`` (layout of docs/conventions.md).
 
     Writes the cutouts (``tiles/tile_NNNNN.fits`` cubes or ``cutouts/<OBJID>.fits``),
@@ -409,13 +444,14 @@ def simulate_survey(out_dir, n: int, seed: int = 0, layout: str = "tiles", tile_
         Number of galaxies.
     seed : int
         Survey seed.
-    layout : {"tiles", "files"}
-        Cubes of up to ``tile_size`` cutouts, or one FITS file (with a TAN WCS)
-        per galaxy.
+    layout : {"tiles", "files", "images"} or None
+        Cubes of up to ``tile_size`` cutouts, one FITS file (with a TAN WCS)
+        per galaxy, or large survey images (default preset only,
+        :mod:`relabel.simulate.images`); ``None``: the preset's layout.
     tile_size : int
         Cutouts per tile; also the unit of work of one worker in both layouts.
-    size : int
-        Cutout side, pixels (0.396 arcsec each).
+    size : int or None
+        Cutout side, pixels; ``None``: the preset's (64 default, 72 sdss, 80 deep).
     workers : int or None
         Processes drawing tiles; ``1`` draws in this process; ``None``: one per
         CPU core, at most one per tile.
@@ -424,6 +460,9 @@ def simulate_survey(out_dir, n: int, seed: int = 0, layout: str = "tiles", tile_
     overwrite : bool
         Allow a non-empty ``out_dir``: the simulator's own earlier products in it
         are removed first, other files are left alone.
+    preset : str, SurveyPreset or None
+        Survey kind (bands, pixel scale, seeing, depth, population, volunteer
+        model; ``relabel.simulate.presets.PRESETS``); ``None``: "default".
 
     Returns
     -------
@@ -434,9 +473,16 @@ def simulate_survey(out_dir, n: int, seed: int = 0, layout: str = "tiles", tile_
     OutputError
         ``out_dir`` is not empty and ``overwrite`` is false, or is a file.
     ConfigError
-        An argument is out of range.
+        An argument is out of range, an unknown preset, or layout "images"
+        with a preset other than "default".
     """
+    preset = get_preset(preset)
+    layout = preset.layout if layout is None else layout
+    size = preset.size if size is None else size
     if layout == "images":  # galaxies drawn into large survey images: relabel.simulate.images
+        if preset.name != "default":
+            raise ConfigError(f"simulate: layout 'images' exists for preset 'default' only, got preset "
+                              f"{preset.name!r}; use layout 'tiles' or 'files'")
         from relabel.simulate.images import simulate_image_survey
 
         return simulate_image_survey(out_dir, n, seed, size=size, workers=workers, progress=progress,
@@ -444,25 +490,17 @@ def simulate_survey(out_dir, n: int, seed: int = 0, layout: str = "tiles", tile_
     _check_arguments(n, seed, layout, tile_size, size, workers)
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite)
-    galaxies = simulate_galaxies(int(n), int(seed))
-    index = galaxies["INDEX"].to_numpy()
-    if layout == "tiles":
-        cutout_dir = out_dir / "tiles"
-        galaxies["TILE"] = [f"tiles/tile_{k:05d}.fits" for k in index // tile_size]
-        galaxies["TILE_INDEX"] = (index % tile_size).astype(np.int32)
-    else:
-        cutout_dir = out_dir / "cutouts"
-        galaxies["CUTOUT"] = [f"cutouts/{objid}.fits" for objid in galaxies["OBJID"]]
-    cutout_dir.mkdir(exist_ok=True)
+    galaxies = simulate_galaxies(int(n), int(seed), preset)
+    cutout_dir = _assign_cutouts(galaxies, out_dir, layout, int(tile_size))
 
     draw_survey_cutouts(galaxies, out_dir, layout=layout, tile_size=int(tile_size), size=int(size),
-                        seed=int(seed), workers=workers, progress=progress)
+                        seed=int(seed), workers=workers, progress=progress, preset=preset)
 
     paths = SurveyPaths(root=out_dir, catalog=out_dir / "catalog.fits", truth=out_dir / "truth.parquet",
                         workflow=out_dir / "workflow.yaml", cutout_dir=cutout_dir, layout=layout)
     galaxies[TRUTH_COLUMNS].to_parquet(paths.truth, index=False)
     # The catalog goes last: its presence means every cutout it points to exists.
-    _write_catalog(galaxies, layout, paths.catalog, seed, size)
+    _write_catalog(galaxies, layout, paths.catalog, seed, size, preset)
     with open(paths.workflow, "w") as stream:
-        yaml.safe_dump(workflow_dict(layout, size), stream, sort_keys=False)
+        yaml.safe_dump(workflow_dict(layout, size, preset), stream, sort_keys=False)
     return paths

@@ -81,7 +81,7 @@ def test_catalog_physics_is_consistent(catalog):
     arcsec_per_kpc = 206264.806 / (d_a * 1e3)
     np.testing.assert_allclose(catalog["R50_ARCSEC"], catalog["R50_KPC"] * arcsec_per_kpc, rtol=1e-4)
     assert catalog["PSF_FWHM"].min() >= 0.8 and catalog["PSF_FWHM"].max() <= 2.5
-    assert 0.02 <= catalog["REDSHIFT"].min() and catalog["REDSHIFT"].max() <= 0.25
+    assert catalog["REDSHIFT"].min() >= 0.02 and catalog["REDSHIFT"].max() <= 0.25
     # "Clearly detected": nearly every galaxy well above the noise.
     assert np.mean(catalog["SNR"] > 15) > 0.97
 
