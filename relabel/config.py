@@ -245,7 +245,7 @@ class Workflow:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_dict(cls, data: dict, base_dir: str | Path = ".", source: str | Path | None = None) -> "Workflow":
+    def from_dict(cls, data: dict, base_dir: str | Path = ".", source: str | Path | None = None) -> Workflow:
         """Validate a parsed workflow mapping; relative paths resolve against ``base_dir``.
 
         Raises

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 #: Seconds between two count lines in a non-terminal log.
 LINE_INTERVAL = 30.0
@@ -65,7 +66,7 @@ class CountLines:
             if self.leave or self._printed:
                 self._line()
 
-    def __enter__(self) -> "CountLines":
+    def __enter__(self) -> CountLines:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,7 +84,7 @@ class _Silent:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "_Silent":
+    def __enter__(self) -> _Silent:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -19,8 +19,9 @@ import copy
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -507,7 +508,7 @@ class _Table:
         for j in range(len(self.observables)):
             self.order("observable", j)
 
-    def with_observables(self, perm: np.ndarray) -> "_Table":
+    def with_observables(self, perm: np.ndarray) -> _Table:
         """A copy whose object i carries the observables of object perm[i]."""
         other = copy.copy(self)
         other.observables = [o[perm] for o in self.observables]

@@ -7,15 +7,16 @@ use, and hands the arrays to :func:`relabel.bias.bias_with_errors`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from relabel.bias.metric import BEST_ENDS, BiasError, BiasResult, bias_with_errors
+from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.missing import as_numpy_columns, drop_missing
 from relabel.catalog.reader import open_catalog
 from relabel.config import BIAS_DEFAULTS, LabelSpec, ProbabilityLabel, load_workflow
 from relabel.errors import CatalogError, ConfigError
-from relabel.catalog.labels import NO_CLASS, table_labels
 
 
 def bias_of_table(

@@ -12,8 +12,8 @@ Vector (multi-element) columns come back as one NumPy array per row.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd

@@ -16,9 +16,9 @@ TZEROn, TNULLn on the stored integer, unsigned conventions in table 19).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -7,8 +7,8 @@ exactly as when the same table is read from its FITS file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -10,7 +10,8 @@ out of bias and training and counted by column (each row once in the total);
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -34,7 +34,7 @@ import pandas as pd
 
 from relabel import status as st
 from relabel.config import CutoutSpec
-from relabel.cutouts.sources import CutoutSource, Cutouts
+from relabel.cutouts.sources import Cutouts, CutoutSource
 from relabel.errors import ConfigError
 
 BAND_FIELD = "{band}"
