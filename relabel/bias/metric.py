@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from relabel.config import BEST_ENDS
 from relabel.errors import RelabelError
-
-BEST_ENDS = ("low", "high")
 
 
 class BiasError(RelabelError, ValueError):
@@ -184,18 +183,12 @@ def labeling_bias(
     >>> round(labeling_bias(np.zeros(4), o, np.array([0, 0, 1, 1]), 2, 0, 2, "low"), 6)
     0.707107
     """
-    table = _Table(intrinsic, observables, labels, n_classes, best)
-    return _bin_fractions(table, log2_bins_int, bins_obs).L
+    return bin_fractions(intrinsic, observables, labels, n_classes, log2_bins_int, bins_obs, best).L
 
 
 def bin_fractions(
-    intrinsic: Any,
-    observables: Any,
-    labels: Any,
-    n_classes: int | None,
-    log2_bins_int: int,
-    bins_obs: int,
-    best: Sequence[str] | str,
+    intrinsic: Any, observables: Any, labels: Any, n_classes: int | None,
+    log2_bins_int: int, bins_obs: int, best: Sequence[str] | str,
 ) -> BinFractions:
     """Per-(observable, leaf, bin, class) counts behind L; same arguments as :func:`labeling_bias`.
 
@@ -265,13 +258,8 @@ def object_cells(
 
 
 def bias_with_errors(
-    intrinsic: Any,
-    observables: Any,
-    labels: Any,
-    n_classes: int | None,
-    log2_bins_int: int,
-    bins_obs: int,
-    best: Sequence[str] | str,
+    intrinsic: Any, observables: Any, labels: Any, n_classes: int | None,
+    log2_bins_int: int, bins_obs: int, best: Sequence[str] | str,
     *,
     n_boot: int = 20,
     n_per_bin: int | None = None,
@@ -327,48 +315,10 @@ def bias_with_errors(
     """
     table = _Table(intrinsic, observables, labels, n_classes, best)
     depth, n_bins = _check_bins(log2_bins_int, bins_obs)
-    for name, value in (("n_boot", n_boot), ("n_null", n_null), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise BiasError(f"{name} must be a non-negative integer, got {value!r}")
     n = table.n
-    if n_per_bin is None:
-        n_sample = n
-    else:
-        if n_boot == 0:
-            raise BiasError("n_per_bin sets the size of each bootstrap repetition: it needs n_boot >= 1")
-        if isinstance(n_per_bin, bool) or not isinstance(n_per_bin, (int, np.integer)) or n_per_bin < 1:
-            raise BiasError(f"n_per_bin must be a positive integer, got {n_per_bin!r}")
-        n_sample = int(n_per_bin) * (1 << depth) * n_bins
-        if n_sample > n:
-            raise BiasError(
-                f"n_per_bin={n_per_bin} with {1 << depth} x {n_bins} bins needs {n_sample} objects per "
-                f"repetition, but there are only {n}: lower n_per_bin or the number of bins"
-            )
-    if classes is None:
-        classes = [str(k) for k in range(table.n_classes)]
-    elif len(classes) != table.n_classes:
-        raise BiasError(f"{len(classes)} class names {list(classes)} for {table.n_classes} classes")
-    boot_seeds, null_seeds = np.random.SeedSequence(seed).spawn(2)
-    # Sort orders are made once here, before any thread reads them.
-    table.sort_all()
-    full = _bin_fractions(table, depth, n_bins) if n_boot == 0 or n_null else None
-
-    def bootstrap(r: int, child: np.random.SeedSequence) -> float:
-        weights = _resample(n, n_sample, np.random.default_rng(child))
-        return _in_repetition(r, "bootstrap", lambda: _bin_fractions(table, depth, n_bins, weights).L)
-
-    def null(r: int, child: np.random.SeedSequence) -> float:
-        rng = np.random.default_rng(child)
-        shuffled = table.with_observables(_shuffle_within(full.leaf, rng))
-        weights = None if n_boot == 0 else _resample(n, n_sample, rng)
-        return _in_repetition(r, "null", lambda: _bin_fractions(shuffled, depth, n_bins, weights).L)
-
-    tasks = [(bootstrap, r, child) for r, child in enumerate(boot_seeds.spawn(n_boot))]
-    tasks += [(null, r, child) for r, child in enumerate(null_seeds.spawn(n_null))]
-    done = _run_tasks(tasks, workers)
-    values = done[:n_boot] if n_boot else [full.L]
-    null_values = done[n_boot:]
-
+    n_sample = _sample_size(n, depth, n_bins, n_boot, n_null, seed, n_per_bin)
+    names = _class_names(classes, table.n_classes)
+    values, null_values = _repetitions(table, depth, n_bins, n_sample, n_boot, n_null, seed, workers)
     L = float(np.mean(values))
     null_L = float(np.mean(null_values)) if null_values else None
     return BiasResult(
@@ -381,7 +331,7 @@ def bias_with_errors(
         n_sample=n_sample,
         log2_bins_int=depth,
         bins_obs=n_bins,
-        classes=[str(c) for c in classes],
+        classes=names,
         intrinsic=list(table.intrinsic_names),
         observables=list(table.observable_names),
         best=list(table.best),
@@ -394,13 +344,8 @@ def bias_with_errors(
 
 
 def fraction_curves(
-    intrinsic: Any,
-    observables: Any,
-    labels: Any,
-    n_classes: int | None,
-    log2_bins_int: int,
-    bins_obs: int,
-    best: Sequence[str] | str,
+    intrinsic: Any, observables: Any, labels: Any, n_classes: int | None,
+    log2_bins_int: int, bins_obs: int, best: Sequence[str] | str,
     *,
     classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
@@ -431,9 +376,7 @@ def fraction_curves(
     depth, n_bins = _check_bins(log2_bins_int, bins_obs)
     bf, rows, cuts = _cells(table, depth, n_bins, None, keep_rows=True)
     K = table.n_classes
-    names = [str(c) for c in classes] if classes is not None else [str(k) for k in range(K)]
-    if len(names) != K:
-        raise BiasError(f"{len(names)} class names {names} for {K} classes")
+    names = _class_names(classes, K)
     filled = np.flatnonzero(bf.n_leaf)
     n_filled = len(filled)
     starts = (np.cumsum(bf.n_leaf[filled]) - bf.n_leaf[filled])[:, None] + cuts.T[:, :-1]  # (F, B)
@@ -466,6 +409,68 @@ def fraction_curves(
     ranges.columns = [f"{name}_{stat}" for name, stat in ranges.columns]
     ranges.index = ranges.index.astype(np.int64)
     return curves.join(ranges, on="leaf")
+
+
+def _sample_size(
+    n: int, depth: int, n_bins: int, n_boot: int, n_null: int, seed: int, n_per_bin: int | None
+) -> int:
+    """Objects per repetition of :func:`bias_with_errors`, after checking its repetition arguments."""
+    for name, value in (("n_boot", n_boot), ("n_null", n_null), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise BiasError(f"{name} must be a non-negative integer, got {value!r}")
+    if n_per_bin is None:
+        return n
+    if n_boot == 0:
+        raise BiasError("n_per_bin sets the size of each bootstrap repetition: it needs n_boot >= 1")
+    if isinstance(n_per_bin, bool) or not isinstance(n_per_bin, (int, np.integer)) or n_per_bin < 1:
+        raise BiasError(f"n_per_bin must be a positive integer, got {n_per_bin!r}")
+    n_sample = int(n_per_bin) * (1 << depth) * n_bins
+    if n_sample > n:
+        raise BiasError(
+            f"n_per_bin={n_per_bin} with {1 << depth} x {n_bins} bins needs {n_sample} objects per "
+            f"repetition, but there are only {n}: lower n_per_bin or the number of bins"
+        )
+    return n_sample
+
+
+def _class_names(classes: Sequence[str] | None, n_classes: int) -> list[str]:
+    """Class names as strings, "0", "1", ... by default; one per class or :class:`BiasError`."""
+    if classes is None:
+        return [str(k) for k in range(n_classes)]
+    names = [str(c) for c in classes]
+    if len(names) != n_classes:
+        raise BiasError(f"{len(names)} class names {names} for {n_classes} classes")
+    return names
+
+
+def _repetitions(
+    table: _Table, depth: int, n_bins: int, n_sample: int, n_boot: int, n_null: int, seed: int, workers: int | None
+) -> tuple[list[float], list[float]]:
+    """L of each bootstrap repetition (or of the full table when ``n_boot`` is 0) and of each null shuffle."""
+    n = table.n
+    boot_seeds, null_seeds = np.random.SeedSequence(seed).spawn(2)
+    # Sort orders are made once here, before any thread reads them.
+    table.sort_all()
+    full = _bin_fractions(table, depth, n_bins) if n_boot == 0 or n_null else None
+
+    def bootstrap(r: int, child: np.random.SeedSequence) -> float:
+        weights = _resample(n, n_sample, np.random.default_rng(child))
+        return _in_repetition(r, "bootstrap", lambda: _bin_fractions(table, depth, n_bins, weights).L)
+
+    def null(r: int, child: np.random.SeedSequence) -> float:
+        assert full is not None  # made above whenever n_null > 0
+        rng = np.random.default_rng(child)
+        shuffled = table.with_observables(_shuffle_within(full.leaf, rng))
+        weights = None if n_boot == 0 else _resample(n, n_sample, rng)
+        return _in_repetition(r, "null", lambda: _bin_fractions(shuffled, depth, n_bins, weights).L)
+
+    tasks = [(bootstrap, r, child) for r, child in enumerate(boot_seeds.spawn(n_boot))]
+    tasks += [(null, r, child) for r, child in enumerate(null_seeds.spawn(n_null))]
+    done = _run_tasks(tasks, workers)
+    if n_boot:
+        return done[:n_boot], done[n_boot:]
+    assert full is not None  # made above whenever n_boot == 0
+    return [full.L], done[n_boot:]
 
 
 # --- internals: columns -------------------------------------------------------------------

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from relabel.bias.metric import BEST_ENDS, BiasError, BiasResult, bias_with_errors
+from relabel.bias.metric import BiasError, BiasResult, bias_with_errors
 from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.missing import as_numpy_columns, drop_missing
 from relabel.catalog.reader import open_catalog
-from relabel.config import BIAS_DEFAULTS, LabelSpec, ProbabilityLabel, load_workflow
+from relabel.config import BEST_ENDS, BIAS_DEFAULTS, LabelSpec, ProbabilityLabel, load_workflow
 from relabel.errors import CatalogError, ConfigError
 
 
