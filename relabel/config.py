@@ -60,7 +60,9 @@ class LabelSpec:
     label_column: str | None = setting(None, "alternative: one categorical label column ...")
     classes: list[str] = setting([], "... with these values, in this order")
     keep_uncertain: bool = setting(False, "objects passing no threshold form a class 'uncertain'")
-    compare: str = setting(">=", "vote fraction vs threshold: '>=' (the metric's authors) or '>' (Galaxy Zoo 1's flags)", choices=COMPARISONS)
+    compare: str = setting(
+        ">=", "vote fraction vs threshold: '>=' (the metric's authors) or '>' (Galaxy Zoo 1's flags)",
+        choices=COMPARISONS)
 
     @property
     def class_names(self) -> list[str]:
@@ -99,7 +101,8 @@ class CatalogSpec:
 class CutoutSpec:
     """Where each galaxy's image is: a slice of a tile cube, or a file of its own."""
 
-    layout: str = setting("tiles", "cutouts packed in tile cubes, one file per galaxy (FITS, PNG, JPEG), or cut from survey images", choices=LAYOUTS)
+    layout: str = setting("tiles", "cutouts packed in tile cubes, one file per galaxy (FITS, PNG, JPEG), "
+                          "or cut from survey images", choices=LAYOUTS)
     root: Path = setting(Path("."), "folder the tile / file paths in the catalog are relative to")
     tile_column: str = setting("TILE", "layout tiles: tile path column")
     index_column: str = setting("TILE_INDEX", "layout tiles: the cutout's index in the tile's cube")
@@ -108,9 +111,12 @@ class CutoutSpec:
     bands: list[str] = setting(["r"], "bands along axis 1 of each cube, in this order")
     pixel_scale: float = setting(0.396, "arcsec / pixel", above=0)
     image_column: str | None = setting(None, "layout images: each row's survey image path (may hold {band})")
-    image_pattern: str | None = setting(None, "layout images without a column: image paths ('*', {band}) matched by WCS footprint")
-    pixel_scale_tolerance: float = setting(0.02, "layout images: largest relative pixel-scale difference from the checkpoint's", above=0)
-    channels: list[str] | None = setting(None, "PNG/JPEG stamps: the channel (R, G, B or L) holding each band, in band order")
+    image_pattern: str | None = setting(
+        None, "layout images without a column: image paths ('*', {band}) matched by WCS footprint")
+    pixel_scale_tolerance: float = setting(
+        0.02, "layout images: largest relative pixel-scale difference from the checkpoint's", above=0)
+    channels: list[str] | None = setting(
+        None, "PNG/JPEG stamps: the channel (R, G, B or L) holding each band, in band order")
 
     @property
     def columns(self) -> list[str]:
@@ -143,8 +149,10 @@ class TrainSettings:
     lam: float = setting(10.0, "weight of the bias term (debiased)", key="lambda", minimum=0)
     val_fraction: float = setting(0.25, "share of objects held out for validation", above=0, maximum=0.9)
     seed: int = setting(0, "random seed of the split and the weights", minimum=0)
-    degrade_psf_column: str = setting("PSF_FWHM", "augment degrade: the observable holding each galaxy's PSF FWHM (arcsec)")
-    degrade_resolution_column: str = setting("RESOLUTION", "augment degrade: the observable holding each galaxy's resolution")
+    degrade_psf_column: str = setting(
+        "PSF_FWHM", "augment degrade: the observable holding each galaxy's PSF FWHM (arcsec)")
+    degrade_resolution_column: str = setting(
+        "RESOLUTION", "augment degrade: the observable holding each galaxy's resolution")
     augment: str = setting("none", "'degrade': well-observed labelled galaxies also shown made to look worse-observed",
                            choices=("none", "degrade"))
 
@@ -176,7 +184,8 @@ class JobQueueSettings:
     scheduler_interface: str | None = setting(None, "interface the scheduler listens on, reachable from compute nodes")
     scheduler_host: str | None = setting(None, "address the scheduler listens on (default: this host's routable one)")
     python: str | None = setting(None, "Python on the compute nodes (default: `python` after the prologue)")
-    job_script_prologue: list[str] | None = setting(None, "shell lines before the worker starts (module load, activate)")
+    job_script_prologue: list[str] | None = setting(
+        None, "shell lines before the worker starts (module load, activate)")
     job_extra_directives: list[str] | None = setting(None, "extra #SBATCH/#PBS/... directives")
     worker_extra_args: list[str] | None = setting(None, "extra `dask worker` arguments")
     log_directory: str | None = setting(None, "worker job logs (default OUT/_logs/<queue>)")

@@ -528,7 +528,7 @@ def _as_columns(values: Any, kind: str) -> tuple[list[np.ndarray], list[str]]:
     elif isinstance(values, np.ndarray) and values.ndim == 2:
         names = [f"{kind} {i}" for i in range(values.shape[1])]
         cols = [values[:, i] for i in range(values.shape[1])]
-    elif isinstance(values, np.ndarray) or isinstance(values, pd.Series):
+    elif isinstance(values, (np.ndarray, pd.Series)):
         names = [str(values.name) if isinstance(values, pd.Series) and values.name is not None else f"{kind} 0"]
         cols = [np.asarray(values)]
     else:
@@ -539,7 +539,9 @@ def _as_columns(values: Any, kind: str) -> tuple[list[np.ndarray], list[str]]:
     out = []
     for col, name in zip(cols, names):
         if col.ndim != 1 or col.dtype.kind not in "biuf":
-            raise BiasError(f"{kind} column {name} must be numeric with one value per object, got {col.dtype} {col.shape}")
+            raise BiasError(
+                f"{kind} column {name} must be numeric with one value per object, got {col.dtype} {col.shape}"
+            )
         if col.dtype.kind == "f":
             n_nan = int(np.isnan(col).sum())
             n_inf = int(np.isinf(col).sum())

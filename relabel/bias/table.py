@@ -87,9 +87,9 @@ def bias_of_table(
     hdu = opts.get("hdu")
     if isinstance(path, (str, Path)):  # else a DataFrame or astropy Table in memory
         path = Path(path)
-        if hdu is None and workflow is not None and workflow.catalog.path is not None:
-            if path.resolve() == Path(workflow.catalog.path).resolve():
-                hdu = workflow.catalog.hdu
+        if (hdu is None and workflow is not None and workflow.catalog.path is not None
+                and path.resolve() == Path(workflow.catalog.path).resolve()):
+            hdu = workflow.catalog.hdu
     catalog = open_catalog(path, hdu)
     path = catalog.path
     numeric = list(dict.fromkeys(intrinsic + observables + [p.column for p in label_spec.probabilities]))
@@ -225,7 +225,9 @@ def _label_spec(workflow: Any, opts: Mapping[str, Any]) -> Any:
     if thresholds is None:
         missing = [c for c in columns if c not in known]
         if missing:
-            raise ConfigError(f"give --thresholds for probability column(s) {', '.join(missing)}: the workflow has none")
+            raise ConfigError(
+                f"give --thresholds for probability column(s) {', '.join(missing)}: the workflow has none"
+            )
         thresholds = [known[c].threshold for c in columns]
     names = _one_per(opts.get("classes"), columns, "--classes", broadcast=False)
     if names is None:
@@ -243,7 +245,9 @@ def _observable_spec(workflow: Any, opts: Mapping[str, Any]) -> tuple[list[str],
     base = {o.column: o.best for o in workflow.observables} if workflow is not None else {}
     columns = list(opts.get("observables") or base)
     if not columns:
-        raise ConfigError("relabel bias needs observable columns: a workflow file (--config) or --observables with --best")
+        raise ConfigError(
+            "relabel bias needs observable columns: a workflow file (--config) or --observables with --best"
+        )
     best = _one_per(opts.get("best"), columns, "--best")
     if best is None:
         missing = [c for c in columns if c not in base]

@@ -232,7 +232,9 @@ def table_labels(table: pd.DataFrame, spec: Any) -> tuple[np.ndarray, list[str]]
 def _probability_column(values: Any, name: str) -> np.ndarray:
     col = np.asarray(values)
     if col.ndim != 1 or col.dtype.kind not in "biuf":
-        raise CatalogError(f"probability column {name} must be numeric, one value per object; got {col.dtype} {col.shape}")
+        raise CatalogError(
+            f"probability column {name} must be numeric, one value per object; got {col.dtype} {col.shape}"
+        )
     if col.dtype.kind == "f":
         n_nan = int(np.isnan(col).sum())
         if n_nan:

@@ -265,14 +265,13 @@ def _read_section(hdu, lo: int, hi: int) -> np.ndarray:
 
 def _store(block: np.ndarray, where: np.ndarray, out: Cutouts) -> None:
     """Copy good images into ``out``; NaN/inf pixels decide the row's status."""
-    if block.dtype == np.float32 or block.dtype == np.dtype(">f4"):
-        # Byte order is fixed during the one copy into place; then one pass checks for NaN.
-        if _consecutive(where):
-            target = out.images[where[0]:where[-1] + 1]
-            target[...] = block
-            if np.isfinite(target).all():
-                return
-            target[...] = 0  # rows that turn out unusable must hold zeros, as documented
+    # Byte order is fixed during the one copy into place; then one pass checks for NaN.
+    if (block.dtype == np.float32 or block.dtype == np.dtype(">f4")) and _consecutive(where):
+        target = out.images[where[0]:where[-1] + 1]
+        target[...] = block
+        if np.isfinite(target).all():
+            return
+        target[...] = 0  # rows that turn out unusable must hold zeros, as documented
     block = block.astype(np.float32, copy=False)
     if np.isfinite(block).all():
         out.images[where] = block

@@ -13,7 +13,9 @@ from relabel.model.network import MorphologyCNN
 from relabel.model.normalisation import normalise
 
 
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256, temperature: float = 1.0) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, temperature: float = 1.0
+) -> np.ndarray:
     """Softmax class probabilities as float64 numpy, in batches on the model's device.
 
     Parameters
