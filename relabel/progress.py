@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import IO
 
 #: Seconds between two count lines in a non-terminal log.
@@ -137,7 +137,7 @@ def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool =
 def progress_iter(iterable: Iterable, desc: str, enabled: bool = True, unit: str = "it",
                   total: int | None = None, leave: bool = False, stream: IO[str] | None = None) -> Iterator:
     """Iterate ``iterable`` while counting it with :func:`progress_bar`."""
-    if total is None and hasattr(iterable, "__len__"):
+    if total is None and isinstance(iterable, Sized):
         total = len(iterable)
     bar = progress_bar(total, desc, unit, enabled, stream, leave)
     try:

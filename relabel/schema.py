@@ -247,7 +247,7 @@ def schema_rows(cls, path: str) -> list[tuple[str, str, str, str]]:
     """
     rows = []
     hints = typing.get_type_hints(cls)
-    seen: dict[type, str] = {}
+    seen: dict[Any, str] = {}  # dataclass type -> the key where it was first listed
     for key, f in section_keys(cls).items():
         tp = hints[f.name]
         full = f"{path}.{key}" if path else key

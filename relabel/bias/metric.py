@@ -252,7 +252,7 @@ def object_cells(
     sizes = np.diff(cuts, axis=0).T  # (F, B): objects per bin, leaf-major as the sorted rows
     bin_of_position = np.tile(np.arange(n_bins), sizes.shape[0]).repeat(sizes.ravel())
     obs_bin = np.empty((table.n, len(rows_per_observable)), dtype=np.int64)
-    for j, rows in enumerate(rows_per_observable or []):
+    for j, rows in enumerate(rows_per_observable):
         obs_bin[rows, j] = bin_of_position
     return bf.leaf.astype(np.int64), obs_bin
 
@@ -603,12 +603,13 @@ def _bin_fractions(table: _Table, depth: int, n_bins: int, weights: np.ndarray |
 
 def _cells(
     table: _Table, depth: int, n_bins: int, weights: np.ndarray | None, keep_rows: bool = False
-) -> tuple[BinFractions, list[np.ndarray] | None, np.ndarray]:
+) -> tuple[BinFractions, list[np.ndarray], np.ndarray]:
     """Leaves, then counts per (observable, leaf, bin, class) of the sample given by ``weights``.
 
     ``weights`` is each object's multiplicity in a resample (None: every
     object once). Returns the counts, the rows sorted by (leaf, observable)
-    for each observable when ``keep_rows``, and the cuts (B+1, non-empty leaves).
+    for each observable when ``keep_rows`` (else an empty list), and the cuts
+    (B+1, non-empty leaves).
     """
     d = len(table.intrinsic)
     seqs = [_expand(table.order("intrinsic", c), weights) for c in range(min(d, depth))]
@@ -636,7 +637,7 @@ def _cells(
     counts = np.zeros((m, n_leaves, n_bins, K))
     n_bin = np.zeros((m, n_leaves, n_bins), dtype=np.int64)
     n_bin[:, filled, :] = sizes
-    kept = [] if keep_rows else None
+    kept: list[np.ndarray] = []
     for j, seq in enumerate(seqs_obs):
         if j:
             leaf_of_row = leaf[seq]
@@ -705,7 +706,7 @@ def _median_from_middles(lo: np.ndarray, hi: np.ndarray, odd: np.ndarray) -> np.
     """
     even = np.mean(np.stack([lo, hi]), axis=0)
     single = np.mean(lo[None], axis=0)
-    return np.where(odd, single, even)
+    return np.asarray(np.where(odd, single, even))
 
 
 def _id_dtype(n_ids: int) -> np.dtype:

@@ -221,7 +221,8 @@ def _read_ascii(sub, plan: ColumnPlan, n: int):
     mask = text == b""
     if plan.tnull is not None:
         mask |= text == str(plan.tnull).strip().encode()
-    filled = np.where(mask, b"0", np.char.replace(np.char.upper(text), b"D", b"E"))
+    # numpy's stubs type char.upper as str-only; ``text`` is bytes (dtype S) and stays bytes.
+    filled = np.where(mask, b"0", np.char.replace(np.char.upper(text), b"D", b"E"))  # type: ignore[arg-type]
     scaled = plan.scale != 1.0 or plan.zero != 0.0
     if letter == "I" and not scaled:
         return pd.arrays.IntegerArray(filled.astype(np.int64), mask)

@@ -56,7 +56,7 @@ def table_to_frame(table) -> pd.DataFrame:
         column = table[name]
         mask = np.ma.getmaskarray(column) if getattr(column, "mask", None) is not None else None
         if mask is not None and mask.ndim > 1:
-            mask = mask.all(axis=tuple(range(1, mask.ndim)))
+            mask = np.asarray(mask.all(axis=tuple(range(1, mask.ndim))))
         values = np.asarray(column.data.data if hasattr(column.data, "data") and mask is not None else column)
         nullable = mask is not None and values.dtype.kind in "iu" and values.ndim == 1
         columns[name] = finish_values(values, mask if mask is not None and mask.any() or nullable else None, nullable)

@@ -28,6 +28,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,9 @@ from relabel import status as st
 from relabel.config import CutoutSpec
 from relabel.cutouts.sources import Cutouts, CutoutSource
 from relabel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 BAND_FIELD = "{band}"
 
@@ -78,10 +82,10 @@ class SurveyImage:
     """One band file: its WCS, shape (ny, nx) and pixels (a memory map, or fitsio HDU sections)."""
 
     path: Path
-    wcs: object
+    wcs: WCS
     shape: tuple[int, int]
-    fits: object
-    hdu: object
+    fits: Any  # fitsio.FITS (fitsio ships no type hints)
+    hdu: Any  # fitsio.ImageHDU
     memmap: np.ndarray | None
     blocks: OrderedDict = field(default_factory=OrderedDict)
 
@@ -271,6 +275,7 @@ class ImageSource(CutoutSource):
             block[keep, b] = stamps
         from relabel.cutouts.sources import _store
 
+        assert out.coverage is not None  # read() makes it before cutting
         ok = np.flatnonzero(inside)
         _store(block[ok], where[ok], out)
         out.coverage[where] = np.where(inside, cover, 0.0)
@@ -306,7 +311,7 @@ class Footprint:
     """Where one image (path template with ``{band}``) lies on the sky: its first band's WCS and shape."""
 
     image: str
-    wcs: object
+    wcs: WCS
     shape: tuple[int, int]
     centre: tuple[float, float]
     radius: float  # degrees, centre to the farthest corner

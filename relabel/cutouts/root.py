@@ -63,7 +63,8 @@ def check_cutout_root(workflow, catalog=None, how: str = "") -> None:
     if all(problems):
         from relabel.errors import ConfigError
 
-        raise ConfigError(problems[0] + ("" if len(problems) == 1 else f" (and {len(problems) - 1} more files agree)"))
+        more = "" if len(problems) == 1 else f" (and {len(problems) - 1} more files agree)"
+        raise ConfigError(f"{problems[0]}{more}")
 
 
 #: Cutout files whose headers are compared with the workflow.

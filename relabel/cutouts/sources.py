@@ -12,6 +12,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ import pandas as pd
 from relabel import status as st
 from relabel.config import CutoutSpec, Workflow
 from relabel.cutouts.pixels import image_hdu, read_image, read_section
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 
 @dataclass
@@ -86,7 +90,7 @@ class TileSource(CutoutSource):
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
         super().__init__(spec, size, n_bands)
         self.columns = (spec.tile_column, spec.index_column)
-        self._open: OrderedDict[str, object] = OrderedDict()
+        self._open: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # tile -> (fitsio HDU, its FITS file)
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
         out = self._empty(len(rows))
@@ -173,7 +177,7 @@ class FileSource(CutoutSource):
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
         super().__init__(spec, size, n_bands)
         self.columns = (spec.path_column,)
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
         """Read the rows' files, ``read_threads`` parts at once (in row order within each part)."""
@@ -199,7 +203,8 @@ class FileSource(CutoutSource):
         from relabel.cutouts.stamps import default_channels, read_stamp
 
         image, fault = read_stamp(path, self.spec.channels or default_channels(self.n_bands))
-        fault = fault or self._check_shape(image.shape)
+        if fault is None and image is not None:
+            fault = self._check_shape(image.shape)
         if fault is not None:
             out.status[i] = fault
             return

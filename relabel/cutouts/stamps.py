@@ -52,8 +52,9 @@ def read_stamp(path: Path, channels: list[str]) -> tuple[np.ndarray | None, str 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, not later
+        with Image.open(path) as opened:
+            opened.load()  # decode now: a truncated file fails here, not later
+            im: Image.Image = opened
             mode = im.mode
             if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr"):
                 im, mode = im.convert("RGB"), "RGB"

@@ -50,7 +50,8 @@ class MorphologyCNN(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(n_bands, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
         )
-        stages = []
+        self.n_classes = n_classes
+        stages: list[ResidualBlock] = []
         c_in = width
         for i, n in enumerate(blocks):
             c_out = width * 2**i
@@ -64,7 +65,7 @@ class MorphologyCNN(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         # Zero-init the last norm of each residual branch: every block starts as the identity, training is steadier.
-        for block in self.stages:
+        for block in stages:
             nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

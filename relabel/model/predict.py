@@ -45,7 +45,7 @@ def predict_proba(
             out.append(torch.softmax(model(batch).float() / float(temperature), dim=1).cpu())
     model.train(was_training)
     if not out:
-        n_classes = model.head[-1].out_features if isinstance(model, MorphologyCNN) else 0
+        n_classes = model.n_classes if isinstance(model, MorphologyCNN) else 0
         return np.zeros((0, n_classes))
     return torch.cat(out).double().numpy()
 
