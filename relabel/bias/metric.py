@@ -322,24 +322,13 @@ def bias_with_errors(
     L = float(np.mean(values))
     null_L = float(np.mean(null_values)) if null_values else None
     return BiasResult(
-        L=L,
-        L_std=float(np.std(values)) if n_boot else None,
-        null_L=null_L,
-        null_L_std=float(np.std(null_values)) if null_values else None,
+        L=L, L_std=float(np.std(values)) if n_boot else None,
+        null_L=null_L, null_L_std=float(np.std(null_values)) if null_values else None,
         excess=L - null_L if null_L is not None else None,
-        n_objects=n,
-        n_sample=n_sample,
-        log2_bins_int=depth,
-        bins_obs=n_bins,
-        classes=names,
-        intrinsic=list(table.intrinsic_names),
-        observables=list(table.observable_names),
-        best=list(table.best),
-        n_boot=int(n_boot),
-        n_per_bin=None if n_per_bin is None else int(n_per_bin),
-        n_null=int(n_null),
-        seed=int(seed),
-        soft=table.soft,
+        n_objects=n, n_sample=n_sample, log2_bins_int=depth, bins_obs=n_bins, classes=names,
+        intrinsic=list(table.intrinsic_names), observables=list(table.observable_names), best=list(table.best),
+        n_boot=int(n_boot), n_per_bin=None if n_per_bin is None else int(n_per_bin), n_null=int(n_null),
+        seed=int(seed), soft=table.soft,
     )
 
 
