@@ -192,6 +192,21 @@ def bin_fractions(
 ) -> BinFractions:
     """Per-(observable, leaf, bin, class) counts behind L; same arguments as :func:`labeling_bias`.
 
+    Parameters
+    ----------
+    intrinsic, observables, labels, n_classes, log2_bins_int, bins_obs, best
+        As in :func:`labeling_bias`.
+
+    Returns
+    -------
+    BinFractions
+        Counts, objects per cell and leaves; its ``L`` is :func:`labeling_bias`'s value.
+
+    Raises
+    ------
+    BiasError
+        As :func:`labeling_bias`.
+
     Examples
     --------
     >>> o = np.array([1.0, 2.0, 3.0, 4.0])
@@ -344,6 +359,13 @@ def fraction_curves(
     of. Same arguments as :func:`labeling_bias`; names come from DataFrame
     columns.
 
+    Parameters
+    ----------
+    intrinsic, observables, labels, n_classes, log2_bins_int, bins_obs, best
+        As in :func:`labeling_bias`.
+    classes : sequence of str, optional
+        Class names in code order (default "0", "1", ...).
+
     Returns
     -------
     pandas.DataFrame
@@ -353,6 +375,11 @@ def fraction_curves(
         (objects in the bin), ``class`` (name), ``count`` (objects of the
         class; summed probability in soft mode), ``fraction``, and for each
         intrinsic column ``<name>_min`` and ``<name>_max`` over the leaf.
+
+    Raises
+    ------
+    BiasError
+        As :func:`labeling_bias`, or ``classes`` does not name every class.
 
     Examples
     --------

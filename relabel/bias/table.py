@@ -148,7 +148,17 @@ LABEL_OPTIONS = ("labels", "thresholds", "classes", "label_column")
 
 
 def is_run_folder(path: str | Path) -> bool:
-    """True when ``path`` is the output folder of ``relabel run`` (it holds the run record)."""
+    """True when ``path`` is the output folder of ``relabel run`` (it holds the run record).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Any path; a file or a missing path gives False.
+
+    Returns
+    -------
+    bool
+    """
     from relabel.run.output import RUN_RECORD
 
     return Path(path).is_dir() and (Path(path) / RUN_RECORD).is_file()
@@ -156,6 +166,18 @@ def is_run_folder(path: str | Path) -> bool:
 
 def run_workflow(out_dir: str | Path) -> tuple[Any, list[str]]:
     """The workflow a run recorded in its folder, and the classes of its new labels.
+
+    Parameters
+    ----------
+    out_dir : str or pathlib.Path
+        The output folder of ``relabel run``.
+
+    Returns
+    -------
+    workflow : relabel.config.Workflow
+        The workflow the run used.
+    classes : list of str
+        The class names of the run's ``p_<class>`` columns, in code order.
 
     Raises
     ------
@@ -204,7 +226,18 @@ def bias_of_run(out_dir: str | Path, workflow: Any = None,
 
 
 def format_run_result(results: Mapping[str, BiasResult]) -> str:
-    """``relabel bias RUN_DIR``'s lines: one per label set, aligned, then any dropped rows."""
+    """``relabel bias RUN_DIR``'s lines: one per label set, aligned, then any dropped rows.
+
+    Parameters
+    ----------
+    results : mapping of str to BiasResult
+        Label-set name (e.g. ``"original"``, ``"new"``) -> its result, in display order.
+
+    Returns
+    -------
+    str
+        One line per label set as :func:`format_result`, names padded to one width.
+    """
     width = max(len(k) for k in results) + len(" labels:")
     lines = []
     for key, result in results.items():
@@ -294,6 +327,16 @@ def _one_per(values: Any, columns: list[str], option: str, broadcast: bool = Tru
 
 def format_result(result: BiasResult) -> str:
     """The plain-text line of ``relabel bias``, plus one line on dropped rows when there were any.
+
+    Parameters
+    ----------
+    result : BiasResult
+        The measurement to print.
+
+    Returns
+    -------
+    str
+        L, its bootstrap std, the null L, N and the bins; a second line with the dropped rows by reason.
 
     Examples
     --------

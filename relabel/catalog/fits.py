@@ -97,6 +97,19 @@ class FitsCatalog(Catalog):
             self._dtypes[c], self._shapes[c] = _element_type(sample[c])
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start`` (see :meth:`Catalog.read`).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Column names, as in the file.
+        start, stop : int
+            Row range, 0-based, ``stop`` exclusive; None reads to the end.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         self.require(columns, what="this read")
         start, stop = self._check_range(start, stop)
         columns = list(dict.fromkeys(columns))
@@ -104,7 +117,25 @@ class FitsCatalog(Catalog):
         return pd.DataFrame({c: arrays[c] for c in columns}, index=pd.RangeIndex(start, stop))
 
     def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
-        """The given row numbers (any order), reading only those rows (a shard of scattered tile rows)."""
+        """The given row numbers (any order), reading only those rows (a shard of scattered tile rows).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Column names, as in the file.
+        rows : numpy.ndarray of int, shape (n,)
+            0-based row numbers, in any order.
+
+        Returns
+        -------
+        pandas.DataFrame
+            n rows in the order of ``rows``, indexed by row number.
+
+        Raises
+        ------
+        CatalogError
+            A row number is outside the table.
+        """
         self.require(columns, what="this read")
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= self.nrows):
@@ -152,6 +183,19 @@ def finish_values(values: np.ndarray, mask: np.ndarray | None, nullable: bool):
     """Native byte order, text stripped of trailing blanks (empty text is missing), nulls applied.
 
     Vector columns become an object array holding one 1-D array per row.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (n,) or (n, k)
+        A column as read from FITS (any byte order; text as bytes).
+    mask : numpy.ndarray of bool, shape (n,), or None
+        True where the value is null (TNULL, or empty text).
+    nullable : bool
+        Give integer columns pandas' nullable ``Int64`` type even without nulls.
+
+    Returns
+    -------
+    numpy.ndarray or pandas array, shape (n,)
     """
     if values.dtype.kind in "SU":
         text = np.char.rstrip(values.astype(str) if values.dtype.kind == "S" else values, " \0")

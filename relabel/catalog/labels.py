@@ -214,6 +214,28 @@ def table_labels(table: pd.DataFrame, spec: Any) -> tuple[np.ndarray, list[str]]
     ``probabilities``, ``label_column``, ``classes`` and ``keep_uncertain``).
     Probability mode may give ``NO_CLASS`` codes; dropping them is the
     caller's choice.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows holding the label columns the spec names (no missing values: see
+        :func:`relabel.catalog.missing.drop_missing`).
+    spec : relabel.config.LabelSpec
+        The workflow's labels.
+
+    Returns
+    -------
+    codes : numpy.ndarray of int64, shape (N,)
+        Class codes, ``NO_CLASS`` where no threshold passes.
+    names : list of str
+        Class names in code order (``"uncertain"`` last when kept).
+
+    Raises
+    ------
+    ConfigError
+        Neither probability columns nor a label column are given, or a threshold is outside [0, 1].
+    CatalogError
+        As :func:`hard_labels` and :func:`labels_from_column`.
     """
     if spec.probabilities:
         columns = {p.column: table[p.column].to_numpy() for p in spec.probabilities}

@@ -36,6 +36,19 @@ class FrameCatalog(Catalog):
                 self._dtypes[column] = values.dtype
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start`` (see :meth:`Catalog.read`).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Column names, as in the file.
+        start, stop : int
+            Row range, 0-based, ``stop`` exclusive; None reads to the end.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         self.require(columns, what="this read")
         start, stop = self._check_range(start, stop)
         out = self.frame.iloc[start:stop][list(dict.fromkeys(columns))].copy()

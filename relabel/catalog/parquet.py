@@ -45,6 +45,19 @@ class ParquetCatalog(Catalog):
         self._shapes = {f.name: _list_shape(f.type) for f in schema if f.name in self.columns}
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start`` (see :meth:`Catalog.read`).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Column names, as in the file.
+        start, stop : int
+            Row range, 0-based, ``stop`` exclusive; None reads to the end.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         import pyarrow as pa
 
         self.require(columns, what="this read")
@@ -68,7 +81,17 @@ class ParquetCatalog(Catalog):
 
 
 def arrow_to_pandas(table) -> pd.DataFrame:
-    """An Arrow table as pandas without going through float: integers nullable, lists as arrays per row."""
+    """An Arrow table as pandas without going through float: integers nullable, lists as arrays per row.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Columns read from Parquet.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
     import pyarrow as pa
 
     columns = {}
