@@ -35,6 +35,7 @@ class Cutouts:
 
     @property
     def usable(self) -> np.ndarray:
+        """Boolean (n,): rows whose status carries new probabilities (:data:`relabel.status.PREDICTED`)."""
         return np.isin(self.status, st.PREDICTED)
 
 
@@ -49,6 +50,18 @@ class CutoutSource:
         self.n_bands = int(n_bands or len(spec.bands))
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
+        """The cutouts of ``rows``, in row order; a fault in one row is its status, never an exception.
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Rows holding :attr:`columns`.
+
+        Returns
+        -------
+        Cutouts
+            Images (n, bands, size, size) float32, rows that failed hold zeros; a status per row.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -93,6 +106,18 @@ class TileSource(CutoutSource):
         self._open: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # tile -> (fitsio HDU, its FITS file)
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
+        """The rows' cutouts, read from their tile cubes (each tile opened once per read).
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Rows holding :attr:`columns`.
+
+        Returns
+        -------
+        Cutouts
+            Images (n, bands, size, size) float32, rows that failed hold zeros; a status per row.
+        """
         out = self._empty(len(rows))
         tiles = rows[self.spec.tile_column].to_numpy()
         indices = rows[self.spec.index_column].to_numpy()
@@ -163,6 +188,7 @@ class TileSource(CutoutSource):
             entry[1].close()
 
     def close(self) -> None:
+        """Close the tile files this source keeps open."""
         for tile in list(self._open):
             self._forget(tile)
 
@@ -180,7 +206,18 @@ class FileSource(CutoutSource):
         self._pool: ThreadPoolExecutor | None = None
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
-        """Read the rows' files, ``read_threads`` parts at once (in row order within each part)."""
+        """Read the rows' files, ``read_threads`` parts at once (in row order within each part).
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Rows holding :attr:`columns`.
+
+        Returns
+        -------
+        Cutouts
+            Images (n, bands, size, size) float32, rows that failed hold zeros; a status per row.
+        """
         if self.read_threads <= 1 or len(rows) < 4 * self.read_threads:
             return self._read_files(rows)
         from concurrent.futures import ThreadPoolExecutor
@@ -195,6 +232,7 @@ class FileSource(CutoutSource):
         return out
 
     def close(self) -> None:
+        """Stop the reading threads, if any were started."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -247,6 +285,22 @@ def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int
     """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's.
 
     ``image`` (layout "images"): the survey image every row read lies on, e.g. its shard's.
+
+    Parameters
+    ----------
+    workflow : relabel.config.Workflow
+        Its ``cutouts`` section chooses the layout (tiles, files or images).
+    size : int, optional
+        Cutout side, pixels (e.g. the checkpoint's input size).
+    n_bands : int, optional
+        Bands to read, the first ``n_bands`` of ``cutouts.bands``.
+    image : str, optional
+        Layout "images": the image path template every row lies on.
+
+    Returns
+    -------
+    CutoutSource
+        Use as a context manager, so that its open files are closed.
     """
     if workflow.cutouts.layout == "images":
         from relabel.cutouts.images import ImageSource
