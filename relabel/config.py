@@ -81,6 +81,7 @@ class LabelSpec:
 
     @property
     def thresholds(self) -> list[float]:
+        """The threshold of each probability column, in class order (empty for a label column)."""
         return [p.threshold for p in self.probabilities]
 
 
@@ -257,6 +258,19 @@ class Workflow:
     def from_dict(cls, data: dict, base_dir: str | Path = ".", source: str | Path | None = None) -> Workflow:
         """Validate a parsed workflow mapping; relative paths resolve against ``base_dir``.
 
+        Parameters
+        ----------
+        data : dict
+            The parsed YAML mapping.
+        base_dir : str or pathlib.Path
+            Folder that relative paths (catalog, cutouts root) resolve against.
+        source : str or pathlib.Path, optional
+            The file it came from, named in messages and kept as ``Workflow.source``.
+
+        Returns
+        -------
+        Workflow
+
         Raises
         ------
         ConfigError
@@ -298,10 +312,12 @@ class Workflow:
 
     @property
     def observable_columns(self) -> list[str]:
+        """The observable column names, in workflow order."""
         return [o.column for o in self.observables]
 
     @property
     def best_ends(self) -> list[str]:
+        """The best-quality end (``'low'`` or ``'high'``) of each observable, in workflow order."""
         return [o.best for o in self.observables]
 
     def hash(self) -> str:
@@ -312,6 +328,15 @@ class Workflow:
 
 def load_workflow(path: str | Path) -> Workflow:
     """Read and validate a workflow YAML file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The workflow file; relative paths inside it resolve against its folder.
+
+    Returns
+    -------
+    Workflow
 
     Raises
     ------

@@ -55,6 +55,18 @@ def dihedral_augment(images: torch.Tensor, generator: torch.Generator | None = N
 
     Galaxy morphology does not depend on orientation, and these transforms move
     pixels without interpolation, so the noise stays exactly as observed.
+
+    Parameters
+    ----------
+    images : torch.Tensor, shape (n, bands, size, size)
+        Square cutouts.
+    generator : torch.Generator, optional
+        Seeds the choice of symmetry per image.
+
+    Returns
+    -------
+    torch.Tensor, shape (n, bands, size, size)
+        A new tensor; ``images`` is unchanged.
     """
     n = images.shape[0]
     choice = torch.randint(0, 8, (n,), generator=generator)
