@@ -270,6 +270,7 @@ class Workflow:
         Returns
         -------
         Workflow
+            Every key checked, defaults filled in, paths absolute.
 
         Raises
         ------
@@ -337,6 +338,7 @@ def load_workflow(path: str | Path) -> Workflow:
     Returns
     -------
     Workflow
+        Its ``source`` is ``path``.
 
     Raises
     ------

@@ -60,11 +60,11 @@ class Catalog:
         Parameters
         ----------
         column : str
-            A column name.
+            One of :attr:`columns`.
 
         Returns
         -------
-        numpy.dtype
+        numpy.dtype or pandas.api.extensions.ExtensionDtype
         """
         base, shape = self._dtypes[column], self.shape(column)
         if shape and all(shape) and isinstance(base, np.dtype):
@@ -77,11 +77,12 @@ class Catalog:
         Parameters
         ----------
         column : str
-            A column name.
+            One of :attr:`columns`; a column never sampled counts as scalar.
 
         Returns
         -------
         tuple of int
+            Empty for a scalar column.
         """
         return self._shapes.get(column, ())
 

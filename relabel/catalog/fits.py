@@ -97,18 +97,14 @@ class FitsCatalog(Catalog):
             self._dtypes[c], self._shapes[c] = _element_type(sample[c])
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start`` (see :meth:`Catalog.read`).
+        """Rows ``start:stop`` of ``columns``, decoded from the FITS binary table (see :meth:`Catalog.read`).
 
         Parameters
         ----------
         columns : sequence of str
-            Column names, as in the file.
+            FITS column names (TTYPE), exact case.
         start, stop : int
-            Row range, 0-based, ``stop`` exclusive; None reads to the end.
-
-        Returns
-        -------
-        pandas.DataFrame
+            0-based row range of the table; ``stop`` None means through its last row.
         """
         self.require(columns, what="this read")
         start, stop = self._check_range(start, stop)
@@ -122,14 +118,14 @@ class FitsCatalog(Catalog):
         Parameters
         ----------
         columns : sequence of str
-            Column names, as in the file.
+            FITS column names (TTYPE), exact case.
         rows : numpy.ndarray of int, shape (n,)
-            0-based row numbers, in any order.
+            0-based table rows; each is read on its own, so scattered rows cost no more than their count.
 
         Returns
         -------
         pandas.DataFrame
-            n rows in the order of ``rows``, indexed by row number.
+            As :meth:`Catalog.read_rows`.
 
         Raises
         ------

@@ -36,18 +36,14 @@ class FrameCatalog(Catalog):
                 self._dtypes[column] = values.dtype
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start`` (see :meth:`Catalog.read`).
+        """A copy of rows ``start:stop`` of the in-memory frame's ``columns`` (see :meth:`Catalog.read`).
 
         Parameters
         ----------
         columns : sequence of str
-            Column names, as in the file.
+            Names of the frame's columns.
         start, stop : int
-            Row range, 0-based, ``stop`` exclusive; None reads to the end.
-
-        Returns
-        -------
-        pandas.DataFrame
+            Positions in the frame, 0-based; ``stop`` None means its end.
         """
         self.require(columns, what="this read")
         start, stop = self._check_range(start, stop)

@@ -45,18 +45,14 @@ class ParquetCatalog(Catalog):
         self._shapes = {f.name: _list_shape(f.type) for f in schema if f.name in self.columns}
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start`` (see :meth:`Catalog.read`).
+        """Rows ``start:stop`` of ``columns``, from only the row groups holding them (see :meth:`Catalog.read`).
 
         Parameters
         ----------
         columns : sequence of str
-            Column names, as in the file.
+            Parquet field names.
         start, stop : int
-            Row range, 0-based, ``stop`` exclusive; None reads to the end.
-
-        Returns
-        -------
-        pandas.DataFrame
+            Row range over the dataset's files in path order, 0-based; ``stop`` None reads all that follow.
         """
         import pyarrow as pa
 
@@ -91,6 +87,7 @@ def arrow_to_pandas(table) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
+        One column per field, in the table's order.
     """
     import pyarrow as pa
 

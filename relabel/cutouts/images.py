@@ -76,7 +76,7 @@ def header_wcs(hdu):
     Parameters
     ----------
     hdu : fitsio.ImageHDU
-        An open image HDU.
+        An open image HDU whose header holds the WCS keywords.
 
     Returns
     -------

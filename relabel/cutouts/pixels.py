@@ -47,7 +47,7 @@ def blank_value(hdu) -> int | None:
     Parameters
     ----------
     hdu : fitsio.ImageHDU
-        An open image HDU.
+        Its header is read (ZBLANK and ZBITPIX for a tile-compressed image).
 
     Returns
     -------
@@ -91,7 +91,7 @@ def read_image(hdu) -> np.ndarray:
     Parameters
     ----------
     hdu : fitsio.ImageHDU
-        An open image HDU.
+        A 2-D or 3-D image HDU, read whole.
 
     Returns
     -------

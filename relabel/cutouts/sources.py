@@ -111,12 +111,12 @@ class TileSource(CutoutSource):
         Parameters
         ----------
         rows : pandas.DataFrame
-            Rows holding :attr:`columns`.
+            Rows holding the tile file and the index into its cube.
 
         Returns
         -------
         Cutouts
-            Images (n, bands, size, size) float32, rows that failed hold zeros; a status per row.
+            As :meth:`CutoutSource.read`; a missing or unreadable tile is the status of all its rows.
         """
         out = self._empty(len(rows))
         tiles = rows[self.spec.tile_column].to_numpy()
@@ -211,12 +211,12 @@ class FileSource(CutoutSource):
         Parameters
         ----------
         rows : pandas.DataFrame
-            Rows holding :attr:`columns`.
+            Rows holding each galaxy's file path (FITS, PNG or JPEG).
 
         Returns
         -------
         Cutouts
-            Images (n, bands, size, size) float32, rows that failed hold zeros; a status per row.
+            As :meth:`CutoutSource.read`.
         """
         if self.read_threads <= 1 or len(rows) < 4 * self.read_threads:
             return self._read_files(rows)
