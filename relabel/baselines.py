@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from relabel.catalog.labels import NO_CLASS, hard_labels
 from relabel.catalog.reader import open_catalog
+from relabel.columns import probability_column
 from relabel.config import Workflow, load_workflow
 from relabel.errors import ConfigError, OutputError
 
@@ -130,7 +131,9 @@ def catalog_level_correction(fractions, intrinsic, observable, best: str, log2_b
     return np.clip(corrected * scale[:, None], 0.0, 1.0)
 
 
-def debias_catalog(catalog_path, workflow, out, overwrite: bool = False, observable: str | None = None) -> CorrectionResult:
+def debias_catalog(
+    catalog_path, workflow, out, overwrite: bool = False, observable: str | None = None
+) -> CorrectionResult:
     """``relabel debias-catalog``: the catalog-level correction of a catalog's vote fractions, to Parquet.
 
     The output has the id, the intrinsic and observable columns, the original fraction
@@ -191,7 +194,7 @@ def debias_catalog(catalog_path, workflow, out, overwrite: bool = False, observa
     frame = table.copy()
     classes = [p.name for p in workflow.labels.probabilities]
     for k, name in enumerate(classes):
-        frame[f"p_{name}"] = corrected[:, k].astype(np.float32)
+        frame[probability_column(name)] = corrected[:, k].astype(np.float32)
     frame["label"] = _label_names(corrected, usable, workflow)
     frame["label_original"] = _label_names(table[fraction_columns].to_numpy(dtype=np.float64), usable, workflow)
     frame["status"] = np.where(usable, "ok", MISSING_VALUES)

@@ -60,7 +60,9 @@ class LabelSpec:
     label_column: str | None = setting(None, "alternative: one categorical label column ...")
     classes: list[str] = setting([], "... with these values, in this order")
     keep_uncertain: bool = setting(False, "objects passing no threshold form a class 'uncertain'")
-    compare: str = setting(">=", "vote fraction vs threshold: '>=' (the metric's authors) or '>' (Galaxy Zoo 1's flags)", choices=COMPARISONS)
+    compare: str = setting(
+        ">=", "vote fraction vs threshold: '>=' (the metric's authors) or '>' (Galaxy Zoo 1's flags)",
+        choices=COMPARISONS)
 
     @property
     def class_names(self) -> list[str]:
@@ -79,6 +81,7 @@ class LabelSpec:
 
     @property
     def thresholds(self) -> list[float]:
+        """The threshold of each probability column, in class order (empty for a label column)."""
         return [p.threshold for p in self.probabilities]
 
 
@@ -99,7 +102,8 @@ class CatalogSpec:
 class CutoutSpec:
     """Where each galaxy's image is: a slice of a tile cube, or a file of its own."""
 
-    layout: str = setting("tiles", "cutouts packed in tile cubes, one file per galaxy (FITS, PNG, JPEG), or cut from survey images", choices=LAYOUTS)
+    layout: str = setting("tiles", "cutouts packed in tile cubes, one file per galaxy (FITS, PNG, JPEG), "
+                          "or cut from survey images", choices=LAYOUTS)
     root: Path = setting(Path("."), "folder the tile / file paths in the catalog are relative to")
     tile_column: str = setting("TILE", "layout tiles: tile path column")
     index_column: str = setting("TILE_INDEX", "layout tiles: the cutout's index in the tile's cube")
@@ -108,9 +112,12 @@ class CutoutSpec:
     bands: list[str] = setting(["r"], "bands along axis 1 of each cube, in this order")
     pixel_scale: float = setting(0.396, "arcsec / pixel", above=0)
     image_column: str | None = setting(None, "layout images: each row's survey image path (may hold {band})")
-    image_pattern: str | None = setting(None, "layout images without a column: image paths ('*', {band}) matched by WCS footprint")
-    pixel_scale_tolerance: float = setting(0.02, "layout images: largest relative pixel-scale difference from the checkpoint's", above=0)
-    channels: list[str] | None = setting(None, "PNG/JPEG stamps: the channel (R, G, B or L) holding each band, in band order")
+    image_pattern: str | None = setting(
+        None, "layout images without a column: image paths ('*', {band}) matched by WCS footprint")
+    pixel_scale_tolerance: float = setting(
+        0.02, "layout images: largest relative pixel-scale difference from the checkpoint's", above=0)
+    channels: list[str] | None = setting(
+        None, "PNG/JPEG stamps: the channel (R, G, B or L) holding each band, in band order")
 
     @property
     def columns(self) -> list[str]:
@@ -143,8 +150,10 @@ class TrainSettings:
     lam: float = setting(10.0, "weight of the bias term (debiased)", key="lambda", minimum=0)
     val_fraction: float = setting(0.25, "share of objects held out for validation", above=0, maximum=0.9)
     seed: int = setting(0, "random seed of the split and the weights", minimum=0)
-    degrade_psf_column: str = setting("PSF_FWHM", "augment degrade: the observable holding each galaxy's PSF FWHM (arcsec)")
-    degrade_resolution_column: str = setting("RESOLUTION", "augment degrade: the observable holding each galaxy's resolution")
+    degrade_psf_column: str = setting(
+        "PSF_FWHM", "augment degrade: the observable holding each galaxy's PSF FWHM (arcsec)")
+    degrade_resolution_column: str = setting(
+        "RESOLUTION", "augment degrade: the observable holding each galaxy's resolution")
     augment: str = setting("none", "'degrade': well-observed labelled galaxies also shown made to look worse-observed",
                            choices=("none", "degrade"))
 
@@ -176,7 +185,8 @@ class JobQueueSettings:
     scheduler_interface: str | None = setting(None, "interface the scheduler listens on, reachable from compute nodes")
     scheduler_host: str | None = setting(None, "address the scheduler listens on (default: this host's routable one)")
     python: str | None = setting(None, "Python on the compute nodes (default: `python` after the prologue)")
-    job_script_prologue: list[str] | None = setting(None, "shell lines before the worker starts (module load, activate)")
+    job_script_prologue: list[str] | None = setting(
+        None, "shell lines before the worker starts (module load, activate)")
     job_extra_directives: list[str] | None = setting(None, "extra #SBATCH/#PBS/... directives")
     worker_extra_args: list[str] | None = setting(None, "extra `dask worker` arguments")
     log_directory: str | None = setting(None, "worker job logs (default OUT/_logs/<queue>)")
@@ -245,8 +255,22 @@ class Workflow:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_dict(cls, data: dict, base_dir: str | Path = ".", source: str | Path | None = None) -> "Workflow":
+    def from_dict(cls, data: dict, base_dir: str | Path = ".", source: str | Path | None = None) -> Workflow:
         """Validate a parsed workflow mapping; relative paths resolve against ``base_dir``.
+
+        Parameters
+        ----------
+        data : dict
+            The parsed YAML mapping.
+        base_dir : str or pathlib.Path
+            Folder that relative paths (catalog, cutouts root) resolve against.
+        source : str or pathlib.Path, optional
+            The file it came from, named in messages and kept as ``Workflow.source``.
+
+        Returns
+        -------
+        Workflow
+            Every key checked, defaults filled in, paths absolute.
 
         Raises
         ------
@@ -289,10 +313,12 @@ class Workflow:
 
     @property
     def observable_columns(self) -> list[str]:
+        """The observable column names, in workflow order."""
         return [o.column for o in self.observables]
 
     @property
     def best_ends(self) -> list[str]:
+        """The best-quality end (``'low'`` or ``'high'``) of each observable, in workflow order."""
         return [o.best for o in self.observables]
 
     def hash(self) -> str:
@@ -303,6 +329,16 @@ class Workflow:
 
 def load_workflow(path: str | Path) -> Workflow:
     """Read and validate a workflow YAML file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The workflow file; relative paths inside it resolve against its folder.
+
+    Returns
+    -------
+    Workflow
+        Its ``source`` is ``path``.
 
     Raises
     ------

@@ -54,6 +54,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_path`."""
+    """Write ``data`` to ``path`` through :func:`atomic_path`.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file to write; readers see either the old content or all of ``data``.
+    data : bytes
+        The new content.
+    """
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

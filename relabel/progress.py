@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
+from typing import IO
 
 #: Seconds between two count lines in a non-terminal log.
 LINE_INTERVAL = 30.0
@@ -45,6 +46,13 @@ class CountLines:
         self._closed = False
 
     def update(self, n: int = 1) -> None:
+        """Count ``n`` more items; print a line when ``interval`` seconds passed since the last.
+
+        Parameters
+        ----------
+        n : int
+            Items done since the last call.
+        """
         self.n += int(n)
         now = time.monotonic()
         if now - self._last >= self.interval:
@@ -59,13 +67,14 @@ class CountLines:
         print(f"{self.desc}: {self.n}{of} {self.unit}{share}, {seconds:.0f} s", file=self.stream, flush=True)
 
     def close(self) -> None:
+        """Stop counting; print the final line if any line was printed (or ``leave``)."""
         if not self._closed:
             self._closed = True
             # A short inner loop (one epoch) that never printed stays silent: its caller reports the result.
             if self.leave or self._printed:
                 self._line()
 
-    def __enter__(self) -> "CountLines":
+    def __enter__(self) -> CountLines:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,7 +92,7 @@ class _Silent:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "_Silent":
+    def __enter__(self) -> _Silent:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -135,8 +144,31 @@ def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool =
 
 def progress_iter(iterable: Iterable, desc: str, enabled: bool = True, unit: str = "it",
                   total: int | None = None, leave: bool = False, stream: IO[str] | None = None) -> Iterator:
-    """Iterate ``iterable`` while counting it with :func:`progress_bar`."""
-    if total is None and hasattr(iterable, "__len__"):
+    """Iterate ``iterable`` while counting it with :func:`progress_bar`.
+
+    Parameters
+    ----------
+    iterable : iterable
+        What to iterate.
+    desc : str
+        Label of the count (e.g. ``"shards"``).
+    enabled : bool
+        False iterates silently.
+    unit : str
+        Name of one item.
+    total : int, optional
+        Items expected; default ``len(iterable)`` when it has one.
+    leave : bool
+        Keep the last count line when done.
+    stream : text stream, optional
+        Where to write (default standard error).
+
+    Yields
+    ------
+    Any
+        The items of ``iterable``.
+    """
+    if total is None and isinstance(iterable, Sized):
         total = len(iterable)
     bar = progress_bar(total, desc, unit, enabled, stream, leave)
     try:

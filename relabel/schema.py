@@ -63,7 +63,18 @@ def defaults(cls) -> dict[str, Any]:
 
 
 def as_mapping(obj) -> dict[str, Any]:
-    """A section instance as a mapping keyed like the YAML."""
+    """A section instance as a mapping keyed like the YAML.
+
+    Parameters
+    ----------
+    obj : dataclass instance
+        A section (e.g. ``Workflow().bias``).
+
+    Returns
+    -------
+    dict of str to Any
+        Deep copies of the values; nested sections as mappings.
+    """
     out = {}
     for key, f in section_keys(type(obj)).items():
         value = getattr(obj, f.name)
@@ -77,6 +88,17 @@ def as_mapping(obj) -> dict[str, Any]:
 
 def reject_unknown(value: dict, known, where: str, path: str) -> None:
     """Refuse keys of ``value`` not in ``known``, suggesting the nearest valid one.
+
+    Parameters
+    ----------
+    value : dict
+        The mapping read from YAML.
+    known : collection of str
+        The valid keys.
+    where : str
+        The file, for messages.
+    path : str
+        Dotted key of the section (``""`` at the top).
 
     Raises
     ------
@@ -131,7 +153,31 @@ def parse_section(cls, value: Any, where: str, path: str):
 
 
 def check_value(value: Any, tp, meta, where: str, path: str):
-    """``value`` converted to ``tp`` (int stays int, int -> float, str -> Path), or a ConfigError."""
+    """``value`` converted to ``tp`` (int stays int, int -> float, str -> Path), or a ConfigError.
+
+    Parameters
+    ----------
+    value : Any
+        As read from YAML.
+    tp : type
+        The key's annotated type.
+    meta : mapping
+        The field's metadata (``minimum``, ``above``, ``maximum``, ``choices``).
+    where : str
+        The file, for messages.
+    path : str
+        The dotted key.
+
+    Returns
+    -------
+    Any
+        ``value`` as ``tp``.
+
+    Raises
+    ------
+    ConfigError
+        Wrong type, value out of range or not among the choices; naming the file and the key.
+    """
     try:
         out = _convert(value, tp, where, path)
     except _Mismatch:
@@ -210,7 +256,18 @@ def _check_range(value: Any, meta, where: str, path: str, tp) -> None:
 
 
 def range_text(meta) -> str:
-    """The allowed range of a number as words: ``>= 0``, ``> 0 and <= 1``."""
+    """The allowed range of a number as words: ``>= 0``, ``> 0 and <= 1``.
+
+    Parameters
+    ----------
+    meta : mapping
+        A field's metadata (``minimum``, ``above``, ``maximum``).
+
+    Returns
+    -------
+    str
+        Empty when the number is unbounded.
+    """
     parts = []
     if meta.get("minimum") is not None:
         parts.append(f">= {meta['minimum']:g}")
@@ -224,7 +281,17 @@ def range_text(meta) -> str:
 
 
 def type_name(tp) -> str:
-    """A type in a user's words: ``a positive integer`` is range + ``an integer``."""
+    """A type in a user's words: ``a positive integer`` is range + ``an integer``.
+
+    Parameters
+    ----------
+    tp : type
+        An annotated type (``int``, ``float | None``, ``list[str]``, a section).
+
+    Returns
+    -------
+    str
+    """
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         return "a mapping"
@@ -244,10 +311,21 @@ def schema_rows(cls, path: str) -> list[tuple[str, str, str, str]]:
     """(key, type and range, default, meaning) for every key of a section, nested sections expanded.
 
     A section type met again among siblings (the job queues) is expanded once and referred to after.
+
+    Parameters
+    ----------
+    cls : type
+        A section dataclass.
+    path : str
+        Its dotted key, prefixed to every row's key.
+
+    Returns
+    -------
+    list of tuple of str
     """
     rows = []
     hints = typing.get_type_hints(cls)
-    seen: dict[type, str] = {}
+    seen: dict[Any, str] = {}  # dataclass type -> the key where it was first listed
     for key, f in section_keys(cls).items():
         tp = hints[f.name]
         full = f"{path}.{key}" if path else key
@@ -284,7 +362,17 @@ def _yaml_text(value: Any) -> str:
 
 
 def schema_markdown(sections: dict[str, type]) -> str:
-    """A Markdown table of every key of ``sections`` (section name -> dataclass)."""
+    """A Markdown table of every key of ``sections`` (section name -> dataclass).
+
+    Parameters
+    ----------
+    sections : dict of str to type
+        Section name -> its dataclass.
+
+    Returns
+    -------
+    str
+    """
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, cls in sections.items():
         for key, kind, default, doc in schema_rows(cls, name):

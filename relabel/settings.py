@@ -21,7 +21,19 @@ def register() -> None:
 
 
 def get(key: str, override=None):
-    """``override`` when given, else ``relabel.<key>`` from the Dask configuration."""
+    """``override`` when given, else ``relabel.<key>`` from the Dask configuration.
+
+    Parameters
+    ----------
+    key : str
+        Key below ``relabel.`` (e.g. ``"worker-timeout"``).
+    override : Any, optional
+        A value given directly (keyword argument or command-line option), which wins.
+
+    Returns
+    -------
+    Any
+    """
     return override if override is not None else dask.config.get(f"relabel.{key}")
 
 

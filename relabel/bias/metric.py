@@ -19,15 +19,15 @@ import copy
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from relabel.config import BEST_ENDS
 from relabel.errors import RelabelError
-
-BEST_ENDS = ("low", "high")
 
 
 class BiasError(RelabelError, ValueError):
@@ -183,20 +183,29 @@ def labeling_bias(
     >>> round(labeling_bias(np.zeros(4), o, np.array([0, 0, 1, 1]), 2, 0, 2, "low"), 6)
     0.707107
     """
-    table = _Table(intrinsic, observables, labels, n_classes, best)
-    return _bin_fractions(table, log2_bins_int, bins_obs).L
+    return bin_fractions(intrinsic, observables, labels, n_classes, log2_bins_int, bins_obs, best).L
 
 
 def bin_fractions(
-    intrinsic: Any,
-    observables: Any,
-    labels: Any,
-    n_classes: int | None,
-    log2_bins_int: int,
-    bins_obs: int,
-    best: Sequence[str] | str,
+    intrinsic: Any, observables: Any, labels: Any, n_classes: int | None,
+    log2_bins_int: int, bins_obs: int, best: Sequence[str] | str,
 ) -> BinFractions:
     """Per-(observable, leaf, bin, class) counts behind L; same arguments as :func:`labeling_bias`.
+
+    Parameters
+    ----------
+    intrinsic, observables, labels, n_classes, log2_bins_int, bins_obs, best
+        As in :func:`labeling_bias`.
+
+    Returns
+    -------
+    BinFractions
+        Counts, objects per cell and leaves; its ``L`` is :func:`labeling_bias`'s value.
+
+    Raises
+    ------
+    BiasError
+        As :func:`labeling_bias`.
 
     Examples
     --------
@@ -258,19 +267,14 @@ def object_cells(
     sizes = np.diff(cuts, axis=0).T  # (F, B): objects per bin, leaf-major as the sorted rows
     bin_of_position = np.tile(np.arange(n_bins), sizes.shape[0]).repeat(sizes.ravel())
     obs_bin = np.empty((table.n, len(rows_per_observable)), dtype=np.int64)
-    for j, rows in enumerate(rows_per_observable or []):
+    for j, rows in enumerate(rows_per_observable):
         obs_bin[rows, j] = bin_of_position
     return bf.leaf.astype(np.int64), obs_bin
 
 
 def bias_with_errors(
-    intrinsic: Any,
-    observables: Any,
-    labels: Any,
-    n_classes: int | None,
-    log2_bins_int: int,
-    bins_obs: int,
-    best: Sequence[str] | str,
+    intrinsic: Any, observables: Any, labels: Any, n_classes: int | None,
+    log2_bins_int: int, bins_obs: int, best: Sequence[str] | str,
     *,
     n_boot: int = 20,
     n_per_bin: int | None = None,
@@ -326,80 +330,26 @@ def bias_with_errors(
     """
     table = _Table(intrinsic, observables, labels, n_classes, best)
     depth, n_bins = _check_bins(log2_bins_int, bins_obs)
-    for name, value in (("n_boot", n_boot), ("n_null", n_null), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise BiasError(f"{name} must be a non-negative integer, got {value!r}")
     n = table.n
-    if n_per_bin is None:
-        n_sample = n
-    else:
-        if n_boot == 0:
-            raise BiasError("n_per_bin sets the size of each bootstrap repetition: it needs n_boot >= 1")
-        if isinstance(n_per_bin, bool) or not isinstance(n_per_bin, (int, np.integer)) or n_per_bin < 1:
-            raise BiasError(f"n_per_bin must be a positive integer, got {n_per_bin!r}")
-        n_sample = int(n_per_bin) * (1 << depth) * n_bins
-        if n_sample > n:
-            raise BiasError(
-                f"n_per_bin={n_per_bin} with {1 << depth} x {n_bins} bins needs {n_sample} objects per "
-                f"repetition, but there are only {n}: lower n_per_bin or the number of bins"
-            )
-    if classes is None:
-        classes = [str(k) for k in range(table.n_classes)]
-    elif len(classes) != table.n_classes:
-        raise BiasError(f"{len(classes)} class names {list(classes)} for {table.n_classes} classes")
-    boot_seeds, null_seeds = np.random.SeedSequence(seed).spawn(2)
-    # Sort orders are made once here, before any thread reads them.
-    table.sort_all()
-    full = _bin_fractions(table, depth, n_bins) if n_boot == 0 or n_null else None
-
-    def bootstrap(r: int, child: np.random.SeedSequence) -> float:
-        weights = _resample(n, n_sample, np.random.default_rng(child))
-        return _in_repetition(r, "bootstrap", lambda: _bin_fractions(table, depth, n_bins, weights).L)
-
-    def null(r: int, child: np.random.SeedSequence) -> float:
-        rng = np.random.default_rng(child)
-        shuffled = table.with_observables(_shuffle_within(full.leaf, rng))
-        weights = None if n_boot == 0 else _resample(n, n_sample, rng)
-        return _in_repetition(r, "null", lambda: _bin_fractions(shuffled, depth, n_bins, weights).L)
-
-    tasks = [(bootstrap, r, child) for r, child in enumerate(boot_seeds.spawn(n_boot))]
-    tasks += [(null, r, child) for r, child in enumerate(null_seeds.spawn(n_null))]
-    done = _run_tasks(tasks, workers)
-    values = done[:n_boot] if n_boot else [full.L]
-    null_values = done[n_boot:]
-
+    n_sample = _sample_size(n, depth, n_bins, n_boot, n_null, seed, n_per_bin)
+    names = _class_names(classes, table.n_classes)
+    values, null_values = _repetitions(table, depth, n_bins, n_sample, n_boot, n_null, seed, workers)
     L = float(np.mean(values))
     null_L = float(np.mean(null_values)) if null_values else None
     return BiasResult(
-        L=L,
-        L_std=float(np.std(values)) if n_boot else None,
-        null_L=null_L,
-        null_L_std=float(np.std(null_values)) if null_values else None,
+        L=L, L_std=float(np.std(values)) if n_boot else None,
+        null_L=null_L, null_L_std=float(np.std(null_values)) if null_values else None,
         excess=L - null_L if null_L is not None else None,
-        n_objects=n,
-        n_sample=n_sample,
-        log2_bins_int=depth,
-        bins_obs=n_bins,
-        classes=[str(c) for c in classes],
-        intrinsic=list(table.intrinsic_names),
-        observables=list(table.observable_names),
-        best=list(table.best),
-        n_boot=int(n_boot),
-        n_per_bin=None if n_per_bin is None else int(n_per_bin),
-        n_null=int(n_null),
-        seed=int(seed),
-        soft=table.soft,
+        n_objects=n, n_sample=n_sample, log2_bins_int=depth, bins_obs=n_bins, classes=names,
+        intrinsic=list(table.intrinsic_names), observables=list(table.observable_names), best=list(table.best),
+        n_boot=int(n_boot), n_per_bin=None if n_per_bin is None else int(n_per_bin), n_null=int(n_null),
+        seed=int(seed), soft=table.soft,
     )
 
 
 def fraction_curves(
-    intrinsic: Any,
-    observables: Any,
-    labels: Any,
-    n_classes: int | None,
-    log2_bins_int: int,
-    bins_obs: int,
-    best: Sequence[str] | str,
+    intrinsic: Any, observables: Any, labels: Any, n_classes: int | None,
+    log2_bins_int: int, bins_obs: int, best: Sequence[str] | str,
     *,
     classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
@@ -408,6 +358,13 @@ def fraction_curves(
     One row per (non-empty leaf, observable, bin, class), the cells L is made
     of. Same arguments as :func:`labeling_bias`; names come from DataFrame
     columns.
+
+    Parameters
+    ----------
+    intrinsic, observables, labels, n_classes, log2_bins_int, bins_obs, best
+        As in :func:`labeling_bias`.
+    classes : sequence of str, optional
+        Class names in code order (default "0", "1", ...).
 
     Returns
     -------
@@ -418,6 +375,11 @@ def fraction_curves(
         (objects in the bin), ``class`` (name), ``count`` (objects of the
         class; summed probability in soft mode), ``fraction``, and for each
         intrinsic column ``<name>_min`` and ``<name>_max`` over the leaf.
+
+    Raises
+    ------
+    BiasError
+        As :func:`labeling_bias`, or ``classes`` does not name every class.
 
     Examples
     --------
@@ -430,9 +392,7 @@ def fraction_curves(
     depth, n_bins = _check_bins(log2_bins_int, bins_obs)
     bf, rows, cuts = _cells(table, depth, n_bins, None, keep_rows=True)
     K = table.n_classes
-    names = [str(c) for c in classes] if classes is not None else [str(k) for k in range(K)]
-    if len(names) != K:
-        raise BiasError(f"{len(names)} class names {names} for {K} classes")
+    names = _class_names(classes, K)
     filled = np.flatnonzero(bf.n_leaf)
     n_filled = len(filled)
     starts = (np.cumsum(bf.n_leaf[filled]) - bf.n_leaf[filled])[:, None] + cuts.T[:, :-1]  # (F, B)
@@ -465,6 +425,68 @@ def fraction_curves(
     ranges.columns = [f"{name}_{stat}" for name, stat in ranges.columns]
     ranges.index = ranges.index.astype(np.int64)
     return curves.join(ranges, on="leaf")
+
+
+def _sample_size(
+    n: int, depth: int, n_bins: int, n_boot: int, n_null: int, seed: int, n_per_bin: int | None
+) -> int:
+    """Objects per repetition of :func:`bias_with_errors`, after checking its repetition arguments."""
+    for name, value in (("n_boot", n_boot), ("n_null", n_null), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise BiasError(f"{name} must be a non-negative integer, got {value!r}")
+    if n_per_bin is None:
+        return n
+    if n_boot == 0:
+        raise BiasError("n_per_bin sets the size of each bootstrap repetition: it needs n_boot >= 1")
+    if isinstance(n_per_bin, bool) or not isinstance(n_per_bin, (int, np.integer)) or n_per_bin < 1:
+        raise BiasError(f"n_per_bin must be a positive integer, got {n_per_bin!r}")
+    n_sample = int(n_per_bin) * (1 << depth) * n_bins
+    if n_sample > n:
+        raise BiasError(
+            f"n_per_bin={n_per_bin} with {1 << depth} x {n_bins} bins needs {n_sample} objects per "
+            f"repetition, but there are only {n}: lower n_per_bin or the number of bins"
+        )
+    return n_sample
+
+
+def _class_names(classes: Sequence[str] | None, n_classes: int) -> list[str]:
+    """Class names as strings, "0", "1", ... by default; one per class or :class:`BiasError`."""
+    if classes is None:
+        return [str(k) for k in range(n_classes)]
+    names = [str(c) for c in classes]
+    if len(names) != n_classes:
+        raise BiasError(f"{len(names)} class names {names} for {n_classes} classes")
+    return names
+
+
+def _repetitions(
+    table: _Table, depth: int, n_bins: int, n_sample: int, n_boot: int, n_null: int, seed: int, workers: int | None
+) -> tuple[list[float], list[float]]:
+    """L of each bootstrap repetition (or of the full table when ``n_boot`` is 0) and of each null shuffle."""
+    n = table.n
+    boot_seeds, null_seeds = np.random.SeedSequence(seed).spawn(2)
+    # Sort orders are made once here, before any thread reads them.
+    table.sort_all()
+    full = _bin_fractions(table, depth, n_bins) if n_boot == 0 or n_null else None
+
+    def bootstrap(r: int, child: np.random.SeedSequence) -> float:
+        weights = _resample(n, n_sample, np.random.default_rng(child))
+        return _in_repetition(r, "bootstrap", lambda: _bin_fractions(table, depth, n_bins, weights).L)
+
+    def null(r: int, child: np.random.SeedSequence) -> float:
+        assert full is not None  # made above whenever n_null > 0
+        rng = np.random.default_rng(child)
+        shuffled = table.with_observables(_shuffle_within(full.leaf, rng))
+        weights = None if n_boot == 0 else _resample(n, n_sample, rng)
+        return _in_repetition(r, "null", lambda: _bin_fractions(shuffled, depth, n_bins, weights).L)
+
+    tasks = [(bootstrap, r, child) for r, child in enumerate(boot_seeds.spawn(n_boot))]
+    tasks += [(null, r, child) for r, child in enumerate(null_seeds.spawn(n_null))]
+    done = _run_tasks(tasks, workers)
+    if n_boot:
+        return done[:n_boot], done[n_boot:]
+    assert full is not None  # made above whenever n_boot == 0
+    return [full.L], done[n_boot:]
 
 
 # --- internals: columns -------------------------------------------------------------------
@@ -507,7 +529,7 @@ class _Table:
         for j in range(len(self.observables)):
             self.order("observable", j)
 
-    def with_observables(self, perm: np.ndarray) -> "_Table":
+    def with_observables(self, perm: np.ndarray) -> _Table:
         """A copy whose object i carries the observables of object perm[i]."""
         other = copy.copy(self)
         other.observables = [o[perm] for o in self.observables]
@@ -522,7 +544,7 @@ def _as_columns(values: Any, kind: str) -> tuple[list[np.ndarray], list[str]]:
     elif isinstance(values, np.ndarray) and values.ndim == 2:
         names = [f"{kind} {i}" for i in range(values.shape[1])]
         cols = [values[:, i] for i in range(values.shape[1])]
-    elif isinstance(values, np.ndarray) or isinstance(values, pd.Series):
+    elif isinstance(values, (np.ndarray, pd.Series)):
         names = [str(values.name) if isinstance(values, pd.Series) and values.name is not None else f"{kind} 0"]
         cols = [np.asarray(values)]
     else:
@@ -533,7 +555,9 @@ def _as_columns(values: Any, kind: str) -> tuple[list[np.ndarray], list[str]]:
     out = []
     for col, name in zip(cols, names):
         if col.ndim != 1 or col.dtype.kind not in "biuf":
-            raise BiasError(f"{kind} column {name} must be numeric with one value per object, got {col.dtype} {col.shape}")
+            raise BiasError(
+                f"{kind} column {name} must be numeric with one value per object, got {col.dtype} {col.shape}"
+            )
         if col.dtype.kind == "f":
             n_nan = int(np.isnan(col).sum())
             n_inf = int(np.isinf(col).sum())
@@ -595,12 +619,13 @@ def _bin_fractions(table: _Table, depth: int, n_bins: int, weights: np.ndarray |
 
 def _cells(
     table: _Table, depth: int, n_bins: int, weights: np.ndarray | None, keep_rows: bool = False
-) -> tuple[BinFractions, list[np.ndarray] | None, np.ndarray]:
+) -> tuple[BinFractions, list[np.ndarray], np.ndarray]:
     """Leaves, then counts per (observable, leaf, bin, class) of the sample given by ``weights``.
 
     ``weights`` is each object's multiplicity in a resample (None: every
     object once). Returns the counts, the rows sorted by (leaf, observable)
-    for each observable when ``keep_rows``, and the cuts (B+1, non-empty leaves).
+    for each observable when ``keep_rows`` (else an empty list), and the cuts
+    (B+1, non-empty leaves).
     """
     d = len(table.intrinsic)
     seqs = [_expand(table.order("intrinsic", c), weights) for c in range(min(d, depth))]
@@ -628,7 +653,7 @@ def _cells(
     counts = np.zeros((m, n_leaves, n_bins, K))
     n_bin = np.zeros((m, n_leaves, n_bins), dtype=np.int64)
     n_bin[:, filled, :] = sizes
-    kept = [] if keep_rows else None
+    kept: list[np.ndarray] = []
     for j, seq in enumerate(seqs_obs):
         if j:
             leaf_of_row = leaf[seq]
@@ -697,7 +722,7 @@ def _median_from_middles(lo: np.ndarray, hi: np.ndarray, odd: np.ndarray) -> np.
     """
     even = np.mean(np.stack([lo, hi]), axis=0)
     single = np.mean(lo[None], axis=0)
-    return np.where(odd, single, even)
+    return np.asarray(np.where(odd, single, even))
 
 
 def _id_dtype(n_ids: int) -> np.dtype:

@@ -7,15 +7,20 @@ use, and hands the arrays to :func:`relabel.bias.bias_with_errors`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from relabel.bias.metric import BEST_ENDS, BiasError, BiasResult, bias_with_errors
+import numpy as np
+import pandas as pd
+
+from relabel.bias.metric import BiasError, BiasResult, bias_with_errors
+from relabel.catalog.base import Catalog
+from relabel.catalog.labels import NO_CLASS, check_threshold, table_labels
 from relabel.catalog.missing import as_numpy_columns, drop_missing
 from relabel.catalog.reader import open_catalog
-from relabel.config import BIAS_DEFAULTS, LabelSpec, ProbabilityLabel, load_workflow
+from relabel.config import BEST_ENDS, BIAS_DEFAULTS, LabelSpec, ProbabilityLabel, load_workflow
 from relabel.errors import CatalogError, ConfigError
-from relabel.catalog.labels import NO_CLASS, table_labels
 
 
 def bias_of_table(
@@ -70,6 +75,49 @@ def bias_of_table(
     observables, best = _observable_spec(workflow, opts)
     if not intrinsic:
         raise ConfigError("relabel bias needs intrinsic columns: a workflow file (--config) or --intrinsic")
+    params = _bias_params(workflow, opts)
+    catalog = _open_table(path, workflow, opts.get("hdu"))
+    path = catalog.path
+    numeric = list(dict.fromkeys(intrinsic + observables + [p.column for p in label_spec.probabilities]))
+    columns = list(dict.fromkeys(numeric + label_spec.columns))
+    catalog.require(columns, numeric=numeric, what="relabel bias")
+    frame = catalog.read_all(columns)
+    n_table = len(frame)
+    frame, codes, class_names, dropped = _labelled_rows(frame, columns, label_spec, workflow)
+    if len(frame) == 0:
+        raise BiasError(f"{path}: no rows left after dropping {dropped} of {n_table}")
+
+    result = bias_with_errors(
+        frame[intrinsic], frame[observables], codes, len(class_names), params["log2_bins_int"], params["bins_obs"],
+        best, n_boot=params["n_boot"], n_per_bin=params["n_per_bin"], seed=params["seed"],
+        n_null=params["n_null"], classes=class_names, workers=opts.get("workers"),
+    )
+    result.table = str(path)
+    result.n_table = n_table
+    result.dropped = dropped
+    return result
+
+
+def _labelled_rows(
+    frame: pd.DataFrame, columns: list[str], label_spec: LabelSpec, workflow: Any
+) -> tuple[pd.DataFrame, np.ndarray, list[str], dict[str, int]]:
+    """The rows L can use, their class codes and names, and the count of rows dropped per reason."""
+    # one missing-value rule (relabel.catalog.missing): nulls, NaN, inf and the workflow's codes
+    frame, dropped = drop_missing(frame, columns, workflow.catalog.missing if workflow is not None else {})
+    frame = as_numpy_columns(frame, columns)
+    codes, class_names = table_labels(frame, label_spec)
+    unlabelled = codes == NO_CLASS
+    if unlabelled.any():
+        dropped["passing no threshold"] = int(unlabelled.sum())
+        frame, codes = frame[~unlabelled], codes[~unlabelled]
+    return frame, codes, class_names, dropped
+
+
+def _bias_params(workflow: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """Binning and repetition settings: the defaults, then the workflow's ``bias`` section, then the options.
+
+    ``opts["null"]`` is copied to ``opts["n_null"]`` (the command's name for it).
+    """
     params = dict(BIAS_DEFAULTS)
     if workflow is not None:
         params.update(workflow.bias)
@@ -78,56 +126,21 @@ def bias_of_table(
     for key in ("log2_bins_int", "bins_obs", "n_boot", "n_per_bin", "n_null", "seed"):
         if key in opts:
             params[key] = opts[key]
+    return params
 
+
+def _open_table(path: Any, workflow: Any, hdu: Any) -> Catalog:
+    """The table to measure: ``path``, or the workflow's catalog (with its HDU when it is the same file)."""
     if path is None:
         if workflow is None or workflow.catalog.path is None:
             raise ConfigError("relabel bias needs a table: give TABLE or a workflow with catalog.path")
         path = workflow.catalog.path
-    hdu = opts.get("hdu")
     if isinstance(path, (str, Path)):  # else a DataFrame or astropy Table in memory
         path = Path(path)
-        if hdu is None and workflow is not None and workflow.catalog.path is not None:
-            if path.resolve() == Path(workflow.catalog.path).resolve():
-                hdu = workflow.catalog.hdu
-    catalog = open_catalog(path, hdu)
-    path = catalog.path
-    numeric = list(dict.fromkeys(intrinsic + observables + [p.column for p in label_spec.probabilities]))
-    columns = list(dict.fromkeys(numeric + label_spec.columns))
-    catalog.require(columns, numeric=numeric, what="relabel bias")
-    frame = catalog.read_all(columns)
-    n_table = len(frame)
-
-    # one missing-value rule (relabel.catalog.missing): nulls, NaN, inf and the workflow's codes
-    frame, dropped = drop_missing(frame, columns, workflow.catalog.missing if workflow is not None else {})
-    frame = as_numpy_columns(frame, columns)
-
-    codes, class_names = table_labels(frame, label_spec)
-    unlabelled = codes == NO_CLASS
-    if unlabelled.any():
-        dropped["passing no threshold"] = int(unlabelled.sum())
-        frame, codes = frame[~unlabelled], codes[~unlabelled]
-    if len(frame) == 0:
-        raise BiasError(f"{path}: no rows left after dropping {dropped} of {n_table}")
-
-    result = bias_with_errors(
-        frame[intrinsic],
-        frame[observables],
-        codes,
-        len(class_names),
-        params["log2_bins_int"],
-        params["bins_obs"],
-        best,
-        n_boot=params["n_boot"],
-        n_per_bin=params["n_per_bin"],
-        seed=params["seed"],
-        n_null=params["n_null"],
-        classes=class_names,
-        workers=opts.get("workers"),
-    )
-    result.table = str(path)
-    result.n_table = n_table
-    result.dropped = dropped
-    return result
+        if (hdu is None and workflow is not None and workflow.catalog.path is not None
+                and path.resolve() == Path(workflow.catalog.path).resolve()):
+            hdu = workflow.catalog.hdu
+    return open_catalog(path, hdu)
 
 
 #: Options that choose the label set; without any of them ``relabel bias RUN_DIR`` measures both label sets.
@@ -135,7 +148,17 @@ LABEL_OPTIONS = ("labels", "thresholds", "classes", "label_column")
 
 
 def is_run_folder(path: str | Path) -> bool:
-    """True when ``path`` is the output folder of ``relabel run`` (it holds the run record)."""
+    """True when ``path`` is the output folder of ``relabel run`` (it holds the run record).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Any path; a file or a missing path gives False.
+
+    Returns
+    -------
+    bool
+    """
     from relabel.run.output import RUN_RECORD
 
     return Path(path).is_dir() and (Path(path) / RUN_RECORD).is_file()
@@ -143,6 +166,18 @@ def is_run_folder(path: str | Path) -> bool:
 
 def run_workflow(out_dir: str | Path) -> tuple[Any, list[str]]:
     """The workflow a run recorded in its folder, and the classes of its new labels.
+
+    Parameters
+    ----------
+    out_dir : str or pathlib.Path
+        The output folder of ``relabel run``.
+
+    Returns
+    -------
+    workflow : relabel.config.Workflow
+        The workflow the run used.
+    classes : list of str
+        The class names of the run's ``p_<class>`` columns, in code order.
 
     Raises
     ------
@@ -191,7 +226,18 @@ def bias_of_run(out_dir: str | Path, workflow: Any = None,
 
 
 def format_run_result(results: Mapping[str, BiasResult]) -> str:
-    """``relabel bias RUN_DIR``'s lines: one per label set, aligned, then any dropped rows."""
+    """``relabel bias RUN_DIR``'s lines: one per label set, aligned, then any dropped rows.
+
+    Parameters
+    ----------
+    results : mapping of str to BiasResult
+        Label-set name (e.g. ``"original"``, ``"new"``) -> its result, in display order.
+
+    Returns
+    -------
+    str
+        One line per label set as :func:`format_result`, names padded to one width.
+    """
     width = max(len(k) for k in results) + len(" labels:")
     lines = []
     for key, result in results.items():
@@ -220,18 +266,15 @@ def _label_spec(workflow: Any, opts: Mapping[str, Any]) -> Any:
             "relabel bias needs labels: a workflow file (--config), --labels with --thresholds, "
             "or --label-column with --classes"
         )
-    thresholds = _one_per(opts.get("thresholds"), columns, "--thresholds")
-    if thresholds is None:
-        missing = [c for c in columns if c not in known]
-        if missing:
-            raise ConfigError(f"give --thresholds for probability column(s) {', '.join(missing)}: the workflow has none")
-        thresholds = [known[c].threshold for c in columns]
+    thresholds = _given_or_workflow(
+        _one_per(opts.get("thresholds"), columns, "--thresholds"), columns,
+        {c: p.threshold for c, p in known.items()},
+        "give --thresholds for probability column(s) {}: the workflow has none")
     names = _one_per(opts.get("classes"), columns, "--classes", broadcast=False)
     if names is None:
         names = [known[c].name if c in known else c for c in columns]
     for column, t in zip(columns, thresholds):
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
-            raise ConfigError(f"threshold for {column} must be a number in [0, 1], got {t!r}")
+        check_threshold(t, column)
     items = [ProbabilityLabel(c, str(name), float(t)) for c, name, t in zip(columns, names, thresholds)]
     compare = opts.get("compare") or base.compare
     return LabelSpec(probabilities=items, keep_uncertain=keep, compare=compare)
@@ -242,19 +285,31 @@ def _observable_spec(workflow: Any, opts: Mapping[str, Any]) -> tuple[list[str],
     base = {o.column: o.best for o in workflow.observables} if workflow is not None else {}
     columns = list(opts.get("observables") or base)
     if not columns:
-        raise ConfigError("relabel bias needs observable columns: a workflow file (--config) or --observables with --best")
-    best = _one_per(opts.get("best"), columns, "--best")
-    if best is None:
-        missing = [c for c in columns if c not in base]
-        if missing:
-            raise ConfigError(
-                f"give --best (low or high) for observable(s) {', '.join(missing)}: which end is the best quality"
-            )
-        best = [base[c] for c in columns]
+        raise ConfigError(
+            "relabel bias needs observable columns: a workflow file (--config) or --observables with --best"
+        )
+    best = _given_or_workflow(
+        _one_per(opts.get("best"), columns, "--best"), columns, base,
+        "give --best (low or high) for observable(s) {}: which end is the best quality")
     bad = [b for b in best if b not in BEST_ENDS]
     if bad:
         raise ConfigError(f"--best takes low or high for each observable, got {bad}")
     return columns, list(best)
+
+
+def _given_or_workflow(given: list | None, columns: list[str], workflow_values: Mapping[str, Any],
+                       missing_message: str) -> list:
+    """The option's values when given, else each column's value in the workflow.
+
+    Raises :class:`ConfigError` with ``missing_message`` (``{}`` stands for the
+    columns) when the option is absent and the workflow lacks some columns.
+    """
+    if given is not None:
+        return given
+    missing = [c for c in columns if c not in workflow_values]
+    if missing:
+        raise ConfigError(missing_message.format(", ".join(missing)))
+    return [workflow_values[c] for c in columns]
 
 
 def _one_per(values: Any, columns: list[str], option: str, broadcast: bool = True) -> list | None:
@@ -272,6 +327,16 @@ def _one_per(values: Any, columns: list[str], option: str, broadcast: bool = Tru
 
 def format_result(result: BiasResult) -> str:
     """The plain-text line of ``relabel bias``, plus one line on dropped rows when there were any.
+
+    Parameters
+    ----------
+    result : BiasResult
+        The measurement to print.
+
+    Returns
+    -------
+    str
+        L, its bootstrap std, the null L, N and the bins; a second line with the dropped rows by reason.
 
     Examples
     --------

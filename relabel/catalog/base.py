@@ -12,8 +12,8 @@ Vector (multi-element) columns come back as one NumPy array per row.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,13 +36,35 @@ class Catalog:
         return self.nrows
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start``."""
+        """Rows ``start:stop`` of ``columns`` as a DataFrame indexed from ``start``.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Column names, as in the file.
+        start, stop : int
+            Row range, 0-based, ``stop`` exclusive; None reads to the end.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``stop - start`` rows, index ``start..stop-1``.
+        """
         raise NotImplementedError
 
     def dtype(self, column: str) -> np.dtype:
         """The column's dtype once read (native byte order; scaled integers: float64; nullable integers: ``Int64``...).
 
         A fixed-size vector column gives a sub-array dtype (``np.dtype((np.float32, (5,)))``).
+
+        Parameters
+        ----------
+        column : str
+            One of :attr:`columns`.
+
+        Returns
+        -------
+        numpy.dtype or pandas.api.extensions.ExtensionDtype
         """
         base, shape = self._dtypes[column], self.shape(column)
         if shape and all(shape) and isinstance(base, np.dtype):
@@ -50,11 +72,35 @@ class Catalog:
         return base
 
     def shape(self, column: str) -> tuple:
-        """The shape of one row's value: ``()`` for scalar columns, ``(3,)`` for a 3E vector."""
+        """The shape of one row's value: ``()`` for scalar columns, ``(3,)`` for a 3E vector.
+
+        Parameters
+        ----------
+        column : str
+            One of :attr:`columns`; a column never sampled counts as scalar.
+
+        Returns
+        -------
+        tuple of int
+            Empty for a scalar column.
+        """
         return self._shapes.get(column, ())
 
     def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
-        """The given row numbers (any order) of ``columns``, indexed by row number."""
+        """The given row numbers (any order) of ``columns``, indexed by row number.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Column names, as in the file.
+        rows : numpy.ndarray of int, shape (n,)
+            0-based row numbers, in any order, repeats allowed.
+
+        Returns
+        -------
+        pandas.DataFrame
+            n rows in the order of ``rows``, indexed by row number.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return self.read(columns, 0, 0)
@@ -62,12 +108,38 @@ class Catalog:
         return self.read(columns, lo, hi).loc[rows]
 
     def iter_chunks(self, columns: Sequence[str], chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
-        """Yield consecutive row ranges of ``columns``: whole-table work in bounded memory."""
+        """Yield consecutive row ranges of ``columns``: whole-table work in bounded memory.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Column names, as in the file.
+        chunk_rows : int
+            Rows per chunk (the last may be shorter).
+
+        Yields
+        ------
+        pandas.DataFrame
+            Consecutive chunks, indexed by row number.
+        """
         for start in range(0, self.nrows, chunk_rows):
             yield self.read(columns, start, min(start + chunk_rows, self.nrows))
 
     def read_all(self, columns: Sequence[str], chunk_rows: int = 1_000_000) -> pd.DataFrame:
-        """All rows of a few columns (the whole table is never read, only these columns)."""
+        """All rows of a few columns (the whole table is never read, only these columns).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Column names, as in the file.
+        chunk_rows : int
+            Rows read at once; bounds the memory of the intermediate copies.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Every row, indexed by row number.
+        """
         chunks = list(self.iter_chunks(columns, chunk_rows))
         if not chunks:
             return self.read(columns, 0, 0)
@@ -79,6 +151,15 @@ class Catalog:
         Names match exactly. FITS treats names that differ only in case as the same
         (FITS standard 4.0, section 7.2.2), so a wanted column with such a sibling is
         refused, naming both, rather than risking the wrong one.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Columns that must exist.
+        numeric : sequence of str
+            Those of them that must also be numeric scalars (int or float, not vectors or text).
+        what : str
+            Who needs them, for the message (e.g. ``"relabel bias"``).
 
         Raises
         ------

@@ -16,9 +16,9 @@ TZEROn, TNULLn on the stored integer, unsigned conventions in table 19).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -97,6 +97,15 @@ class FitsCatalog(Catalog):
             self._dtypes[c], self._shapes[c] = _element_type(sample[c])
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start:stop`` of ``columns``, decoded from the FITS binary table (see :meth:`Catalog.read`).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            FITS column names (TTYPE), exact case.
+        start, stop : int
+            0-based row range of the table; ``stop`` None means through its last row.
+        """
         self.require(columns, what="this read")
         start, stop = self._check_range(start, stop)
         columns = list(dict.fromkeys(columns))
@@ -104,7 +113,25 @@ class FitsCatalog(Catalog):
         return pd.DataFrame({c: arrays[c] for c in columns}, index=pd.RangeIndex(start, stop))
 
     def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
-        """The given row numbers (any order), reading only those rows (a shard of scattered tile rows)."""
+        """The given row numbers (any order), reading only those rows (a shard of scattered tile rows).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            FITS column names (TTYPE), exact case.
+        rows : numpy.ndarray of int, shape (n,)
+            0-based table rows; each is read on its own, so scattered rows cost no more than their count.
+
+        Returns
+        -------
+        pandas.DataFrame
+            As :meth:`Catalog.read_rows`.
+
+        Raises
+        ------
+        CatalogError
+            A row number is outside the table.
+        """
         self.require(columns, what="this read")
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= self.nrows):
@@ -152,6 +179,19 @@ def finish_values(values: np.ndarray, mask: np.ndarray | None, nullable: bool):
     """Native byte order, text stripped of trailing blanks (empty text is missing), nulls applied.
 
     Vector columns become an object array holding one 1-D array per row.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (n,) or (n, k)
+        A column as read from FITS (any byte order; text as bytes).
+    mask : numpy.ndarray of bool, shape (n,), or None
+        True where the value is null (TNULL, or empty text).
+    nullable : bool
+        Give integer columns pandas' nullable ``Int64`` type even without nulls.
+
+    Returns
+    -------
+    numpy.ndarray or pandas array, shape (n,)
     """
     if values.dtype.kind in "SU":
         text = np.char.rstrip(values.astype(str) if values.dtype.kind == "S" else values, " \0")
@@ -221,7 +261,8 @@ def _read_ascii(sub, plan: ColumnPlan, n: int):
     mask = text == b""
     if plan.tnull is not None:
         mask |= text == str(plan.tnull).strip().encode()
-    filled = np.where(mask, b"0", np.char.replace(np.char.upper(text), b"D", b"E"))
+    # numpy's stubs type char.upper as str-only; ``text`` is bytes (dtype S) and stays bytes.
+    filled = np.where(mask, b"0", np.char.replace(np.char.upper(text), b"D", b"E"))  # type: ignore[arg-type]
     scaled = plan.scale != 1.0 or plan.zero != 0.0
     if letter == "I" and not scaled:
         return pd.arrays.IntegerArray(filled.astype(np.int64), mask)

@@ -7,7 +7,8 @@ extra code K ("uncertain") when it is kept.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,12 +90,60 @@ def hard_labels(
             raise ConfigError(f"probability column {name} has {len(col)} rows, {names[0]} has {n}")
     codes = np.full(n, len(names) if keep_uncertain else NO_CLASS, dtype=np.int64)
     for k, (name, col, t) in enumerate(zip(names, columns, thresholds)):
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not 0 <= t <= 1:
-            raise ConfigError(f"threshold for {name} must be a number in [0, 1], got {t!r}")
+        check_threshold(t, name)
         # float32 votes like 0.7 are stored as 0.69999999; cast t the same way so equal values pass.
         limit = np.asarray(t, dtype=col.dtype) if col.dtype.kind == "f" else t
         codes[(col > limit) if compare == ">" else (col >= limit)] = k
     return codes
+
+
+def check_threshold(threshold: Any, name: str) -> None:
+    """Refuse a vote-fraction threshold that is not a number in [0, 1].
+
+    Parameters
+    ----------
+    threshold : Any
+        The threshold as given (a bool is refused: it is no vote fraction).
+    name : str
+        The probability column it applies to, for the message.
+
+    Raises
+    ------
+    ConfigError
+        ``threshold`` is not an int or float, or lies outside [0, 1].
+
+    Examples
+    --------
+    >>> check_threshold(0.8, "P_EL")
+    >>> check_threshold(1.5, "P_EL")
+    Traceback (most recent call last):
+    ...
+    relabel.errors.ConfigError: threshold for P_EL must be a number in [0, 1], got 1.5
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) \
+            or not 0 <= threshold <= 1:
+        raise ConfigError(f"threshold for {name} must be a number in [0, 1], got {threshold!r}")
+
+
+def outside_unit_interval(values: np.ndarray) -> np.ndarray:
+    """Which vote fractions lie outside [0, 1]; NaN counts as inside (missing is checked apart).
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (N,)
+        Vote fractions or probabilities, any numeric dtype.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (N,)
+
+    Examples
+    --------
+    >>> outside_unit_interval(np.array([-0.1, 0.0, 0.5, 1.0, 1.2, np.nan])).tolist()
+    [True, False, False, False, True, False]
+    """
+    with np.errstate(invalid="ignore"):
+        return (values < 0) | (values > 1)
 
 
 def labels_from_column(values: Any, classes: Sequence[Any], column: str | None = None) -> np.ndarray:
@@ -165,6 +214,28 @@ def table_labels(table: pd.DataFrame, spec: Any) -> tuple[np.ndarray, list[str]]
     ``probabilities``, ``label_column``, ``classes`` and ``keep_uncertain``).
     Probability mode may give ``NO_CLASS`` codes; dropping them is the
     caller's choice.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows holding the label columns the spec names (no missing values: see
+        :func:`relabel.catalog.missing.drop_missing`).
+    spec : relabel.config.LabelSpec
+        The workflow's labels.
+
+    Returns
+    -------
+    codes : numpy.ndarray of int64, shape (N,)
+        Class codes, ``NO_CLASS`` where no threshold passes.
+    names : list of str
+        Class names in code order (``"uncertain"`` last when kept).
+
+    Raises
+    ------
+    ConfigError
+        Neither probability columns nor a label column are given, or a threshold is outside [0, 1].
+    CatalogError
+        As :func:`hard_labels` and :func:`labels_from_column`.
     """
     if spec.probabilities:
         columns = {p.column: table[p.column].to_numpy() for p in spec.probabilities}
@@ -183,7 +254,9 @@ def table_labels(table: pd.DataFrame, spec: Any) -> tuple[np.ndarray, list[str]]
 def _probability_column(values: Any, name: str) -> np.ndarray:
     col = np.asarray(values)
     if col.ndim != 1 or col.dtype.kind not in "biuf":
-        raise CatalogError(f"probability column {name} must be numeric, one value per object; got {col.dtype} {col.shape}")
+        raise CatalogError(
+            f"probability column {name} must be numeric, one value per object; got {col.dtype} {col.shape}"
+        )
     if col.dtype.kind == "f":
         n_nan = int(np.isnan(col).sum())
         if n_nan:
@@ -191,7 +264,7 @@ def _probability_column(values: Any, name: str) -> np.ndarray:
                 f"probability column {name} has {n_nan} NaN value(s) of {len(col)}: a NaN vote fraction is no class "
                 "and no evidence of uncertainty; drop those rows first"
             )
-    n_out = int(((col < 0) | (col > 1)).sum())
+    n_out = int(outside_unit_interval(col).sum())
     if n_out:
         raise CatalogError(
             f"probability column {name} has {n_out} value(s) of {len(col)} outside [0, 1] "

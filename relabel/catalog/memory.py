@@ -7,8 +7,8 @@ exactly as when the same table is read from its FITS file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,15 @@ class FrameCatalog(Catalog):
                 self._dtypes[column] = values.dtype
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """A copy of rows ``start:stop`` of the in-memory frame's ``columns`` (see :meth:`Catalog.read`).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Names of the frame's columns.
+        start, stop : int
+            Positions in the frame, 0-based; ``stop`` None means its end.
+        """
         self.require(columns, what="this read")
         start, stop = self._check_range(start, stop)
         out = self.frame.iloc[start:stop][list(dict.fromkeys(columns))].copy()
@@ -56,7 +65,7 @@ def table_to_frame(table) -> pd.DataFrame:
         column = table[name]
         mask = np.ma.getmaskarray(column) if getattr(column, "mask", None) is not None else None
         if mask is not None and mask.ndim > 1:
-            mask = mask.all(axis=tuple(range(1, mask.ndim)))
+            mask = np.asarray(mask.all(axis=tuple(range(1, mask.ndim))))
         values = np.asarray(column.data.data if hasattr(column.data, "data") and mask is not None else column)
         nullable = mask is not None and values.dtype.kind in "iu" and values.ndim == 1
         columns[name] = finish_values(values, mask if mask is not None and mask.any() or nullable else None, nullable)

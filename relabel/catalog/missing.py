@@ -10,7 +10,8 @@ out of bias and training and counted by column (each row once in the total);
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,18 @@ from relabel.errors import ConfigError
 
 def parse_missing_codes(value: Any, where: str = "workflow") -> dict[str, list]:
     """Validate ``catalog.missing``: a mapping of column name to a list of codes (numbers or text).
+
+    Parameters
+    ----------
+    value : Any
+        The ``catalog.missing`` value as read from YAML; None means no codes.
+    where : str
+        The workflow file, for messages.
+
+    Returns
+    -------
+    dict of str to list
+        Column name -> its missing-value codes.
 
     Raises
     ------
@@ -85,6 +98,15 @@ def drop_missing(frame: pd.DataFrame, columns: Sequence[str], codes: Mapping[str
                  ) -> tuple[pd.DataFrame, dict[str, int]]:
     """The rows of ``frame`` with every one of ``columns`` present, and the count of missing values by column.
 
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The table.
+    columns : sequence of str
+        The columns every kept row must have (null, NaN, inf and listed codes are missing).
+    codes : mapping of str to sequence, optional
+        Column -> values that mean missing (the workflow's ``catalog.missing``).
+
     Returns
     -------
     kept : pandas.DataFrame
@@ -105,7 +127,19 @@ def drop_missing(frame: pd.DataFrame, columns: Sequence[str], codes: Mapping[str
 
 
 def as_numpy_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``frame`` with nullable integer columns (no nulls left) as plain NumPy integers, for array code."""
+    """``frame`` with nullable integer columns (no nulls left) as plain NumPy integers, for array code.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A table without nulls in ``columns``.
+    columns : sequence of str
+        The columns to convert; others are kept as they are.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
     out = frame.copy(deep=False)
     for column in dict.fromkeys(columns):
         dtype = out[column].dtype
@@ -116,6 +150,13 @@ def as_numpy_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFram
 
 def null_where(values: pd.Series, mask: np.ndarray):
     """``values`` with null where ``mask`` is True, keeping the column's type (integers become nullable).
+
+    Parameters
+    ----------
+    values : pandas.Series, shape (n,)
+        A column.
+    mask : numpy.ndarray of bool, shape (n,)
+        True where the value is to be null.
 
     Returns
     -------

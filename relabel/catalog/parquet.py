@@ -9,8 +9,8 @@ list columns are one NumPy array per row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,15 @@ class ParquetCatalog(Catalog):
         self._shapes = {f.name: _list_shape(f.type) for f in schema if f.name in self.columns}
 
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start:stop`` of ``columns``, from only the row groups holding them (see :meth:`Catalog.read`).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Parquet field names.
+        start, stop : int
+            Row range over the dataset's files in path order, 0-based; ``stop`` None reads all that follow.
+        """
         import pyarrow as pa
 
         self.require(columns, what="this read")
@@ -68,7 +77,18 @@ class ParquetCatalog(Catalog):
 
 
 def arrow_to_pandas(table) -> pd.DataFrame:
-    """An Arrow table as pandas without going through float: integers nullable, lists as arrays per row."""
+    """An Arrow table as pandas without going through float: integers nullable, lists as arrays per row.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Columns read from Parquet.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One column per field, in the table's order.
+    """
     import pyarrow as pa
 
     columns = {}

@@ -70,14 +70,10 @@ def open_catalog(path, hdu: int | str | None = None) -> Catalog:
 
 
 def _looks_like_fits(path: Path) -> bool:
-    if path.name.lower().endswith(".gz"):
-        import gzip
+    import gzip
 
-        opener = gzip.open
-    else:
-        opener = open
     try:
-        with opener(path, "rb") as fh:
+        with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb") as fh:
             return fh.read(9) == b"SIMPLE  ="
     except OSError:
         return False

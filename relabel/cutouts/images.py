@@ -28,14 +28,18 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from relabel import status as st
 from relabel.config import CutoutSpec
-from relabel.cutouts.sources import CutoutSource, Cutouts
+from relabel.cutouts.sources import Cutouts, CutoutSource
 from relabel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 BAND_FIELD = "{band}"
 
@@ -50,12 +54,35 @@ BLOCK_CACHE_BYTES = 128 * 2**20
 
 
 def band_path(image: str, band: str) -> str:
-    """The file of one band: ``{band}`` in an image's path template replaced by the band name."""
+    """The file of one band: ``{band}`` in an image's path template replaced by the band name.
+
+    Parameters
+    ----------
+    image : str
+        Path template holding ``{band}`` (or a plain path, returned as is).
+    band : str
+        Band name, e.g. ``"r"``.
+
+    Returns
+    -------
+    str
+    """
     return image.replace(BAND_FIELD, band)
 
 
 def header_wcs(hdu):
-    """The celestial :class:`astropy.wcs.WCS` of a fitsio image HDU (compressed ones included)."""
+    """The celestial :class:`astropy.wcs.WCS` of a fitsio image HDU (compressed ones included).
+
+    Parameters
+    ----------
+    hdu : fitsio.ImageHDU
+        An open image HDU whose header holds the WCS keywords.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Its celestial part (two axes).
+    """
     from astropy.io import fits
     from astropy.wcs import WCS
 
@@ -67,7 +94,18 @@ def header_wcs(hdu):
 
 
 def pixel_scales(wcs) -> np.ndarray:
-    """Pixel side along the image's x and y axes, arcsec (CD or PC+CDELT, rotated or skewed alike)."""
+    """Pixel side along the image's x and y axes, arcsec (CD or PC+CDELT, rotated or skewed alike).
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+        A celestial WCS.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (2,)
+        Pixel side along x and y, arcsec.
+    """
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     return proj_plane_pixel_scales(wcs) * 3600.0
@@ -78,18 +116,29 @@ class SurveyImage:
     """One band file: its WCS, shape (ny, nx) and pixels (a memory map, or fitsio HDU sections)."""
 
     path: Path
-    wcs: object
+    wcs: WCS
     shape: tuple[int, int]
-    fits: object
-    hdu: object
+    fits: Any  # fitsio.FITS (fitsio ships no type hints)
+    hdu: Any  # fitsio.ImageHDU
     memmap: np.ndarray | None
     blocks: OrderedDict = field(default_factory=OrderedDict)
 
     def close(self) -> None:
+        """Close the image's FITS file."""
         self.fits.close()
 
     def cut(self, x0: np.ndarray, y0: np.ndarray, size: int, out: np.ndarray) -> None:
-        """Copy the in-image part of each stamp (lower-left 0-based corner x0, y0) into ``out`` (n, size, size)."""
+        """Copy the in-image part of each stamp (lower-left 0-based corner x0, y0) into ``out`` (n, size, size).
+
+        Parameters
+        ----------
+        x0, y0 : numpy.ndarray of int, shape (n,)
+            Lower-left 0-based pixel corner of each stamp; may lie off the image.
+        size : int
+            Stamp side, pixels.
+        out : numpy.ndarray of float32, shape (n, size, size)
+            Filled in place where a stamp lies on the image; other pixels are left as they are.
+        """
         ny = self.shape[0]
         for j in range(len(x0)):
             ys, ye = max(int(y0[j]), 0), min(int(y0[j]) + size, ny)
@@ -127,7 +176,20 @@ def _paste(block: np.ndarray, first_row: int, x0: int, y0: int, size: int, targe
 
 
 def open_survey_image(path: Path) -> tuple[SurveyImage | None, str | None]:
-    """Open one band file; (image, None), or (None, status) when it is missing or unreadable."""
+    """Open one band file; (image, None), or (None, status) when it is missing or unreadable.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        One band's FITS file (tile-compressed ``.fits.fz`` included).
+
+    Returns
+    -------
+    image : SurveyImage or None
+    fault : str or None
+        ``missing_file``, ``corrupt_file``, ``empty_hdu`` or ``wrong_shape``
+        (:mod:`relabel.status`) when ``image`` is None.
+    """
     import fitsio
 
     from relabel.cutouts.sources import _first_image
@@ -195,7 +257,21 @@ def stamp_corners(wcs, ra: np.ndarray, dec: np.ndarray, size: int, shape: tuple[
 
 
 def coverage(x0: np.ndarray, y0: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
-    """Share of each stamp's pixels that lie on the image (1 inside, 0 fully off)."""
+    """Share of each stamp's pixels that lie on the image (1 inside, 0 fully off).
+
+    Parameters
+    ----------
+    x0, y0 : numpy.ndarray of int, shape (n,)
+        Lower-left 0-based pixel corner of each stamp.
+    size : int
+        Stamp side, pixels.
+    shape : tuple of int
+        Image shape (ny, nx), pixels.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (n,)
+    """
     ny, nx = shape
     wx = np.clip(np.minimum(x0 + size, nx) - np.maximum(x0, 0), 0, size)
     wy = np.clip(np.minimum(y0 + size, ny) - np.maximum(y0, 0), 0, size)
@@ -221,6 +297,18 @@ class ImageSource(CutoutSource):
         self._footprints: list[Footprint] | None = None
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
+        """Stamps of the rows, cut from their survey images; statuses and ``coverage`` per row.
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Rows holding :attr:`columns` (RA/Dec in degrees, and the image column when the workflow has one).
+
+        Returns
+        -------
+        Cutouts
+            Images (n, bands, size, size) float32, status and coverage per row.
+        """
         out = self._empty(len(rows))
         out.coverage = np.ones(len(rows), dtype=np.float32)
         ra = rows[self.ra].to_numpy(dtype=np.float64)
@@ -271,6 +359,7 @@ class ImageSource(CutoutSource):
             block[keep, b] = stamps
         from relabel.cutouts.sources import _store
 
+        assert out.coverage is not None  # read() makes it before cutting
         ok = np.flatnonzero(inside)
         _store(block[ok], where[ok], out)
         out.coverage[where] = np.where(inside, cover, 0.0)
@@ -294,6 +383,7 @@ class ImageSource(CutoutSource):
             survey.close()
 
     def close(self) -> None:
+        """Close every survey image this source holds open."""
         for name in list(self._open):
             self._forget(name)
 
@@ -306,7 +396,7 @@ class Footprint:
     """Where one image (path template with ``{band}``) lies on the sky: its first band's WCS and shape."""
 
     image: str
-    wcs: object
+    wcs: WCS
     shape: tuple[int, int]
     centre: tuple[float, float]
     radius: float  # degrees, centre to the farthest corner
@@ -317,6 +407,16 @@ def find_footprints(spec: CutoutSpec) -> list[Footprint]:
 
     ``*`` in the pattern matches any part of a file name (as in a shell), ``{band}`` the
     band name; ``images/*_{band}.fits*`` finds ``images/f00_r.fits`` and its ``_g`` twin.
+
+    Parameters
+    ----------
+    spec : relabel.config.CutoutSpec
+        The workflow's ``cutouts``, with ``image_pattern``, ``bands`` and ``root``.
+
+    Returns
+    -------
+    list of Footprint
+        One per matched image, its first band's WCS and shape.
 
     Raises
     ------
@@ -385,6 +485,18 @@ def assign_images(footprints: list[Footprint], ra: np.ndarray, dec: np.ndarray) 
 
     Overlapping images (dithered tiles, neighbouring bricks) thus give a galaxy the image
     on which its stamp is most complete. Positions on no image get ``""``.
+
+    Parameters
+    ----------
+    footprints : list of Footprint
+        Candidate images.
+    ra, dec : numpy.ndarray of float, shape (n,)
+        Positions, degrees (ICRS).
+
+    Returns
+    -------
+    numpy.ndarray of object (str), shape (n,)
+        Image path template per position, ``""`` when none holds it.
     """
     best = np.full(len(ra), "", dtype=object)
     margin = np.full(len(ra), -np.inf)

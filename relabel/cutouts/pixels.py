@@ -21,6 +21,17 @@ def image_hdu(fits, extname: str | None = None):
 
     A tile-compressed image sits in a binary table extension; fitsio shows it as an
     image, so it is found wherever it sits. Returns None when there is no such HDU.
+
+    Parameters
+    ----------
+    fits : fitsio.FITS
+        An open FITS file.
+    extname : str, optional
+        The wanted extension's name.
+
+    Returns
+    -------
+    fitsio.ImageHDU or None
     """
     for hdu in fits:
         if hdu.get_exttype() != "IMAGE_HDU" or not hdu.get_dims():
@@ -31,7 +42,18 @@ def image_hdu(fits, extname: str | None = None):
 
 
 def blank_value(hdu) -> int | None:
-    """The stored integer that marks an undefined pixel (BLANK, or ZBLANK when compressed), or None."""
+    """The stored integer that marks an undefined pixel (BLANK, or ZBLANK when compressed), or None.
+
+    Parameters
+    ----------
+    hdu : fitsio.ImageHDU
+        Its header is read (ZBLANK and ZBITPIX for a tile-compressed image).
+
+    Returns
+    -------
+    int or None
+        None for float images (NaN marks their undefined pixels) and when the header has no BLANK.
+    """
     header = hdu.read_header()
     for key in ("ZBLANK", "BLANK"):
         if key in header and header[key] is not None:
@@ -42,6 +64,13 @@ def blank_value(hdu) -> int | None:
 
 def read_section(hdu, lo: int, hi: int) -> np.ndarray:
     """Planes ``lo:hi`` along the first axis (all of a 2-D image when it has two) as physical values.
+
+    Parameters
+    ----------
+    hdu : fitsio.ImageHDU
+        An open image HDU, 2-D (ny, nx) or 3-D (planes, ny, nx).
+    lo, hi : int
+        First and one-past-last plane, 0-based (ignored for a 2-D image).
 
     Returns
     -------
@@ -57,7 +86,18 @@ def read_section(hdu, lo: int, hi: int) -> np.ndarray:
 
 
 def read_image(hdu) -> np.ndarray:
-    """The whole image of an HDU as physical values, NaN at BLANK pixels."""
+    """The whole image of an HDU as physical values, NaN at BLANK pixels.
+
+    Parameters
+    ----------
+    hdu : fitsio.ImageHDU
+        A 2-D or 3-D image HDU, read whole.
+
+    Returns
+    -------
+    numpy.ndarray
+        The image's shape, float with NaN at BLANK pixels (integers scaled by BSCALE/BZERO).
+    """
     blank = blank_value(hdu)
     if blank is None:
         return hdu.read()

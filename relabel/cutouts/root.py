@@ -63,7 +63,8 @@ def check_cutout_root(workflow, catalog=None, how: str = "") -> None:
     if all(problems):
         from relabel.errors import ConfigError
 
-        raise ConfigError(problems[0] + ("" if len(problems) == 1 else f" (and {len(problems) - 1} more files agree)"))
+        more = "" if len(problems) == 1 else f" (and {len(problems) - 1} more files agree)"
+        raise ConfigError(f"{problems[0]}{more}")
 
 
 #: Cutout files whose headers are compared with the workflow.
@@ -79,6 +80,18 @@ def header_mismatch(workflow, path: Path) -> str | None:
 
     A header without ``BANDS`` (comma-separated names along the band axis) or ``PIXSCALE``
     (arcsec / pixel) is not checked on that key; non-FITS and unreadable files are not checked.
+
+    Parameters
+    ----------
+    workflow : relabel.config.Workflow
+        Its ``cutouts.bands`` and ``cutouts.pixel_scale`` (arcsec / pixel) are checked.
+    path : pathlib.Path
+        One cutout file.
+
+    Returns
+    -------
+    str or None
+        A message naming the file, the header value and the workflow's, or None when they agree.
     """
     if not path.name.lower().endswith((".fits", ".fit", ".fits.gz", ".fits.fz")):
         return None

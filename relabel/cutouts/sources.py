@@ -12,6 +12,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ import pandas as pd
 from relabel import status as st
 from relabel.config import CutoutSpec, Workflow
 from relabel.cutouts.pixels import image_hdu, read_image, read_section
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 
 @dataclass
@@ -31,6 +35,7 @@ class Cutouts:
 
     @property
     def usable(self) -> np.ndarray:
+        """Boolean (n,): rows whose status carries new probabilities (:data:`relabel.status.PREDICTED`)."""
         return np.isin(self.status, st.PREDICTED)
 
 
@@ -45,6 +50,18 @@ class CutoutSource:
         self.n_bands = int(n_bands or len(spec.bands))
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
+        """The cutouts of ``rows``, in row order; a fault in one row is its status, never an exception.
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Rows holding :attr:`columns`.
+
+        Returns
+        -------
+        Cutouts
+            Images (n, bands, size, size) float32, rows that failed hold zeros; a status per row.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -86,9 +103,21 @@ class TileSource(CutoutSource):
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
         super().__init__(spec, size, n_bands)
         self.columns = (spec.tile_column, spec.index_column)
-        self._open: OrderedDict[str, object] = OrderedDict()
+        self._open: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # tile -> (fitsio HDU, its FITS file)
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
+        """The rows' cutouts, read from their tile cubes (each tile opened once per read).
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Rows holding the tile file and the index into its cube.
+
+        Returns
+        -------
+        Cutouts
+            As :meth:`CutoutSource.read`; a missing or unreadable tile is the status of all its rows.
+        """
         out = self._empty(len(rows))
         tiles = rows[self.spec.tile_column].to_numpy()
         indices = rows[self.spec.index_column].to_numpy()
@@ -159,6 +188,7 @@ class TileSource(CutoutSource):
             entry[1].close()
 
     def close(self) -> None:
+        """Close the tile files this source keeps open."""
         for tile in list(self._open):
             self._forget(tile)
 
@@ -173,10 +203,21 @@ class FileSource(CutoutSource):
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
         super().__init__(spec, size, n_bands)
         self.columns = (spec.path_column,)
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
-        """Read the rows' files, ``read_threads`` parts at once (in row order within each part)."""
+        """Read the rows' files, ``read_threads`` parts at once (in row order within each part).
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Rows holding each galaxy's file path (FITS, PNG or JPEG).
+
+        Returns
+        -------
+        Cutouts
+            As :meth:`CutoutSource.read`.
+        """
         if self.read_threads <= 1 or len(rows) < 4 * self.read_threads:
             return self._read_files(rows)
         from concurrent.futures import ThreadPoolExecutor
@@ -191,6 +232,7 @@ class FileSource(CutoutSource):
         return out
 
     def close(self) -> None:
+        """Stop the reading threads, if any were started."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -199,7 +241,8 @@ class FileSource(CutoutSource):
         from relabel.cutouts.stamps import default_channels, read_stamp
 
         image, fault = read_stamp(path, self.spec.channels or default_channels(self.n_bands))
-        fault = fault or self._check_shape(image.shape)
+        if fault is None and image is not None:
+            fault = self._check_shape(image.shape)
         if fault is not None:
             out.status[i] = fault
             return
@@ -242,6 +285,22 @@ def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int
     """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's.
 
     ``image`` (layout "images"): the survey image every row read lies on, e.g. its shard's.
+
+    Parameters
+    ----------
+    workflow : relabel.config.Workflow
+        Its ``cutouts`` section chooses the layout (tiles, files or images).
+    size : int, optional
+        Cutout side, pixels (e.g. the checkpoint's input size).
+    n_bands : int, optional
+        Bands to read, the first ``n_bands`` of ``cutouts.bands``.
+    image : str, optional
+        Layout "images": the image path template every row lies on.
+
+    Returns
+    -------
+    CutoutSource
+        Use as a context manager, so that its open files are closed.
     """
     if workflow.cutouts.layout == "images":
         from relabel.cutouts.images import ImageSource
@@ -265,14 +324,13 @@ def _read_section(hdu, lo: int, hi: int) -> np.ndarray:
 
 def _store(block: np.ndarray, where: np.ndarray, out: Cutouts) -> None:
     """Copy good images into ``out``; NaN/inf pixels decide the row's status."""
-    if block.dtype == np.float32 or block.dtype == np.dtype(">f4"):
-        # Byte order is fixed during the one copy into place; then one pass checks for NaN.
-        if _consecutive(where):
-            target = out.images[where[0]:where[-1] + 1]
-            target[...] = block
-            if np.isfinite(target).all():
-                return
-            target[...] = 0  # rows that turn out unusable must hold zeros, as documented
+    # Byte order is fixed during the one copy into place; then one pass checks for NaN.
+    if (block.dtype == np.float32 or block.dtype == np.dtype(">f4")) and _consecutive(where):
+        target = out.images[where[0]:where[-1] + 1]
+        target[...] = block
+        if np.isfinite(target).all():
+            return
+        target[...] = 0  # rows that turn out unusable must hold zeros, as documented
     block = block.astype(np.float32, copy=False)
     if np.isfinite(block).all():
         out.images[where] = block

@@ -23,12 +23,34 @@ STAMP_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def is_stamp(path: Path) -> bool:
-    """True for a PNG or JPEG file name (any case)."""
+    """True for a PNG or JPEG file name (any case).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A file name.
+
+    Returns
+    -------
+    bool
+    """
     return path.suffix.lower() in STAMP_SUFFIXES
 
 
 def default_channels(n_bands: int) -> list[str]:
-    """Grey for one band, R, G, B for three; otherwise the workflow must say (``cutouts.channels``)."""
+    """Grey for one band, R, G, B for three; otherwise the workflow must say (``cutouts.channels``).
+
+    Parameters
+    ----------
+    n_bands : int
+        Bands per cutout.
+
+    Returns
+    -------
+    list of str
+        ``["L"]`` for one band, else the first ``n_bands`` of ``["R", "G", "B"]``
+        (a stamp with other bands needs ``cutouts.channels``).
+    """
     return ["L"] if n_bands == 1 else ["R", "G", "B"][:n_bands]
 
 
@@ -52,8 +74,9 @@ def read_stamp(path: Path, channels: list[str]) -> tuple[np.ndarray | None, str 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, not later
+        with Image.open(path) as opened:
+            opened.load()  # decode now: a truncated file fails here, not later
+            im: Image.Image = opened
             mode = im.mode
             if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr"):
                 im, mode = im.convert("RGB"), "RGB"

@@ -56,7 +56,19 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities ``softmax(logits / T)``, shape (n, K)."""
+    """Calibrated probabilities ``softmax(logits / T)``, shape (n, K).
+
+    Parameters
+    ----------
+    logits : numpy.ndarray, shape (n, K)
+        Network outputs (or log-probabilities: softmax ignores a constant per row).
+    temperature : float
+        T > 0; T > 1 softens over-confident probabilities (Guo et al. 2017, section 4.2).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n, K)
+    """
     return softmax(np.asarray(logits, dtype=np.float64) / float(temperature), axis=1)
 
 
@@ -103,7 +115,22 @@ def reliability_diagram(probabilities: np.ndarray, labels: np.ndarray, n_bins: i
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
-    """Top-label expected calibration error (Naeini et al. 2015; Guo et al. 2017, eq. 3) in ``n_bins`` bins."""
+    """Top-label expected calibration error (Naeini et al. 2015; Guo et al. 2017, eq. 3) in ``n_bins`` bins.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray, shape (n, K)
+        Class probabilities of each object.
+    labels : numpy.ndarray of int, shape (n,)
+        True class codes 0..K-1.
+    n_bins : int
+        Equal-width confidence bins over [0, 1].
+
+    Returns
+    -------
+    float
+        ECE in [0, 1]; NaN when ``n`` is 0.
+    """
     return reliability_diagram(probabilities, labels, n_bins)["ece"]
 
 

@@ -62,22 +62,44 @@ class CheckpointMeta:
     content_hash: str = ""
 
     def to_json(self) -> str:
+        """The metadata as sorted JSON, without ``content_hash`` (which hashes the file that holds it)."""
         data = asdict(self)
         data.pop("content_hash")
         return json.dumps(data, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "CheckpointMeta":
+    def from_json(cls, text: str) -> CheckpointMeta:
+        """Metadata from :meth:`to_json`'s text; keys this version does not know are ignored.
+
+        Parameters
+        ----------
+        text : str
+            JSON text.
+
+        Returns
+        -------
+        CheckpointMeta
+        """
         data = json.loads(text)
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def n_classes(self) -> int:
+        """K, the number of classes the model predicts."""
         return len(self.classes)
 
     def check_input(self, bands, size: int, source: str = "the data") -> None:
         """Refuse data whose bands or cutout size differ from what the model was trained on.
+
+        Parameters
+        ----------
+        bands : sequence of str
+            The data's bands, in order.
+        size : int
+            The data's cutout side, pixels.
+        source : str
+            What the data is, for the message (e.g. a catalog's path).
 
         Raises
         ------
@@ -98,7 +120,22 @@ class CheckpointMeta:
 
 
 def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) -> str:
-    """Write weights + metadata to ``path`` atomically; return (and set in ``meta``) the file's sha256."""
+    """Write weights + metadata to ``path`` atomically; return (and set in ``meta``) the file's sha256.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained network (its state dict is saved on the CPU).
+    meta : CheckpointMeta
+        Bands, size, normalisation, classes, architecture, temperature; ``content_hash`` is set.
+    path : str or pathlib.Path
+        The checkpoint file.
+
+    Returns
+    -------
+    str
+        The sha256 hex digest of the written file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -112,6 +149,17 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) ->
 
 def read_checkpoint(path: str | Path) -> tuple[dict, CheckpointMeta]:
     """The state dict (CPU tensors) and metadata of a checkpoint file, without building the model.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A checkpoint written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    state : dict of str to torch.Tensor
+        The weights, on the CPU.
+    meta : CheckpointMeta
 
     Raises
     ------
@@ -157,6 +205,18 @@ def read_checkpoint(path: str | Path) -> tuple[dict, CheckpointMeta]:
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MorphologyCNN, CheckpointMeta]:
     """The model (in eval mode, on ``device``) and metadata of a checkpoint; executes no code from the file.
 
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A checkpoint written by :func:`save_checkpoint`.
+    device : str or torch.device
+        Where the model is placed (channels-last memory format).
+
+    Returns
+    -------
+    model : MorphologyCNN
+    meta : CheckpointMeta
+
     Raises
     ------
     CheckpointError
@@ -169,7 +229,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path}: weights do not fit the recorded architecture ({exc})") from None
     # Channels-last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions: ~1.5x on this CPU.
-    return model.to(device, memory_format=torch.channels_last).eval(), meta
+    # torch's stubs omit Module.to's memory_format keyword, which it accepts at run time.
+    return model.to(device, memory_format=torch.channels_last).eval(), meta  # type: ignore[call-overload]
 
 
 def _foreign_kind(data: bytes) -> str | None:

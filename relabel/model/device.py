@@ -17,6 +17,15 @@ def choose_device(requested: str | torch.device | None = None) -> torch.device:
     multi-GPU machine), worker ``name-i`` (or ``i``) takes GPU ``i``: the processes start
     with the same environment, so CUDA_VISIBLE_DEVICES cannot tell them apart.
 
+    Parameters
+    ----------
+    requested : str or torch.device, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a device, or None / ``"auto"``.
+
+    Returns
+    -------
+    torch.device
+
     Raises
     ------
     ConfigError
@@ -47,7 +56,18 @@ def choose_device(requested: str | torch.device | None = None) -> torch.device:
 
 
 def autocast_for(device: torch.device):
-    """bfloat16 autocast on CUDA (convolutions on tensor cores); nothing on CPU, which stays exact and deterministic."""
+    """bfloat16 autocast on CUDA (convolutions on tensor cores); nothing on CPU, which stays exact and deterministic.
+
+    Parameters
+    ----------
+    device : torch.device
+        The device the forward passes run on.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        ``torch.autocast`` on CUDA, a null context elsewhere.
+    """
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -22,6 +22,17 @@ class ResidualBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Two 3x3 convolutions plus the shortcut, shape (n, c_out, H / stride, W / stride).
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (n, c_in, H, W)
+            Feature maps.
+
+        Returns
+        -------
+        torch.Tensor
+        """
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))
@@ -50,7 +61,8 @@ class MorphologyCNN(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(n_bands, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
         )
-        stages = []
+        self.n_classes = n_classes
+        stages: list[ResidualBlock] = []
         c_in = width
         for i, n in enumerate(blocks):
             c_out = width * 2**i
@@ -58,20 +70,51 @@ class MorphologyCNN(nn.Module):
                 stages.append(ResidualBlock(c_in, c_out, stride=2 if (j == 0 and i > 0) else 1))
                 c_in = c_out
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, n_classes))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(c_in, n_classes))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         # Zero-init the last norm of each residual branch: every block starts as the identity, training is steadier.
-        for block in self.stages:
+        for block in stages:
             nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of normalised cutouts.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (n, bands, size, size)
+            Normalised cutouts (:func:`relabel.model.normalisation.normalise`).
+
+        Returns
+        -------
+        torch.Tensor, shape (n, K)
+            Logits (softmax gives the probabilities).
+        """
         return self.head(self.stages(self.stem(x)))
 
 
 def build_model(architecture: dict) -> MorphologyCNN:
-    """The network an ``architecture`` record (as stored in a checkpoint) describes."""
+    """The network an ``architecture`` record (as stored in a checkpoint) describes.
+
+    Parameters
+    ----------
+    architecture : dict
+        ``name`` (``"MorphologyCNN"``) and the keyword arguments of :class:`MorphologyCNN`.
+
+    Returns
+    -------
+    MorphologyCNN
+        Freshly initialised; load weights into it.
+
+    Raises
+    ------
+    CheckpointError
+        An unknown architecture name.
+    TypeError
+        A keyword :class:`MorphologyCNN` does not take.
+    """
     arch = dict(architecture)
     name = arch.pop("name", "MorphologyCNN")
     if name != "MorphologyCNN":

@@ -20,6 +20,18 @@ def estimate_normalisation(images: np.ndarray, border: int = SKY_BORDER) -> dict
     range the network handles. One value per band for the whole survey, never per
     image, so surface brightness still means the same in every cutout.
 
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, bands, size, size)
+        Cutouts in the survey's pixel units; non-finite pixels are ignored.
+    border : int
+        Width in pixels of the frame taken as sky.
+
+    Returns
+    -------
+    dict
+        ``name`` (``"arcsinh"``), ``offset`` and ``scale`` (one float per band, pixel units), ``estimated_from``.
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -58,6 +70,25 @@ def normalise(images: np.ndarray, normalisation: dict, out: np.ndarray | None = 
 
     ``out`` (float32, same shape) receives the result without temporaries: the pipeline
     normalises straight into its padded batch buffer.
+
+    Parameters
+    ----------
+    images : numpy.ndarray of float32, shape (n, bands, H, W)
+        Cutouts in the survey's pixel units (or 0..255 for 8-bit stamps).
+    normalisation : dict
+        As recorded in a checkpoint (:func:`estimate_normalisation` or :func:`linear_8bit`).
+    out : numpy.ndarray of float32, shape (n, bands, H, W), optional
+        Where to write the result.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (n, bands, H, W)
+        ``out`` when given.
+
+    Raises
+    ------
+    CheckpointError
+        An unknown normalisation name.
     """
     name = normalisation.get("name")
     if name not in ("arcsinh", LINEAR_8BIT):
@@ -80,7 +111,17 @@ LINEAR_8BIT = "linear8bit"
 
 
 def is_eight_bit(images: np.ndarray) -> bool:
-    """True when every finite pixel is a whole number in [0, 255]: PNG/JPEG stamps, never calibrated fluxes."""
+    """True when every finite pixel is a whole number in [0, 255]: PNG/JPEG stamps, never calibrated fluxes.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, bands, H, W)
+        Cutouts.
+
+    Returns
+    -------
+    bool
+    """
     finite = images[np.isfinite(images)]
     return finite.size > 0 and finite.min() >= 0 and finite.max() <= 255 and bool((finite == np.round(finite)).all())
 
@@ -91,6 +132,16 @@ def linear_8bit(n_bands: int) -> dict:
     8-bit colour stamps are already stretched (the survey's own asinh or Lupton RGB
     mapping, Lupton et al. 2004, PASP 116, 133): a second, sky-based arcsinh would
     compress them twice, so they are only centred and scaled, as Zoobot does.
+
+    Parameters
+    ----------
+    n_bands : int
+        Bands per stamp.
+
+    Returns
+    -------
+    dict
+        ``name`` (``"linear8bit"``), ``offset`` and ``scale`` (127.5 per band), ``estimated_from``.
 
     Examples
     --------

@@ -13,7 +13,9 @@ from relabel.model.network import MorphologyCNN
 from relabel.model.normalisation import normalise
 
 
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256, temperature: float = 1.0) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, temperature: float = 1.0
+) -> np.ndarray:
     """Softmax class probabilities as float64 numpy, in batches on the model's device.
 
     Parameters
@@ -43,7 +45,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
             out.append(torch.softmax(model(batch).float() / float(temperature), dim=1).cpu())
     model.train(was_training)
     if not out:
-        n_classes = model.head[-1].out_features if isinstance(model, MorphologyCNN) else 0
+        n_classes = model.n_classes if isinstance(model, MorphologyCNN) else 0
         return np.zeros((0, n_classes))
     return torch.cat(out).double().numpy()
 
@@ -53,6 +55,18 @@ def dihedral_augment(images: torch.Tensor, generator: torch.Generator | None = N
 
     Galaxy morphology does not depend on orientation, and these transforms move
     pixels without interpolation, so the noise stays exactly as observed.
+
+    Parameters
+    ----------
+    images : torch.Tensor, shape (n, bands, size, size)
+        Square cutouts.
+    generator : torch.Generator, optional
+        Seeds the choice of symmetry per image.
+
+    Returns
+    -------
+    torch.Tensor, shape (n, bands, size, size)
+        A new tensor; ``images`` is unchanged.
     """
     n = images.shape[0]
     choice = torch.randint(0, 8, (n,), generator=generator)
