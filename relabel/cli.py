@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("relabel: interrupted; files already written are complete (rerun with --resume to go on)", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+    except Exception as exc:
         if args.debug:
             raise
         print(f"relabel: error: unexpected {type(exc).__name__}: {exc} (this is a bug in relabel; "
@@ -173,8 +173,14 @@ BIAS_OPTIONS = ("labels", "thresholds", "classes", "label_column", "intrinsic", 
 
 
 def _bias(args) -> int:
-    from relabel.bias.table import LABEL_OPTIONS, bias_of_run, bias_of_table, format_result, format_run_result
-    from relabel.bias.table import is_run_folder
+    from relabel.bias.table import (
+        LABEL_OPTIONS,
+        bias_of_run,
+        bias_of_table,
+        format_result,
+        format_run_result,
+        is_run_folder,
+    )
 
     overrides = {k: getattr(args, k) for k in BIAS_OPTIONS}
     if is_run_folder(args.table) and all(overrides[k] is None for k in LABEL_OPTIONS):
@@ -326,45 +332,48 @@ def _add_run(sub) -> None:
                    help="average the 8 symmetries of the square per galaxy; adds p_<class>_std columns")
     s = p.add_argument_group("job queues (--cluster slurm|pbs|sge|lsf|htcondor; over the workflow's cluster.<queue> "
                              "and dask's jobqueue.<queue>)")
-    s.add_argument("--jobs", type=int, help="fixed number of jobs (default 1; the way for GPU pools)")
-    s.add_argument("--min-jobs", type=int, help="adaptive CPU pool: at least this many jobs")
-    s.add_argument("--max-jobs", type=int, help="adaptive CPU pool: at most this many jobs")
-    s.add_argument("--queue", "--partition", dest="queue", help="queue / SLURM partition")
-    s.add_argument("--account", help="account / project to charge")
-    s.add_argument("--walltime", help="job walltime, e.g. 02:00:00 (workers retire before it)")
-    s.add_argument("--cores", type=int, help="cores per job (default: a node's, from sinfo; else 4)")
-    s.add_argument("--memory", help="memory per job, e.g. 32GB")
-    s.add_argument("--gpus-per-job", type=int, help="GPUs per job: one worker process per GPU, each GPU=1")
-    s.add_argument("--interface", help="network interface the workers listen on (e.g. ib0)")
-    s.add_argument("--scheduler-interface", help="interface the scheduler listens on, reachable from compute nodes")
-    s.add_argument("--scheduler-host", help="address the scheduler listens on (default: this host's routable one)")
-    s.add_argument("--python", help="Python on the compute nodes (default: `python` after a prologue)")
-    s.add_argument("--prologue", action="append", dest="job_script_prologue", metavar="LINE",
-                   help="shell line run before the worker starts (repeatable): module load, source activate, ...")
-    s.add_argument("--log-dir", dest="log_directory", help="worker job logs (default OUT/_logs/QUEUE)")
-    s.add_argument("--no-tls", dest="tls", action="store_false", default=None,
-                   help="plain TCP scheduler (only on a cluster where nobody else can reach its port)")
+    # The arguments added here are the job-queue options handed to the cluster: no second list to keep in step.
+    added: list[str] = []
+
+    def queue_option(*flags: str, **kwargs) -> None:
+        added.append(s.add_argument(*flags, **kwargs).dest)
+
+    queue_option("--jobs", type=int, help="fixed number of jobs (default 1; the way for GPU pools)")
+    queue_option("--min-jobs", type=int, help="adaptive CPU pool: at least this many jobs")
+    queue_option("--max-jobs", type=int, help="adaptive CPU pool: at most this many jobs")
+    queue_option("--queue", "--partition", dest="queue", help="queue / SLURM partition")
+    queue_option("--account", help="account / project to charge")
+    queue_option("--walltime", help="job walltime, e.g. 02:00:00 (workers retire before it)")
+    queue_option("--cores", type=int, help="cores per job (default: a node's, from sinfo; else 4)")
+    queue_option("--memory", help="memory per job, e.g. 32GB")
+    queue_option("--gpus-per-job", type=int, help="GPUs per job: one worker process per GPU, each GPU=1")
+    queue_option("--interface", help="network interface the workers listen on (e.g. ib0)")
+    queue_option("--scheduler-interface", help="interface the scheduler listens on, reachable from compute nodes")
+    queue_option("--scheduler-host", help="address the scheduler listens on (default: this host's routable one)")
+    queue_option("--python", help="Python on the compute nodes (default: `python` after a prologue)")
+    queue_option("--prologue", action="append", dest="job_script_prologue", metavar="LINE",
+                 help="shell line run before the worker starts (repeatable): module load, source activate, ...")
+    queue_option("--log-dir", dest="log_directory", help="worker job logs (default OUT/_logs/QUEUE)")
+    queue_option("--no-tls", dest="tls", action="store_false", default=None,
+                 help="plain TCP scheduler (only on a cluster where nobody else can reach its port)")
+    p.set_defaults(queue_options=tuple(added))
     s.add_argument("--dry-run", action="store_true", help="print the job script that would be submitted and exit")
 
 
 JOB_QUEUES_CLI = ("slurm", "pbs", "sge", "lsf", "htcondor")
-QUEUE_OPTIONS = ("jobs", "min_jobs", "max_jobs", "queue", "account", "walltime", "cores", "memory", "gpus_per_job",
-                 "interface", "scheduler_interface", "scheduler_host", "python", "job_script_prologue",
-                 "log_directory", "tls")
 
 
 def _run(args) -> int:
+    from relabel.destination import check_output_dir
     from relabel.run.clusters import ClusterOptions
     from relabel.run.pipeline import dry_run, run_catalog
-
-    from relabel.destination import check_output_dir
 
     # Before any cluster starts: a file in the way must not surface as a traceback after the work.
     check_output_dir(args.out, overwrite=args.overwrite, what="output folder", allow_existing=True)
     opts = ClusterOptions(kind=args.cluster, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                           workers=args.workers, threads_per_worker=args.threads_per_worker,
                           dashboard_address=args.dashboard_address, worker_timeout=args.worker_timeout,
-                          queue_settings={k: getattr(args, k) for k in QUEUE_OPTIONS})
+                          queue_settings={k: getattr(args, k) for k in args.queue_options})
     if args.dry_run:
         print(dry_run(args.catalog, args.model, args.out, workflow=args.config, cluster=opts))
         return 0

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from relabel.run.clusters import ClusterOptions
 from relabel.destination import check_output_dir
+from relabel.run.clusters import ClusterOptions
 
 DEMO_N = 10_000
 DEMO_EPOCHS = 12
@@ -44,8 +44,8 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
         ``directory`` is a file, non-empty without ``overwrite``, or cannot be created.
     """
     from relabel.evaluate import evaluate_model
-    from relabel.run.pipeline import run_catalog
     from relabel.report.page import make_report
+    from relabel.run.pipeline import run_catalog
     from relabel.simulate.survey import simulate_survey
     from relabel.train.loop import train_model
 

@@ -20,16 +20,18 @@ import pandas as pd
 
 from relabel import status as st
 from relabel.bias.metric import bias_with_errors
-from relabel.config import Workflow, load_workflow
+from relabel.catalog.labels import NO_CLASS, table_labels
+from relabel.config import Workflow
+from relabel.cutouts.root import check_cutout_root
 from relabel.cutouts.sources import open_cutout_source
 from relabel.errors import CatalogError, ConfigError
-from relabel.run.inference import predict_rows
-from relabel.catalog.labels import NO_CLASS, table_labels
-from relabel.model.device import choose_device
 from relabel.model.checkpoint import load_checkpoint
+from relabel.model.device import choose_device
+from relabel.quartiles import observable_quartiles
+from relabel.run.inference import predict_rows
+from relabel.run.workflow import resolve_workflow
 from relabel.train.data import read_table
 from relabel.train.split import validation_mask
-from relabel.cutouts.root import check_cutout_root
 
 TRUTH_CLASS_COLUMN = "TRUE_CLASS"
 
@@ -80,19 +82,12 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     """
     catalog_path = Path(catalog_path)
     model, meta = load_checkpoint(model_path, choose_device(device))
-    recorded = None
-    if workflow is None:
-        recorded = "the checkpoint's recorded root, relative to the catalog's real folder"
-        if not meta.workflow:
-            raise ConfigError(f"checkpoint {model_path} records no workflow mapping: give the workflow")
-        # As `relabel run`: relative paths from the catalog's real folder (symlinks followed).
-        workflow = Workflow.from_dict(meta.workflow, base_dir=catalog_path.resolve().parent,
-                                      source=f"recorded in {model_path}")
-    elif not isinstance(workflow, Workflow):
-        workflow = load_workflow(workflow)
+    how = "the checkpoint's recorded root, relative to the catalog's real folder" if workflow is None else ""
+    # As `relabel run`: relative paths from the catalog's real folder (symlinks followed).
+    workflow = resolve_workflow(workflow, meta, catalog_path.resolve().parent, model_path)
     meta.check_input(workflow.cutouts.bands, workflow.cutouts.size, source=f"the cutouts of {catalog_path}")
 
-    check_cutout_root(workflow, how="" if recorded is None else recorded)
+    check_cutout_root(workflow, how=how)
     table, dropped = read_table(catalog_path, workflow)
     id_column = workflow.catalog.id
     if not all_rows:
@@ -181,22 +176,6 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
                     "accuracy_truth_labels_by_quartile", "true_fraction_by_quartile"):
             out[key] = None
     return out
-
-
-def observable_quartiles(values: np.ndarray, best: str) -> tuple[np.ndarray, list[float]]:
-    """Quartile 0..3 of each object, worst-observed first, and the 5 edges in that order.
-
-    Examples
-    --------
-    >>> q, edges = observable_quartiles(np.arange(8.0), "high")
-    >>> q.tolist(), edges
-    ([0, 0, 1, 1, 2, 2, 3, 3], [0.0, 1.75, 3.5, 5.25, 7.0])
-    """
-    edges = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0])
-    quartile = np.clip(np.searchsorted(edges[1:4], values, side="right"), 0, 3)
-    if best == "low":
-        return 3 - quartile, [float(e) for e in edges[::-1]]
-    return quartile, [float(e) for e in edges]
 
 
 def format_evaluation(result: dict) -> str:
@@ -358,11 +337,7 @@ def _comparable_models(catalog_path: Path, models: dict, workflow, device) -> tu
                 first.split.get("seed"), first.split.get("val_fraction"), first.classes):
             raise ConfigError(f"models {first_name!r} and {name!r} were trained on different splits or classes; "
                               "compare models of one split")
-    if workflow is None:
-        workflow = Workflow.from_dict(first.workflow, base_dir=catalog_path.parent,
-                                      source=f"the workflow recorded in {models[first_name]}")
-    elif not isinstance(workflow, Workflow):
-        workflow = load_workflow(workflow)
+    workflow = resolve_workflow(workflow, first, catalog_path.resolve().parent, models[first_name])
     if not workflow.labels.probabilities:
         raise ConfigError("the comparison needs vote-fraction labels (the catalog-level correction maps them)")
     return loaded, workflow

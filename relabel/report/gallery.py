@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from relabel.config import Workflow
-from relabel.report.numbers import quality_quartiles
+from relabel.quartiles import observable_quartiles
 
 #: Half-width of a crop over the galaxy's 2-sigma isophote radius: the faint outskirts and some sky around them.
 CROP_MARGIN = 1.5
@@ -91,7 +91,7 @@ def pick_examples(rows: pd.DataFrame, wf: Workflow, classes: list[str], seed: in
     ref = "true_label" if "true_label" in rows else "label_original"
     rows = rows[rows[ref].isin(classes)].copy()
     rows["cls"] = rows[ref]
-    rows["quartile"] = quality_quartiles(rows[obs.column].to_numpy(np.float64), obs.best) if len(rows) else []
+    rows["quartile"] = observable_quartiles(rows[obs.column].to_numpy(np.float64), obs.best)[0] if len(rows) else []
     rows["agrees"] = rows["label"] == rows[ref]
     rng = np.random.default_rng(seed)
     picks = []

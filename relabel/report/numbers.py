@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 
 from relabel.bias.metric import bias_with_errors, fraction_curves
-from relabel.catalog.missing import drop_missing
 from relabel.bias.table import bias_of_run
+from relabel.catalog.missing import drop_missing
 from relabel.config import Workflow
 from relabel.errors import OutputError, RelabelError
+from relabel.quartiles import observable_quartiles
 
 #: Intrinsic bins in the fraction figures: 2^2 panels stay readable; L itself uses the workflow's depth.
 PLOT_LOG2_BINS_INT = 2
@@ -78,12 +79,6 @@ def bias_numbers(out_dir: Path, wf: Workflow, classes: list[str], frame: pd.Data
     return out
 
 
-def quality_quartiles(values: np.ndarray, best: str) -> np.ndarray:
-    """Quartile 0..3 of an observable, worst quality first (``best`` is ``low`` or ``high``)."""
-    q = np.searchsorted(np.quantile(values, [0.25, 0.5, 0.75]), values, side="right")
-    return 3 - q if best == "low" else q
-
-
 def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray) -> dict:
     """Original labels, new labels and the truth on the same galaxies: all, the confident subset, per quartile.
 
@@ -102,7 +97,8 @@ def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], pred
     rows = frame[predicted]
     target = classes[-1]
     obs = wf.observables[0]
-    quartile = quality_quartiles(rows[obs.column].to_numpy(np.float64), obs.best) if len(rows) else np.zeros(0, int)
+    quartile = (observable_quartiles(rows[obs.column].to_numpy(np.float64), obs.best)[0] if len(rows)
+                else np.zeros(0, int))
     confident = (rows["label_original"].isin(classes)).to_numpy()
     subsets = [("all galaxies", np.ones(len(rows), bool)), ("confident original label", confident)]
     for i in range(4):

@@ -19,8 +19,7 @@ from relabel.errors import OutputError
 from relabel.report import figures as fig
 from relabel.report.gallery import plot_gallery
 from relabel.report.html import write_html
-from relabel.report.numbers import (bias_numbers, comparison_table, join_truth, read_output, status_counts,
-                                    truth_trends)
+from relabel.report.numbers import bias_numbers, comparison_table, join_truth, read_output, status_counts, truth_trends
 from relabel.run.output import RUN_RECORD
 
 __all__ = ["make_report"]

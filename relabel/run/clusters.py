@@ -15,9 +15,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from relabel import settings
 from relabel.config import JOB_QUEUES

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from relabel import status as st
-from relabel.config import Workflow, load_workflow
+from relabel.config import Workflow
+from relabel.run.workflow import resolve_workflow
 
 
 def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Workflow | None = None, *,
@@ -56,12 +57,12 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
 
     if len(df) == 0:
         _, meta = read_checkpoint(model)
-        wf = _workflow(workflow, meta)
+        wf = resolve_workflow(workflow, meta, Path.cwd(), model)
         probs = np.zeros((0, meta.n_classes), dtype=np.float32)
         status = np.zeros(0, dtype=object)
     else:
         net, meta = cached_model(model, None, device)
-        wf = _workflow(workflow, meta)
+        wf = resolve_workflow(workflow, meta, Path.cwd(), model)
         rows = df.reset_index(drop=True)
         status = np.full(len(rows), st.OK, dtype=object)
         status[~_valid_coordinates(rows, wf)] = st.BAD_COORDINATES
@@ -76,11 +77,3 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
     if len(df) == 0:
         new = new.astype({c: "float32" for c in new.columns if c.startswith("p_")})
     return pd.concat([df, new], axis=1)
-
-
-def _workflow(workflow, meta) -> Workflow:
-    if isinstance(workflow, Workflow):
-        return workflow
-    if workflow is not None:
-        return load_workflow(workflow)
-    return Workflow.from_dict(meta.workflow, base_dir=Path.cwd(), source="the workflow recorded in the checkpoint")

@@ -17,10 +17,10 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,10 +29,11 @@ from relabel import __version__
 from relabel.catalog.ids import check_ids
 from relabel.catalog.missing import missing_mask
 from relabel.catalog.reader import Catalog, open_catalog
-from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
-from relabel.config import JOB_QUEUES, Workflow, load_workflow
+from relabel.config import JOB_QUEUES, Workflow
+from relabel.cutouts.root import check_cutout_root
 from relabel.errors import CatalogError, ConfigError, ModelWarning
 from relabel.model.checkpoint import read_checkpoint
+from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
 from relabel.run.output import (
     RUN_RECORD,
     SUMMARY,
@@ -42,9 +43,9 @@ from relabel.run.output import (
     write_json_atomic,
     write_table_atomic,
 )
-from relabel.cutouts.root import check_cutout_root
 from relabel.run.plan import plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
+from relabel.run.workflow import resolve_workflow
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +137,14 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     say = _announcer(echo)
     t0 = time.perf_counter()
     _, meta = read_checkpoint(model)
-    wf = _resolve_workflow(workflow, meta, catalog if staged is None else Path.cwd() / catalog.name)
+    wf = resolve_workflow(workflow, meta, (catalog if staged is None else Path.cwd() / catalog.name).resolve().parent, model)
     source = staged or catalog
     cat = open_catalog(source, wf.catalog.hdu if source.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
     check_cutout_root(wf, cat, "" if workflow is not None else "the checkpoint's recorded root, relative to the "
                       "catalog's real folder")
-    _warn_if_collapsed(model, meta, echo)
-    _warn_if_unsettled(model, meta, echo)
+    _warn_about_training(model, meta, echo)
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
@@ -191,23 +191,20 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     return RunResult(out_dir, summary, dashboard, results)
 
 
-def _warn_if_collapsed(model: Path, meta, echo) -> None:
-    if meta.metrics.get("collapse_guard_passed") is False:
-        # Not an error: the user may want exactly this model, but they should know.
-        text = (f"{model} failed its collapse guard in training (no epoch after the warm-up kept its balanced "
-                f"accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
-        warnings.warn(text, ModelWarning, stacklevel=3)
-        if echo:
-            echo(f"warning: {text}")
-
-
-def _warn_if_unsettled(model: Path, meta, echo) -> None:
-    if meta.metrics.get("settled") is False:
-        text = (f"{model} had not settled when its training stopped (its validation class balance or accuracy "
-                f"still moved between epochs; lambda {meta.lam:g}): its labels may depend on the epoch kept")
-        warnings.warn(text, ModelWarning, stacklevel=3)
-        if echo:
-            echo(f"warning: {text}")
+def _warn_about_training(model: Path, meta, echo) -> None:
+    """Warn (not fail: the user may want exactly this model) when its training flagged it as doubtful."""
+    doubts = {
+        "collapse_guard_passed": (f"{model} failed its collapse guard in training (no epoch after the warm-up kept its "
+                                  f"balanced accuracy; lambda {meta.lam:g} is probably too large): its labels may be "
+                                  "one class"),
+        "settled": (f"{model} had not settled when its training stopped (its validation class balance or accuracy "
+                    f"still moved between epochs; lambda {meta.lam:g}): its labels may depend on the epoch kept"),
+    }
+    for metric, text in doubts.items():
+        if meta.metrics.get(metric) is False:
+            warnings.warn(text, ModelWarning, stacklevel=3)
+            if echo:
+                echo(f"warning: {text}")
 
 
 def _run_context(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, record: dict, out_dir: Path,
@@ -337,23 +334,11 @@ def dry_run(catalog, model, out_dir, *, workflow=None, cluster: ClusterOptions |
     from relabel.run.jobqueue import job_script
 
     _, meta = read_checkpoint(Path(model))
-    wf = _resolve_workflow(workflow, meta, Path(catalog))
+    wf = resolve_workflow(workflow, meta, Path(catalog).resolve().parent, model)
     opts = cluster_options(cluster, wf, Path(out_dir))
     if opts.kind not in JOB_QUEUES:
         raise ConfigError(f"--dry-run shows a job script: use it with --cluster {'|'.join(JOB_QUEUES)}")
     return job_script(opts)
-
-
-def _resolve_workflow(workflow, meta, catalog: Path) -> Workflow:
-    if isinstance(workflow, Workflow):
-        return workflow
-    if workflow is not None:
-        return load_workflow(workflow)
-    if not meta.workflow:
-        raise ConfigError("the checkpoint records no workflow mapping: give one with --config")
-    # Relative paths (the cutout root) resolve against the catalog's real folder: a symlinked or
-    # copied-by-link catalog still finds the cutouts beside the file it points to.
-    return Workflow.from_dict(meta.workflow, base_dir=catalog.resolve().parent, source="recorded in the checkpoint")
 
 
 def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:

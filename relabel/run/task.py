@@ -18,12 +18,12 @@ import pandas as pd
 import pyarrow as pa
 
 from relabel import status as st
+from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.missing import as_numpy_columns, missing_mask, null_where
 from relabel.catalog.reader import open_catalog
 from relabel.config import Workflow
 from relabel.cutouts.sources import open_cutout_source
 from relabel.run.inference import cached_model, configure_torch_threads, predict_rows
-from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.run.output import METADATA_KEY, shard_path, write_table_atomic
 from relabel.run.plan import Shard
 

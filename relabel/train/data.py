@@ -13,9 +13,9 @@ import pandas as pd
 
 from relabel import status as st
 from relabel.catalog.ids import check_ids
+from relabel.catalog.labels import table_labels
 from relabel.catalog.missing import as_numpy_columns, drop_missing
 from relabel.catalog.reader import open_catalog
-from relabel.catalog.labels import table_labels
 from relabel.config import Workflow
 from relabel.cutouts.sources import open_cutout_source
 from relabel.errors import ConfigError

@@ -30,13 +30,13 @@ import torch
 from torch import nn
 
 from relabel.config import Workflow, load_workflow
+from relabel.destination import check_output_file
 from relabel.errors import ConfigError
+from relabel.model.calibration import fit_validation_temperature
 from relabel.model.checkpoint import CheckpointMeta, save_checkpoint
 from relabel.model.device import autocast_for, choose_device
 from relabel.model.network import MorphologyCNN
 from relabel.model.predict import dihedral_augment, predict_proba
-from relabel.destination import check_output_file
-from relabel.model.calibration import fit_validation_temperature
 from relabel.progress import progress_iter
 from relabel.train.augment import degrader_for
 from relabel.train.data import LabelledCutouts, load_labelled_cutouts
