@@ -10,6 +10,7 @@ import pandas as pd
 
 from relabel.config import Workflow
 from relabel.quartiles import observable_quartiles
+from relabel.report.figures import report_figure
 
 #: Half-width of a crop over the galaxy's 2-sigma isophote radius: the faint outskirts and some sky around them.
 CROP_MARGIN = 1.5
@@ -104,13 +105,9 @@ def pick_examples(rows: pd.DataFrame, wf: Workflow, classes: list[str], seed: in
     return pd.concat(picks) if picks else rows.iloc[:0]
 
 
-def plot_gallery(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray, path: Path) -> str | None:
+def plot_gallery(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray,
+                 path: Path) -> str | None:
     """Draw the gallery; return its caption, or None when there are too few rows to show."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from relabel.cutouts.sources import open_cutout_source
 
     picks = pick_examples(frame[predicted], wf, classes)
@@ -120,25 +117,25 @@ def plot_gallery(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicte
     with open_cutout_source(wf) as source:
         cut = source.read(picks)
     line_of = {(c, a): i for i, (c, a) in enumerate((c, a) for c in classes for a in (True, False))}
-    fig, axes = plt.subplots(len(line_of), 4, figsize=(10, 2.9 * len(line_of)), squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    ref = "true" if "true_label" in frame else "original"
-    for (_, row), image, ok in zip(picks.iterrows(), cut.images, cut.usable):
-        ax = axes[line_of[(row["cls"], bool(row["agrees"]))], int(row["quartile"])]
-        shown = crop_to_galaxy(image) if ok else np.zeros_like(image[:, :8, :8])
-        ax.imshow(display_image(shown) if ok else shown[0], cmap="gray", origin="lower")
-        ax.set_title(f"{obs.column} {row[obs.column]:.2f}, {shown.shape[-1]} px\n{ref} {row['cls']}, "
-                     f"new {row['label']}\noriginal {row['label_original']}", fontsize=9,
-                     color="black" if row["agrees"] else "tab:red")
-    for (cls, agrees), i in line_of.items():
-        axes[i, 0].text(-0.15, 0.5, f"{ref} {cls}\n{'agree' if agrees else 'disagree'}", transform=axes[i, 0].transAxes,
-                        ha="right", va="center", fontsize=10)
-    fig.tight_layout(rect=(0.08, 0, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with report_figure(path, figsize=(10, 2.9 * len(line_of))) as fig:
+        axes = fig.subplots(len(line_of), 4, squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        ref = "true" if "true_label" in frame else "original"
+        for (_, row), image, ok in zip(picks.iterrows(), cut.images, cut.usable):
+            ax = axes[line_of[(row["cls"], bool(row["agrees"]))], int(row["quartile"])]
+            shown = crop_to_galaxy(image) if ok else np.zeros_like(image[:, :8, :8])
+            ax.imshow(display_image(shown) if ok else shown[0], cmap="gray", origin="lower")
+            ax.set_title(f"{obs.column} {row[obs.column]:.2f}, {shown.shape[-1]} px\n{ref} {row['cls']}, "
+                         f"new {row['label']}\noriginal {row['label_original']}", fontsize=9,
+                         color="black" if row["agrees"] else "tab:red")
+        for (cls, agrees), i in line_of.items():
+            axes[i, 0].text(-0.15, 0.5, f"{ref} {cls}\n{'agree' if agrees else 'disagree'}",
+                            transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=10)
+        fig.tight_layout(rect=(0.08, 0, 1, 1))
     return (f"Example cutouts, one per cell where one exists, drawn at random (seed 0), not chosen. Lines: the "
             f"{ref} class, and whether the new label agrees with it (disagreements titled in red). Columns: quartiles "
-            f"of {obs.column}, worst observed on the left. Each stamp is cropped to {CROP_MARGIN:g} times the radius of "
-            f"its galaxy's 2-sigma isophote (at least {2 * MIN_HALF_WIDTH} px, at most the whole cutout; the width is in the title), "
+            f"of {obs.column}, worst observed on the left. Each stamp is cropped to {CROP_MARGIN:g} times the radius "
+            f"of its galaxy's 2-sigma isophote (at least {2 * MIN_HALF_WIDTH} px, at most the whole cutout; the width "
+            "is in the title), "
             "shown with an arcsinh stretch in units of the sky noise. An empty cell has no such galaxy.")

@@ -50,8 +50,8 @@ def _comparison(table: dict) -> list[str]:
     parts.append("</table>")
     parts.append(f"<p>Every line compares the label sets on the same galaxies. Fractions are shares of all galaxies of "
                  f"the line, so the original labels' {target} fraction counts their uncertain galaxies as not "
-                 f"{target}; the accuracy counts them as wrong. Quartiles of {html.escape(axis_label(table['observable']))}"
-                 f" run from the worst observed (1) to the best (4).</p>")
+                 f"{target}; the accuracy counts them as wrong. Quartiles of "
+                 f"{html.escape(axis_label(table['observable']))} run from the worst observed (1) to the best (4).</p>")
     return parts
 
 

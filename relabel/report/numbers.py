@@ -3,6 +3,7 @@ the like-for-like comparison table, and trends of the truth inside intrinsic bin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from relabel.catalog.missing import drop_missing
 from relabel.config import Workflow
 from relabel.errors import OutputError, RelabelError
 from relabel.quartiles import observable_quartiles
+from relabel.run.output import SUMMARY
 
 #: Intrinsic bins in the fraction figures: 2^2 panels stay readable; L itself uses the workflow's depth.
 PLOT_LOG2_BINS_INT = 2
@@ -50,7 +52,8 @@ def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: s
     try:
         merged = frame.merge(values, on=id_column, how="left", validate="many_to_one")
     except (ValueError, pd.errors.MergeError) as exc:
-        raise OutputError(f"truth table {truth}: its {id_column} column cannot be matched to the output ({exc})") from None
+        raise OutputError(f"truth table {truth}: its {id_column} column cannot be matched to the output "
+                          f"({exc})") from None
     lost = int(merged["true_label"].isna().sum())
     if lost:
         raise OutputError(f"truth table {truth} has no {truth_column} for {lost} output rows")
@@ -58,11 +61,35 @@ def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: s
 
 
 def bias_numbers(out_dir: Path, wf: Workflow, classes: list[str], frame: pd.DataFrame, predicted: np.ndarray) -> dict:
-    """L as ``relabel bias OUT_DIR`` gives it for the original and the new labels, and L of the truth."""
-    try:
-        out = {k: r.to_dict() for k, r in bias_of_run(out_dir, wf).items()}
-    except RelabelError as exc:
-        out = {"original": {"error": str(exc)}, "new": {"error": str(exc)}}
+    """L of the original and the new labels, as the run recorded them, and L of the truth.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Output folder of ``relabel run``.
+    wf : Workflow
+        The workflow the run recorded (columns, bins, bootstrap and null repetitions).
+    classes : list of str
+        The run's classes, in the model's order.
+    frame : pandas.DataFrame
+        The output rows (:func:`read_output`), with ``true_label`` when a truth table was joined.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows the model predicted (status in :data:`relabel.status.PREDICTED`).
+
+    Returns
+    -------
+    dict
+        ``original`` and ``new``: :meth:`relabel.bias.metric.BiasResult.to_dict` or ``{"error": text}``,
+        read from the run's ``_summary.json`` (the numbers ``relabel bias OUT_DIR`` prints), computed
+        here only when the summary holds none (a run with ``--no-bias``, or no summary yet);
+        ``truth``: L of the true classes on the predicted rows, when ``frame`` has them.
+    """
+    out = _recorded_bias(out_dir)
+    if out is None:
+        try:
+            out = {k: r.to_dict() for k, r in bias_of_run(out_dir, wf).items()}
+        except RelabelError as exc:
+            out = {"original": {"error": str(exc)}, "new": {"error": str(exc)}}
     if "true_label" in frame:
         # The one missing-value rule: rows missing a binning value are left out of L.
         rows, _ = drop_missing(frame[predicted], [*wf.intrinsic, *wf.observable_columns], wf.catalog.missing)
@@ -77,6 +104,20 @@ def bias_numbers(out_dir: Path, wf: Workflow, classes: list[str], frame: pd.Data
         except RelabelError as exc:
             out["truth"] = {"error": str(exc)}
     return out
+
+
+def _recorded_bias(out_dir: Path) -> dict | None:
+    """The ``labeling_bias`` entry of the run's summary (a copy), or None when it has none."""
+    path = out_dir / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text()).get("labeling_bias")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(recorded, dict) or not {"original", "new"} <= recorded.keys():
+        return None
+    return {"original": recorded["original"], "new": recorded["new"]}
 
 
 def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray) -> dict:
