@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     except KeyboardInterrupt:
-        print("relabel: interrupted; files already written are complete (rerun with --resume to go on)", file=sys.stderr)
+        print("relabel: interrupted; files already written are complete (rerun with --resume to go on)",
+              file=sys.stderr)
         return 130
     except Exception as exc:
         if args.debug:
@@ -124,7 +125,8 @@ def _add_simulate(sub) -> None:
     p.add_argument("--tile-size", type=int, default=1000, help="cutouts per tile file (default 1000)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT_DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
 
 
 def _simulate(args) -> int:
@@ -143,7 +145,8 @@ def _simulate(args) -> int:
 
 def _add_bias(sub) -> None:
     p = _command(sub, "bias", "the labeling-bias metric L of a label column (FITS or Parquet)", _bias)
-    p.add_argument("table", type=Path, metavar="TABLE", help="FITS table, Parquet file, or a relabel run's output folder (then L of the original and "
+    p.add_argument("table", type=Path, metavar="TABLE",
+                   help="FITS table, Parquet file, or a relabel run's output folder (then L of the original and "
                         "the new labels, mapped by the workflow the run recorded unless --config)")
     p.add_argument("--config", type=Path, help="workflow file with the column mapping (options below override it)")
     p.add_argument("--labels", nargs="+", metavar="COL", help="label probability columns")
@@ -152,7 +155,8 @@ def _add_bias(sub) -> None:
     p.add_argument("--label-column", metavar="COL", help="a categorical label column instead of probabilities")
     p.add_argument("--intrinsic", nargs="+", metavar="COL", help="intrinsic-property columns")
     p.add_argument("--observables", nargs="+", metavar="COL", help="observable columns")
-    p.add_argument("--best", nargs="+", choices=["low", "high"], help="best-quality end, one per observable or one for all")
+    p.add_argument("--best", nargs="+", choices=["low", "high"],
+                   help="best-quality end, one per observable or one for all")
     p.add_argument("--log2-bins-int", type=int, metavar="L", help="depth of the intrinsic k-d tree (2^L bins)")
     p.add_argument("--bins-obs", type=int, metavar="B", help="observable bins per intrinsic bin")
     p.add_argument("--n-boot", type=int, metavar="R", help="bootstrap repetitions")
@@ -321,8 +325,10 @@ def _add_run(sub) -> None:
     p.add_argument("--dashboard-address", default=None,
                    help="where the dashboard listens (default: dask config relabel.dashboard-address, 127.0.0.1:8787)")
     p.add_argument("--worker-timeout", type=float,
-                   help="seconds to wait for the first workers before saying why (default: relabel.worker-timeout, 300)")
-    p.add_argument("--shard-size", type=int, help="rows per shard (default: workflow run.shard_size; --resume: the run's)")
+                   help="seconds to wait for the first workers before saying why "
+                        "(default: relabel.worker-timeout, 300)")
+    p.add_argument("--shard-size", type=int,
+                   help="rows per shard (default: workflow run.shard_size; --resume: the run's)")
     p.add_argument("--batch-size", type=int, help="cutouts per forward pass (default: workflow run.batch_size)")
     p.add_argument("--resume", action="store_true", help="complete an interrupted run: skip shards already written")
     p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run")
@@ -389,7 +395,8 @@ def _add_report(sub) -> None:
     p = _command(sub, "report", "figures and numbers of a run: bias before and after", _report)
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder of `relabel run`")
     p.add_argument("--truth", type=Path, help="true classes (the simulator's truth.parquet)")
-    p.add_argument("--truth-column", default="TRUE_CLASS", help="column of --truth with the true class (default TRUE_CLASS)")
+    p.add_argument("--truth-column", default="TRUE_CLASS",
+                   help="column of --truth with the true class (default TRUE_CLASS)")
     p.add_argument("--out", type=Path, help="report folder (default OUT_DIR/_report)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object on stdout")
@@ -416,7 +423,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--dashboard-address", default="127.0.0.1:8787",
                    help="where the Dask dashboard listens (default 127.0.0.1:8787; a busy port picks another)")
     p.add_argument("--overwrite", action="store_true", help="start again in a non-empty DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
 
 
 def _demo(args) -> int:

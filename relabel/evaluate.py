@@ -86,15 +86,53 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     # As `relabel run`: relative paths from the catalog's real folder (symlinks followed).
     workflow = resolve_workflow(workflow, meta, catalog_path.resolve().parent, model_path)
     meta.check_input(workflow.cutouts.bands, workflow.cutouts.size, source=f"the cutouts of {catalog_path}")
-
     check_cutout_root(workflow, how=how)
+    table, probs, dropped = _evaluated_rows(catalog_path, model_path, model, meta, workflow, all_rows, batch_size)
+    predicted = probs.argmax(axis=1)
+    classes = list(meta.classes)
+    codes, label_classes = table_labels(table, workflow.labels)
+    codes = _recode(codes, label_classes, classes)
+    confident = codes >= 0
+    everyone = np.ones(len(table), dtype=bool)
+    params = workflow.bias
+    out: dict[str, Any] = {
+        "n": int(len(table)),
+        "n_confident": int(confident.sum()),
+        "rows": "all" if all_rows else "held-out",
+        "classes": classes,
+        "model": str(model_path),
+        "model_hash": meta.content_hash,
+        "method": meta.method,
+        "lambda": meta.lam,
+        "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
+        "dropped": dropped,
+    }
+    _put(out, "labels", _bias_fields(table, workflow, confident, codes[confident], len(classes), classes))
+    _put(out, "model", _bias_fields(table, workflow, everyone, predicted, len(classes), classes))
+    _put(out, "model_soft", _bias_fields(table, workflow, everyone, probs, None, classes))
+    _put(out, "model_confident", _bias_fields(table, workflow, confident, predicted[confident], len(classes), classes))
+    out["accuracy_labels"] = float((predicted[confident] == codes[confident]).mean()) if confident.any() else None
+
+    quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(),
+                                           workflow.observables[0].best)
+    out["quartile_observable"] = workflow.observable_columns[0]
+    out["quartile_edges"] = edges
+    out["fraction_by_quartile"] = _fractions(predicted, quartile, classes)
+    out["label_fraction_by_quartile"] = _fractions(np.where(confident, codes, len(classes)), quartile,
+                                                   classes + ["no confident label"])
+    out.update(_truth_fields(truth, table, workflow, classes, codes, predicted, quartile))
+    return out
+
+
+def _evaluated_rows(catalog_path: Path, model_path, model, meta, workflow: Workflow, all_rows: bool,
+                    batch_size: int) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+    """The evaluated rows with a usable cutout, their probabilities (n, K) and the counts of rows left out."""
     table, dropped = read_table(catalog_path, workflow)
-    id_column = workflow.catalog.id
     if not all_rows:
         split = meta.split
         if not split:
             raise ConfigError(f"checkpoint {model_path} records no training split: evaluate with all_rows")
-        held_out = validation_mask(table[id_column].to_numpy(), split["seed"], split["val_fraction"])
+        held_out = validation_mask(table[workflow.catalog.id].to_numpy(), split["seed"], split["val_fraction"])
         table = table[held_out].reset_index(drop=True)
 
     with open_cutout_source(workflow) as source:
@@ -109,72 +147,50 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     table = table[usable].reset_index(drop=True)
     probs = predictions.probabilities[usable].astype(np.float64)
     probs /= probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within rounding; L wants [0, 1]
-    predicted = probs.argmax(axis=1)
-    classes = list(meta.classes)
+    return table, probs, dropped
 
-    codes, label_classes = table_labels(table, workflow.labels)
-    codes = _recode(codes, label_classes, classes)
-    confident = codes >= 0
-    intrinsic = table[workflow.intrinsic]
-    observables = table[workflow.observable_columns]
-    ends = [o.best for o in workflow.observables]
+
+def _bias_fields(table: pd.DataFrame, workflow: Workflow, rows: np.ndarray, labels: np.ndarray,
+                 n_classes: int | None, names: list[str]) -> dict:
+    """L, its null and their errors for one label set on ``rows``, with the workflow's bins and repetitions."""
     params = workflow.bias
+    result = bias_with_errors(table[workflow.intrinsic][rows], table[workflow.observable_columns][rows], labels,
+                              n_classes, params["log2_bins_int"], params["bins_obs"],
+                              [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
+                              n_null=params["n_null"], classes=names)
+    return {"L": result.L, "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
+            "excess": result.excess}
 
-    def bias(rows: np.ndarray, labels: np.ndarray, n_classes: int | None, names) -> dict:
-        result = bias_with_errors(intrinsic[rows], observables[rows], labels, n_classes, params["log2_bins_int"],
-                                  params["bins_obs"], ends, n_boot=params["n_boot"], seed=params["seed"],
-                                  n_null=params["n_null"], classes=names)
-        return {"L": result.L, "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
-                "excess": result.excess}
 
-    everyone = np.ones(len(table), dtype=bool)
-    out: dict[str, Any] = {
-        "n": int(len(table)),
-        "n_confident": int(confident.sum()),
-        "rows": "all" if all_rows else "held-out",
-        "classes": classes,
-        "model": str(model_path),
-        "model_hash": meta.content_hash,
-        "method": meta.method,
-        "lambda": meta.lam,
-        "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
-        "dropped": dropped,
-    }
-    _put(out, "labels", bias(confident, codes[confident], len(classes), classes))
-    _put(out, "model", bias(everyone, predicted, len(classes), classes))
-    _put(out, "model_soft", bias(everyone, probs, None, classes))
-    _put(out, "model_confident", bias(confident, predicted[confident], len(classes), classes))
-    out["accuracy_labels"] = float((predicted[confident] == codes[confident]).mean()) if confident.any() else None
-
-    quartile, edges = observable_quartiles(observables.iloc[:, 0].to_numpy(), ends[0])
-    out["quartile_observable"] = workflow.observable_columns[0]
-    out["quartile_edges"] = edges
-    out["fraction_by_quartile"] = _fractions(predicted, quartile, classes)
-    out["label_fraction_by_quartile"] = _fractions(np.where(confident, codes, len(classes)), quartile,
-                                                   classes + ["no confident label"])
-
-    truth_codes = None
-    if truth is not None:
-        true_names = _truth_classes(truth, table[id_column], id_column)
-        truth_classes = classes + sorted(set(true_names) - set(classes))
-        truth_codes = pd.Categorical(true_names, categories=truth_classes).codes.astype(np.int64)
-        _put(out, "truth_confident", bias(confident, truth_codes[confident], len(truth_classes), truth_classes))
-        _put(out, "truth", bias(everyone, truth_codes, len(truth_classes), truth_classes))
-        right = predicted == truth_codes
-        labels_right = codes == truth_codes
-        out["accuracy_truth"] = float(right.mean())
-        out["accuracy_truth_labels"] = float(labels_right[confident].mean()) if confident.any() else None
-        out["accuracy_truth_by_quartile"] = [float(right[quartile == q].mean()) for q in range(4)]
-        out["accuracy_truth_labels_by_quartile"] = [
-            float(labels_right[(quartile == q) & confident].mean()) if ((quartile == q) & confident).any() else None
-            for q in range(4)]
-        out["true_fraction_by_quartile"] = _fractions(truth_codes, quartile, truth_classes)
-    else:
+def _truth_fields(truth, table: pd.DataFrame, workflow: Workflow, classes: list[str], codes: np.ndarray,
+                  predicted: np.ndarray, quartile: np.ndarray) -> dict[str, Any]:
+    """The truth-based fields of :func:`evaluate_model` (all None without ``truth``)."""
+    out: dict[str, Any] = {}
+    if truth is None:
         for key in ("truth_confident", "truth"):
             _put(out, key, None)
         for key in ("accuracy_truth", "accuracy_truth_labels", "accuracy_truth_by_quartile",
                     "accuracy_truth_labels_by_quartile", "true_fraction_by_quartile"):
             out[key] = None
+        return out
+    confident = codes >= 0
+    everyone = np.ones(len(table), dtype=bool)
+    id_column = workflow.catalog.id
+    true_names = _truth_classes(truth, table[id_column], id_column)
+    truth_classes = classes + sorted(set(true_names) - set(classes))
+    truth_codes = pd.Categorical(true_names, categories=truth_classes).codes.astype(np.int64)
+    _put(out, "truth_confident", _bias_fields(table, workflow, confident, truth_codes[confident], len(truth_classes),
+                                              truth_classes))
+    _put(out, "truth", _bias_fields(table, workflow, everyone, truth_codes, len(truth_classes), truth_classes))
+    right = predicted == truth_codes
+    labels_right = codes == truth_codes
+    out["accuracy_truth"] = float(right.mean())
+    out["accuracy_truth_labels"] = float(labels_right[confident].mean()) if confident.any() else None
+    out["accuracy_truth_by_quartile"] = [float(right[quartile == q].mean()) for q in range(4)]
+    out["accuracy_truth_labels_by_quartile"] = [
+        float(labels_right[(quartile == q) & confident].mean()) if ((quartile == q) & confident).any() else None
+        for q in range(4)]
+    out["true_fraction_by_quartile"] = _fractions(truth_codes, quartile, truth_classes)
     return out
 
 
@@ -314,7 +330,8 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     true_names = _truth_classes(truth, table[workflow.catalog.id], workflow.catalog.id)
     truth_classes = classes + sorted(set(true_names) - set(classes))
     truth_codes = pd.Categorical(true_names, categories=truth_classes).codes.astype(np.int64)
-    quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(), workflow.observables[0].best)
+    quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(),
+                                           workflow.observables[0].best)
     true_fractions = _fractions(truth_codes, quartile, truth_classes)
     rows, reliability = [], {}
     for name, (probs, hard) in methods.items():

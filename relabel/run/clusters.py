@@ -186,7 +186,9 @@ def _refused_at_once(address: str) -> None:
 
 
 def scheduler_address(address: str | None, scheduler_file: str | None) -> str:
-    """The scheduler address from ``--scheduler`` or ``--scheduler-file`` (as ``dask scheduler --scheduler-file`` writes it).
+    """The scheduler address from ``--scheduler`` or ``--scheduler-file``.
+
+    The file is read as ``dask scheduler --scheduler-file`` writes it.
 
     A path given as ``--scheduler`` that names an existing file is read as a scheduler file.
 

@@ -21,7 +21,9 @@ from relabel.run.workflow import resolve_workflow
 
 def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Workflow | None = None, *,
                   batch_size: int | None = None, device: str | None = None) -> pd.DataFrame:
-    """The rows of ``df`` with the new columns of ``relabel run``: ``p_<class>``, ``label``, ``label_original``, ``status``.
+    """The rows of ``df`` with the new columns of ``relabel run``.
+
+    The new columns are ``p_<class>``, ``label``, ``label_original`` and ``status``.
 
     Parameters
     ----------

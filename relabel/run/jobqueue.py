@@ -41,7 +41,8 @@ QUEUES = {
 #: Settings each queue's dask-jobqueue class takes, and under which keyword (its own names: SGE and LSF
 #: charge a "project", LSF reserves "ncpus"/"mem"; HTCondor has no queue, account or walltime keyword).
 KEYWORDS = {
-    "slurm": {"queue": "queue", "account": "account", "walltime": "walltime", "job_cpu": "job_cpu", "job_mem": "job_mem"},
+    "slurm": {"queue": "queue", "account": "account", "walltime": "walltime", "job_cpu": "job_cpu",
+              "job_mem": "job_mem"},
     "pbs": {"queue": "queue", "account": "account", "walltime": "walltime"},
     "sge": {"queue": "queue", "account": "project", "walltime": "walltime"},
     "lsf": {"queue": "queue", "account": "project", "walltime": "walltime", "job_cpu": "ncpus", "job_mem": "mem"},
@@ -54,7 +55,8 @@ LISTS = {"job_script_prologue": "job-script-prologue", "job_extra_directives": "
          "worker_extra_args": "worker-extra-args"}
 
 #: squeue reasons for a pending job that cannot resolve by waiting (slurm.schedmd.com/resource_limits.html).
-NEVER_STARTS = ("DependencyNeverSatisfied", "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "ReqNodeNotAvail", "BadConstraints",
+NEVER_STARTS = ("DependencyNeverSatisfied", "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit",
+                "ReqNodeNotAvail", "BadConstraints",
                 "InvalidAccount", "InvalidQOS", "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "AssocMaxCpuPerJobLimit",
                 "Resources_Unavailable", "PartitionDown", "NodeDown", "JobHeldAdmin")
 
@@ -140,7 +142,8 @@ def partition_node(partition: str | None) -> tuple[int, int] | None:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    nodes = [tuple(int(re.sub(r"\D", "", x) or 0) for x in line.split()[:2]) for line in out.splitlines() if line.strip()]
+    nodes = [tuple(int(re.sub(r"\D", "", x) or 0) for x in line.split()[:2])
+             for line in out.splitlines() if line.strip()]
     return max(nodes) if nodes else None
 
 
@@ -226,7 +229,8 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
             raise ConfigError(f"cluster.{queue}.{key}: {queue} jobs take no {key} option in dask-jobqueue; "
                               "give it as a job_extra_directives line instead")
     names = {**KEYWORDS[queue], **COMMON}
-    kwargs.update({kw: resolved[key] for key, kw in names.items() if key != "walltime" and resolved.get(key) is not None})
+    kwargs.update({kw: resolved[key] for key, kw in names.items()
+                   if key != "walltime" and resolved.get(key) is not None})
     if "walltime" not in names:
         kwargs.pop("walltime")
     if "name" not in user:
@@ -290,7 +294,9 @@ def cluster_class(queue: str):
 
 
 def job_script(opts: ClusterOptions) -> str:
-    """The batch script ``relabel run --cluster QUEUE`` would submit (``--dry-run``): nothing is submitted or written."""
+    """The batch script ``relabel run --cluster QUEUE`` would submit (``--dry-run``).
+
+    Nothing is submitted or written."""
     queue = opts.kind
     with tempfile.TemporaryDirectory() as scratch:
         resolved = resolve(queue, opts.queue_settings)

@@ -38,7 +38,8 @@ def prepare_output(out_dir: Path, record: dict, resume: bool, overwrite: bool) -
         another model, workflow, catalog or shard plan; files relabel did not write, with ``overwrite``.
     """
     if resume and overwrite:
-        raise OutputError("--resume and --overwrite exclude each other: resume keeps written shards, overwrite deletes them")
+        raise OutputError("--resume and --overwrite exclude each other: resume keeps written shards, "
+                          "overwrite deletes them")
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_dir)
     entries = list(out_dir.iterdir())
@@ -51,7 +52,8 @@ def prepare_output(out_dir: Path, record: dict, resume: bool, overwrite: bool) -
         foreign = [p.name for p in entries if not _is_ours(p)]
         if foreign:
             raise OutputError(
-                f"--overwrite would delete only relabel's files, but {out_dir} also holds {', '.join(sorted(foreign)[:5])}; "
+                f"--overwrite would delete only relabel's files, but {out_dir} also holds "
+                f"{', '.join(sorted(foreign)[:5])}; "
                 "choose another output folder"
             )
         for p in entries:

@@ -137,7 +137,8 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     say = _announcer(echo)
     t0 = time.perf_counter()
     _, meta = read_checkpoint(model)
-    wf = resolve_workflow(workflow, meta, (catalog if staged is None else Path.cwd() / catalog.name).resolve().parent, model)
+    seen_as = catalog if staged is None else Path.cwd() / catalog.name
+    wf = resolve_workflow(workflow, meta, seen_as.resolve().parent, model)
     source = staged or catalog
     cat = open_catalog(source, wf.catalog.hdu if source.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
@@ -252,7 +253,8 @@ def _run_record(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, sh
         "workflow_hash": wf.hash(),
         "workflow": wf.raw,
         # Relative paths in the workflow (cutout root) resolve against this folder.
-        "workflow_base": str((Path(wf.source).parent if wf.source and Path(wf.source).is_file() else catalog.parent).resolve()),
+        "workflow_base": str((Path(wf.source).parent if wf.source and Path(wf.source).is_file()
+                              else catalog.parent).resolve()),
         "shard_size": shard_size,
         "n_shards": n_shards,
         "classes": list(meta.classes),

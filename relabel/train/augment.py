@@ -32,7 +32,10 @@ NOISE_BORDER = 4
 
 @functools.lru_cache(maxsize=4096)
 def gaussian_kernel(sigma_px: float, size: int) -> np.ndarray:
-    """Astropy's Gaussian kernel (sampled at pixel centres; the image already carries its pixel response), unit sum, ``size`` x ``size``."""
+    """Astropy's Gaussian kernel, ``size`` x ``size`` pixels with unit sum.
+
+    Sampled at pixel centres: the image already carries its pixel response.
+    """
     from astropy.convolution import Gaussian2DKernel
 
     kernel = Gaussian2DKernel(x_stddev=sigma_px, x_size=size, y_size=size, mode="center").array

@@ -148,14 +148,27 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     device = choose_device(device)
     log = _Log(True)  # per-epoch lines are results, not progress: --no-progress hides only the bars
     torch.manual_seed(options.seed)
+    run = _epoch_loop(catalog_path, workflow, options, device, augment, cache_dir, progress, data, log)
+    stop_reason = run.run(progress)
+    return _select_and_save(catalog_path, workflow, options, run, stop_reason, device, augment, Path(out), log)
+
+
+def _epoch_loop(catalog_path, workflow: Workflow, options: TrainOptions, device: torch.device, augment: str,
+                cache_dir, progress: bool, data: LabelledCutouts | None, log) -> _EpochLoop:
+    """The data and split, the penalty and the augmentation, assembled into the loop that trains."""
     data = _load_data(catalog_path, workflow, options, cache_dir, progress, data)
     split = _split_rows(catalog_path, data, options)
     penalty = _build_penalty(data, split, workflow, options, device)
     degrade = degrader_for(data, workflow, split.train_rows, options.seed) if augment == "degrade" else None
-    run = _EpochLoop(data, split, workflow, options, penalty, device, log, degrade)
-    log(f"training {method} model: {len(split.train_rows)} training objects ({split.n_labelled} labelled), "
+    log(f"training {options.method} model: {len(split.train_rows)} training objects ({split.n_labelled} labelled), "
         f"{len(split.val_rows)} validation, classes {data.classes}, lambda {options.lam:g}, device {device}")
-    stop_reason = run.run(progress)
+    return _EpochLoop(data, split, workflow, options, penalty, device, log, degrade)
+
+
+def _select_and_save(catalog_path, workflow: Workflow, options: TrainOptions, run: _EpochLoop, stop_reason: str,
+                     device: torch.device, augment: str, path: Path, log) -> TrainResult:
+    """Keep the selected epoch's weights, fit the temperature on validation, write the checkpoint."""
+    data, split = run.data, run.split
     best_epoch, guarded, settled = _select(run.history, options)
     run.model.load_state_dict(run.states[best_epoch - 1])
     run.model.eval()
@@ -164,7 +177,6 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     meta.temperature = fit_validation_temperature(run.model, data, split.val_rows, workflow, options.log2_bins_int,
                                                   options.bins_obs)
     meta.augment = augment
-    path = Path(out)
     save_checkpoint(run.model, meta, path)
     log(f"best epoch {best_epoch} ({stop_reason}); checkpoint {path} sha256 {meta.content_hash[:12]}")
     seconds = float(np.mean([h["seconds"] for h in run.history]))
@@ -252,11 +264,30 @@ class _EpochLoop:
         self.step_seconds: list[float] = []
         # The penalty is at full strength from epoch warmup_epochs + 1; a run that short keeps its last epoch.
         self.first_eligible = min(options.warmup_epochs + 1, options.epochs) if penalty is not None else 1
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
 
     def run(self, progress: bool) -> str:
-        """Train until ``epochs`` or until patience runs out; returns why it stopped."""
+        """Train until ``epochs`` or until patience runs out; returns why it stopped.
+
+        Parameters
+        ----------
+        progress : bool
+            Show a progress bar per epoch.
+
+        Returns
+        -------
+        str
+            Why training stopped (patience ran out, or the last epoch was reached).
+        """
+        # cuDNN's autotuner pays off over many same-shape steps; it is restored afterwards so that the
+        # caller's process (a notebook, a test) keeps its own setting.
+        previous = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = previous or self.device.type == "cuda"
+        try:
+            return self._epochs(progress)
+        finally:
+            torch.backends.cudnn.benchmark = previous
+
+    def _epochs(self, progress: bool) -> str:
         o = self.options
         for epoch in range(o.epochs):
             record = self.train_epoch(epoch, progress)
@@ -331,6 +362,9 @@ def _select(history: list[dict], options: TrainOptions) -> tuple[int, bool, dict
     """The kept epoch, whether the collapse guard passed, and the run's settlement; warns on either failing."""
     first_eligible = min(options.warmup_epochs + 1, options.epochs) if options.method == "debiased" else 1
     best_epoch, guarded = select_epoch(history, first_eligible, options.accuracy_tolerance)
+    if best_epoch is None:
+        # The loop stops on patience only once an eligible epoch exists, and otherwise runs every epoch.
+        raise RuntimeError(f"no epoch reached the first eligible one ({first_eligible}) in {len(history)} epochs")
     settled = settlement(history, first_eligible, options.settle_window, options.settle_tolerance)
     warn = _Log(True)  # shown even without progress output: the checkpoint is written, but may not be usable
     if not guarded:
@@ -397,7 +431,8 @@ def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray
     intrinsic, observables = data.intrinsic.iloc[rows], data.observables.iloc[rows]
     try:
         soft = labeling_bias(intrinsic, observables, probs, None, log2_bins_int, bins_obs, ends)
-        hard = labeling_bias(intrinsic, observables, probs.argmax(axis=1), probs.shape[1], log2_bins_int, bins_obs, ends)
+        hard = labeling_bias(intrinsic, observables, probs.argmax(axis=1), probs.shape[1], log2_bins_int, bins_obs,
+                             ends)
     except BiasError:
         # Too few validation objects for these bins: the criterion falls back to cross-entropy alone.
         soft = hard = math.nan
@@ -410,7 +445,10 @@ def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray
 
 
 def workflow_record(workflow: Workflow) -> dict:
-    """The workflow mapping as a checkpoint records it (plain JSON); paths in it resolve against the catalog's folder."""
+    """The workflow mapping as a checkpoint records it (plain JSON).
+
+    Paths in it resolve against the catalog's folder.
+    """
     return _jsonable(workflow.raw)
 
 
@@ -425,7 +463,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _epoch_line(r: dict, epochs: int) -> str:
-    return (f"epoch {r['epoch']}/{epochs}: loss {r['train_loss']:.4f} (ce {r['train_ce']:.4f}, B {r['train_bias']:.4f}, "
+    return (f"epoch {r['epoch']}/{epochs}: loss {r['train_loss']:.4f} (ce {r['train_ce']:.4f}, "
+            f"B {r['train_bias']:.4f}, "
             f"lambda {r['lambda']:g}) | val ce {r['val_ce']:.4f} acc {r['val_accuracy']:.4f} "
             f"(balanced {r[GUARD_METRIC]:.4f}) "
             f"L {r['val_L']:.4f} L_soft {r['val_L_soft']:.4f} | {r['seconds']:.1f} s")
