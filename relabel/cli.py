@@ -46,12 +46,16 @@ def _error(message) -> int:
     return 2
 
 
+#: Name of the handlers main() installs, so that a second call replaces them rather than adding more.
+_CLI_HANDLER = "relabel-cli"
+
+
 def _setup_logging(level: int) -> None:
     """The ``relabel`` logger: progress lines on stdout, warnings on stderr; -q warnings only, -v/-vv more detail."""
     import logging
 
     logger = logging.getLogger("relabel")
-    for h in [h for h in logger.handlers if getattr(h, "_relabel_cli", False)]:
+    for h in [h for h in logger.handlers if h.get_name() == _CLI_HANDLER]:
         logger.removeHandler(h)  # main() called again in one process (tests): streams may have changed
     out = logging.StreamHandler(sys.stdout)
     out.addFilter(lambda record: record.levelno < logging.WARNING)
@@ -59,7 +63,7 @@ def _setup_logging(level: int) -> None:
     err.setLevel(logging.WARNING)
     for handler, fmt in ((out, "%(message)s"), (err, "relabel: %(levelname)s: %(message)s")):
         handler.setFormatter(logging.Formatter(fmt))
-        handler._relabel_cli = True
+        handler.set_name(_CLI_HANDLER)
         logger.addHandler(handler)
     logger.propagate = False
     logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(level, logging.ERROR if level < 0 else logging.DEBUG))

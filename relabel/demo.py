@@ -109,7 +109,7 @@ def _headline(evaluation: dict, report: dict) -> dict:
     lab = evaluation["biased"]
     lines.append(f"  human-like labels     {_excess(lab, 'labels'):>8}    {_pct(lab.get('accuracy_truth_labels'))}"
                  " (confident ones only)")
-    out = {"evaluation": evaluation}
+    out: dict[str, object] = {"evaluation": evaluation}
     for method in ("biased", "debiased"):
         ev = evaluation[method]
         quartiles = ev.get("accuracy_truth_by_quartile") or [None]

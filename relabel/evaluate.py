@@ -242,7 +242,8 @@ def _recode(codes: np.ndarray, label_classes: list[str], classes: list[str]) -> 
     return lookup[np.where(codes >= 0, codes, len(label_classes))]
 
 
-def _fractions(codes: np.ndarray, quartile: np.ndarray, names: list[str]) -> dict[str, list[float]]:
+def _fractions(codes: np.ndarray, quartile: np.ndarray, names: list[str]) -> dict[str, list[float | None]]:
+    """Per class, its share of ``codes`` in each quartile 0..3 (None for an empty quartile)."""
     out = {}
     for k, name in enumerate(names):
         out[name] = [float((codes[quartile == q] == k).mean()) if (quartile == q).any() else None for q in range(4)]

@@ -24,10 +24,6 @@ FONT_SIZE = 11
 DPI = 100
 
 
-#: Applied only while a report figure is drawn: the caller's matplotlib settings and backend stay as they were.
-STYLE = {"font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE, "legend.fontsize": FONT_SIZE - 1}
-
-
 @contextlib.contextmanager
 def report_figure(path: Path, **figure_kwargs) -> Iterator[Figure]:
     """A matplotlib Figure in the report's style, saved to ``path`` as the block ends.
@@ -50,7 +46,8 @@ def report_figure(path: Path, **figure_kwargs) -> Iterator[Figure]:
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
-    with rc_context(STYLE):
+    # Only while this figure is drawn: the caller's matplotlib settings and backend stay as they were.
+    with rc_context({"font.size": FONT_SIZE, "axes.titlesize": FONT_SIZE, "legend.fontsize": FONT_SIZE - 1}):
         fig = Figure(**figure_kwargs)
         yield fig
         fig.savefig(path, dpi=DPI)

@@ -18,10 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from relabel import settings
 from relabel.config import JOB_QUEUES
 from relabel.errors import ClusterError, ConfigError, WorkersMissing
+
+if TYPE_CHECKING:  # distributed is imported when a cluster starts, not when relabel is
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +131,7 @@ def _restore_environment(saved: dict) -> None:
 
 
 @contextlib.contextmanager
-def connected(target, timeout: float | str | None = None, security=None) -> Iterator[object]:
+def connected(target, timeout: float | str | None = None, security=None) -> Iterator[Client]:
     """A Client of ``target`` (a cluster or an address) that sets no global Dask state.
 
     ``set_as_default=False``: relabel submits through this client only, so the caller's
@@ -198,7 +202,7 @@ def scheduler_address(address: str | None, scheduler_file: str | None) -> str:
         A missing or unreadable scheduler file, or an address that is not ``protocol://host:port``.
     """
     if scheduler_file or (address and "://" not in address and Path(address).is_file()):
-        path = Path(scheduler_file or address)
+        path = Path(scheduler_file or address or "")  # one of them is set: the condition above
         try:
             info = json.loads(path.read_text())
             address = info["address"]
@@ -210,6 +214,8 @@ def scheduler_address(address: str | None, scheduler_file: str | None) -> str:
                                f"(JSON with an 'address'): {exc}") from None
     from distributed.comm import parse_address, parse_host_port
 
+    if not address:
+        raise ClusterError("attaching to a scheduler needs --scheduler tcp://host:8786 or --scheduler-file PATH")
     try:
         protocol, location = parse_address(address)
         if protocol not in PROTOCOLS:

@@ -9,10 +9,10 @@ once per process and travels by path, never inside the task graph.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from relabel import status as st
 from relabel.config import Workflow
@@ -55,7 +55,7 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
     from relabel.cutouts.sources import open_cutout_source
     from relabel.model.checkpoint import read_checkpoint
     from relabel.run.inference import cached_model, predict_rows
-    from relabel.run.task import _output_frame, _valid_coordinates
+    from relabel.run.task import RunContext, _output_frame, _valid_coordinates
 
     if len(df) == 0:
         _, meta = read_checkpoint(model)
@@ -72,8 +72,9 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
             pred = predict_rows(rows, source, net, meta, batch_size or int(wf.run["batch_size"]), status)
         probs, status = pred.probabilities, pred.status
     # The same columns, in the same way, as a shard file of `relabel run`.
-    ctx = SimpleNamespace(catalog_columns=(), classes=tuple(meta.classes), workflow=wf, spread_columns=[],
-                          schema=SimpleNamespace(names=()))
+    # No catalog columns are copied (df keeps its own), no spread columns and no coverage column.
+    ctx = RunContext(catalog="", hdu=None, workflow=wf, model=str(model), model_hash=meta.content_hash,
+                     classes=tuple(meta.classes), out_dir="", schema=pa.schema([]))
     new = _output_frame(df.reset_index(drop=True), probs, status, ctx).drop(columns="row")
     new.index = df.index
     if len(df) == 0:

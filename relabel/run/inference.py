@@ -188,7 +188,7 @@ def predict_rows(
             timings["normalise"] += t1 - t0
             timings["forward"] += time.perf_counter() - t1
             probs[index[good]] = mean[:k]
-            if tta:
+            if spread is not None and std is not None:  # both exactly when tta
                 spread[index[good]] = std[:k]
     return Predictions(probs, status, timings, coverage=coverage, std=spread)
 

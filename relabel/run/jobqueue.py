@@ -18,8 +18,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dask
 
@@ -30,7 +31,7 @@ from relabel.run.clusters import ClusterHandle, ClusterOptions, connected, wait_
 log = logging.getLogger(__name__)
 
 #: dask-jobqueue's class per queue, the command that submits a job, and how a job asks for n GPUs.
-QUEUES = {
+QUEUES: dict[str, tuple[str, str, Callable[[int], list[str] | dict[str, str]]]] = {
     "slurm": ("SLURMCluster", "sbatch", lambda n: [f"--gres=gpu:{n}"]),
     "pbs": ("PBSCluster", "qsub", lambda n: [f"-l ngpus={n}"]),
     "sge": ("SGECluster", "qsub", lambda n: [f"-l gpu={n}"]),
@@ -96,13 +97,14 @@ def walltime_seconds(walltime: str, queue: str = "slurm") -> int:
     if not match:
         form = "[D-]HH:MM:SS, MM:SS or MM" if queue == "slurm" else "HH:MM:SS or HH:MM"
         raise ConfigError(f"{queue} walltime must be {form} (e.g. 04:00:00), got {walltime!r}")
-    days, a, b, c = (int(g) if g else None for g in match.groups())
+    days, first, b, c = (int(g) if g else None for g in match.groups())
+    a = int(first or 0)  # the pattern's one required group: always digits
     if queue == "slurm" and b is None:
         seconds = a * 60 if days is None else a * 3600
     elif queue == "slurm" and c is None and days is None:
-        seconds = a * 60 + b
+        seconds = a * 60 + (b or 0)
     else:
-        seconds = a * 3600 + b * 60 + (c or 0)
+        seconds = a * 3600 + (b or 0) * 60 + (c or 0)
     return (days or 0) * 86400 + seconds
 
 
@@ -142,8 +144,8 @@ def partition_node(partition: str | None) -> tuple[int, int] | None:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    nodes = [tuple(int(re.sub(r"\D", "", x) or 0) for x in line.split()[:2])
-             for line in out.splitlines() if line.strip()]
+    nodes = [(int(re.sub(r"\D", "", f[0]) or 0), int(re.sub(r"\D", "", f[1]) or 0))
+             for f in (line.split() for line in out.splitlines()) if len(f) >= 2]
     return max(nodes) if nodes else None
 
 
@@ -204,15 +206,16 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
     lists = {key: list(user.get(cfg) or []) + list(resolved.get(key) or []) for key, cfg in LISTS.items()}
     lists["worker_extra_args"] += ["--lifetime", resolved.get("lifetime") or lifetime,
                                    "--lifetime-stagger", resolved.get("lifetime_stagger") or stagger]
-    directives = QUEUES[queue][2](gpus) if gpus else []
+    asked = QUEUES[queue][2](gpus) if gpus else []
+    directives: list[str] | dict[str, str]
     if gpus:
         lists["worker_extra_args"] += ["--resources", "GPU=1"]
     if queue == "htcondor":  # submit-file entries ("key = value"), not directive lines
         given = dict(str(line).split("=", 1) for line in resolved.get("job_extra_directives") or [] if "=" in str(line))
         directives = {**dict(user.get("job-extra-directives") or {}),
-                      **{k.strip(): v.strip() for k, v in given.items()}, **(directives or {})}
+                      **{k.strip(): v.strip() for k, v in given.items()}, **(asked if isinstance(asked, dict) else {})}
     else:
-        directives = lists["job_extra_directives"] + directives
+        directives = lists["job_extra_directives"] + (asked if isinstance(asked, list) else [])
     env = worker_environment(max(1, cores // processes), gpus)
     # The job's nanny would override MALLOC_TRIM_THRESHOLD_ with its own pre-spawn-environ; workers set it
     # themselves (relabel.run.inference.relax_malloc_trimming). The rest reaches them through the job's environment.
@@ -277,7 +280,7 @@ def _scaling(resolved: dict, gpus: int, processes: int) -> dict:
         hi = int(resolved.get("max_jobs") or max(lo, 1))
         if hi < lo:
             raise ConfigError(f"max_jobs ({hi}) is below min_jobs ({lo})")
-        scaling = {"minimum_jobs": lo, "maximum_jobs": hi, "wait_for": max(lo, 1)}
+        scaling: dict[str, Any] = {"minimum_jobs": lo, "maximum_jobs": hi, "wait_for": max(lo, 1)}
     else:
         jobs = int(resolved.get("jobs") or 1)
         # adapt(min = max) keeps the pool at `jobs`: a job that ends (lifetime, walltime) is replaced.
@@ -285,6 +288,13 @@ def _scaling(resolved: dict, gpus: int, processes: int) -> dict:
     scaling["workers_per_job"] = processes
     scaling["timeout"] = float(settings.get("worker-timeout", resolved.get("worker_timeout")))
     return scaling
+
+
+def _queue_of(opts: ClusterOptions) -> str:
+    """The job queue ``opts`` names, checked."""
+    if opts.kind is None or opts.kind not in QUEUES:
+        raise ConfigError(f"--cluster {opts.kind} is not a job queue (one of {', '.join(QUEUES)})")
+    return opts.kind
 
 
 def cluster_class(queue: str):
@@ -297,7 +307,7 @@ def job_script(opts: ClusterOptions) -> str:
     """The batch script ``relabel run --cluster QUEUE`` would submit (``--dry-run``).
 
     Nothing is submitted or written."""
-    queue = opts.kind
+    queue = _queue_of(opts)
     with tempfile.TemporaryDirectory() as scratch:
         resolved = resolve(queue, opts.queue_settings)
         kwargs, _ = build_cluster_kwargs(queue, resolved, Path(scratch), opts)
@@ -313,9 +323,9 @@ def job_script(opts: ClusterOptions) -> str:
 @contextlib.contextmanager
 def jobqueue_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
     """Start the queue's pool, wait for its workers (or say at once why they cannot come), yield a client."""
-    queue = opts.kind
+    queue = _queue_of(opts)
     resolved = resolve(queue, opts.queue_settings)
-    out_dir = Path(opts.out_dir)
+    out_dir = Path(opts.out_dir or ".")
     kwargs, scaling = build_cluster_kwargs(queue, resolved, out_dir, opts)
     submit = QUEUES[queue][1]
     if not shutil.which(submit):
@@ -365,8 +375,7 @@ def _sbatch_test_only(kwargs: dict) -> None:
 
 def _jobs_stuck(queue: str, cluster, log_dir: Path) -> str:
     """Why no worker will come, at once, when the queue says so; '' while waiting still makes sense."""
-    job_ids = [getattr(job, "job_id", None) for job in cluster.workers.values()]
-    job_ids = [j for j in job_ids if j]
+    job_ids = [str(job.job_id) for job in cluster.workers.values() if getattr(job, "job_id", None)]
     if queue != "slurm" or not job_ids:
         return ""
     try:

@@ -425,7 +425,7 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
         status = dict(zip(values.tolist(), counts.tolist()))
         rows_out = int(counts.sum())
     n_new = sum(r["rows"] for r in results)
-    seconds = {}
+    seconds: dict[str, float] = {}
     for r in results:
         for k, v in r["seconds"].items():
             seconds[k] = seconds.get(k, 0.0) + v

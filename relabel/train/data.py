@@ -33,7 +33,7 @@ class LabelledCutouts:
     """The usable rows of a catalog: normalised cutouts (a memory-mapped cache) and their columns."""
 
     ids: np.ndarray
-    images: np.ndarray  # float32 (n, bands, size, size), normalised
+    images: np.ndarray | _RowView  # float32 (n, bands, size, size), normalised
     codes: np.ndarray  # int64 class codes, NO_CLASS for objects passing no threshold
     classes: list[str]
     intrinsic: pd.DataFrame  # (n, d), the catalog's dtypes (L's medians are taken in them)

@@ -104,13 +104,13 @@ def select_lambda(catalog_path, workflow, out, path=DEFAULT_PATH, tolerance: flo
         return out.with_name(f".{out.name}.{name}.part")
 
     biased = train_model(catalog_path, workflow, "biased", part("biased"), **common)
-    reference = {"lambda": 0.0, "ref_accuracy": reference_accuracy(biased.model, data, val_rows, mask),
+    reference = {"lambda": 0.0, "ref_accuracy": reference_accuracy(_trained(biased), data, val_rows, mask),
                  "val_L_soft": biased.meta.metrics["best"]["val_L_soft"]}
     rows, results, chosen, falling = [], {}, None, True
     previous = reference["val_L_soft"]
     for lam in lams:
         result = train_model(catalog_path, workflow, "debiased", part(f"lambda{lam:g}"), lam=lam, **common)
-        row = {"lambda": lam, "ref_accuracy": reference_accuracy(result.model, data, val_rows, mask),
+        row = {"lambda": lam, "ref_accuracy": reference_accuracy(_trained(result), data, val_rows, mask),
                "val_L_soft": result.meta.metrics["best"]["val_L_soft"],
                "val_accuracy": result.meta.metrics["best"]["val_accuracy"],
                "collapse_guard_passed": result.meta.metrics["collapse_guard_passed"],
@@ -125,6 +125,13 @@ def select_lambda(catalog_path, workflow, out, path=DEFAULT_PATH, tolerance: flo
         rows.append(row)
         results[lam] = result
     return _write_chosen(out, results, rows, reference, chosen, lams, tolerance, int(mask.sum()), part)
+
+
+def _trained(result: TrainResult) -> torch.nn.Module:
+    """The network :func:`train_model` returned (it always sets one; the field is optional for loaded results)."""
+    if result.model is None:
+        raise RuntimeError(f"training {result.path} returned no network")
+    return result.model
 
 
 def _write_chosen(out: Path, results: dict, rows: list[dict], reference: dict, chosen: float | None, lams: list,

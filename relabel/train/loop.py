@@ -245,12 +245,13 @@ class _EpochLoop:
                  penalty: BiasPenalty | None, device: torch.device, log, degrade=None):
         self.data, self.split, self.workflow, self.options = data, split, workflow, options
         self.penalty, self.device, self.log, self.degrade = penalty, device, log, degrade
-        self.architecture = {"name": "MorphologyCNN", "n_bands": len(workflow.cutouts.bands),
+        self.architecture: dict[str, Any] = {"name": "MorphologyCNN", "n_bands": len(workflow.cutouts.bands),
                              "n_classes": len(data.classes), "width": options.width,
                              "blocks": [1, 1, 1, 1], "stem_stride": 2, "dropout": 0.2}
         # Channels-last: oneDNN's (CPU) and cuDNN's (bf16 tensor cores) faster convolutions; 1.3x per
         # step on 2 CPU threads. Checkpoints store the plain layout.
-        self.model = MorphologyCNN(**{k: v for k, v in self.architecture.items() if k != "name"}).to(
+        # Module.to takes memory_format at run time (torch's documented signature); its stubs omit it.
+        self.model = MorphologyCNN(**{k: v for k, v in self.architecture.items() if k != "name"}).to(  # type: ignore[call-overload]
             device, memory_format=torch.channels_last)
         self.steps_per_epoch = max(1, len(split.train_rows) // options.batch_size)
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
