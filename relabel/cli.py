@@ -12,6 +12,20 @@ from relabel.errors import RelabelError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``relabel`` command: parse ``argv``, run the chosen subcommand, turn errors into messages.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 for an unexpected error (a bug), 2 for a user
+        error (a :class:`relabel.errors.RelabelError` or an ``OSError``, shown once without a
+        traceback unless ``--debug``), 130 after Ctrl-C.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
@@ -71,6 +85,7 @@ def _setup_logging(level: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand, each bound to the function it calls (``func``)."""
     parser = argparse.ArgumentParser(
         prog="relabel",
         description="Measure and remove the labeling bias of galaxy morphology catalogs.",

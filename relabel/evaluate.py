@@ -195,7 +195,19 @@ def _truth_fields(truth, table: pd.DataFrame, workflow: Workflow, classes: list[
 
 
 def format_evaluation(result: dict) -> str:
-    """A few readable lines of :func:`evaluate_model`'s result."""
+    """A few readable lines of :func:`evaluate_model`'s result.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`evaluate_model` returned.
+
+    Returns
+    -------
+    str
+        L (with its null and excess) of the labels and the model, accuracies, and the
+        class fractions per quartile of the first observable, one item per line.
+    """
     def num(key):
         value = result.get(key)
         return "n/a" if value is None else f"{value:.4f}"
@@ -393,7 +405,20 @@ def _method_probabilities(catalog_path: Path, loaded: dict, workflow: Workflow, 
 
 
 def comparison_frame(result: dict) -> pd.DataFrame:
-    """:func:`compare_methods`' rows as one table: a row per method, quartiles (worst first) as columns."""
+    """:func:`compare_methods`' rows as one table: a row per method, quartiles (worst first) as columns.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`compare_methods` returned.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by method (plus a ``truth`` row of true fractions): ``n``, ``coverage``,
+        ``excess_L``, ``L``, ``null_L``, ``accuracy``, ``fraction_error``, ``ece``,
+        ``accuracy_q1..q4`` and ``<class>_q1..q4`` (quartile 1 is the worst observed).
+    """
     records = []
     for row in result["rows"]:
         record = {k: row[k] for k in ("method", "n", "coverage", "excess_L", "L", "null_L", "accuracy",

@@ -55,7 +55,29 @@ def report_figure(path: Path, **figure_kwargs) -> Iterator[Figure]:
 
 def plot_fractions(frame: pd.DataFrame, wf: Workflow, obs: str, classes: list[str], predicted: np.ndarray,
                    path: Path) -> str:
-    """The last class's fraction against ``obs`` in each coarse intrinsic bin, for every label set."""
+    """The last class's fraction against ``obs`` in each coarse intrinsic bin, for every label set.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The run's output rows (:func:`relabel.report.numbers.read_output`), with ``true_label`` when
+        a truth table was joined.
+    wf : Workflow
+        The run's workflow (columns, bins, best ends).
+    obs : str
+        The observable column on the x axis.
+    classes : list of str
+        The run's classes; the last one's fraction is drawn.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows with a new label.
+    path : Path
+        PNG file to write.
+
+    Returns
+    -------
+    str
+        The figure's caption for the page.
+    """
     target = classes[-1]
     sets = [("original labels (confident only)", frame, "label_original", "tab:red"),
             ("new labels", frame[predicted], "label", "tab:blue")]
@@ -100,7 +122,21 @@ def plot_fractions(frame: pd.DataFrame, wf: Workflow, obs: str, classes: list[st
 
 
 def plot_bias(numbers: dict, path: Path) -> str:
-    """L of each label set (bars) with its null L (the noise floor, a black marker)."""
+    """L of each label set (bars) with its null L (the noise floor, a black marker).
+
+    Parameters
+    ----------
+    numbers : dict
+        Label set -> :meth:`relabel.bias.metric.BiasResult.to_dict` (``L``, ``L_std``, ``null_L``,
+        ``null_L_std``); sets holding only an ``error`` are left out.
+    path : Path
+        PNG file to write.
+
+    Returns
+    -------
+    str
+        The figure's caption.
+    """
     keys = [k for k, v in numbers.items() if "L" in v]
     with report_figure(path, figsize=(6.4, 3.8)) as fig:
         ax = fig.subplots()
@@ -123,7 +159,20 @@ def plot_bias(numbers: dict, path: Path) -> str:
 
 
 def plot_status(counts: dict, path: Path) -> str:
-    """Rows per status: green for rows with a prediction, orange for the rest."""
+    """Rows per status: green for rows with a prediction, orange for the rest.
+
+    Parameters
+    ----------
+    counts : dict
+        Status name -> number of catalog rows (:func:`relabel.report.numbers.status_counts`).
+    path : Path
+        PNG file to write.
+
+    Returns
+    -------
+    str
+        The figure's caption.
+    """
     with report_figure(path, figsize=(6.4, 0.9 + 0.45 * max(len(counts), 1))) as fig:
         ax = fig.subplots()
         names = list(counts)

@@ -25,6 +25,17 @@ def display_image(image: np.ndarray) -> np.ndarray:
     the bluest band blue, the reddest red, their mean green, all in units of the
     reddest band's sky noise so faint structure shows the same in every cutout.
 
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (bands, h, w)
+        A normalised cutout, bands ordered blue to red.
+
+    Returns
+    -------
+    numpy.ndarray
+        One band: shape (h, w), arcsinh of the flux in sky sigmas (for a grey colour map);
+        more: shape (h, w, 3), uint8 RGB.
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -54,6 +65,16 @@ def crop_to_galaxy(image: np.ndarray) -> np.ndarray:
     the crop is :data:`CROP_MARGIN` times its largest distance from the centre, at least
     :data:`MIN_HALF_WIDTH` pixels and at most the whole stamp (a galaxy larger than its stamp is
     shown whole, never cut further).
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (bands, h, w)
+        A cutout centred on its galaxy, in sky-subtracted flux units.
+
+    Returns
+    -------
+    numpy.ndarray, shape (bands, s, s)
+        The central square, ``s`` at most ``min(h, w)``.
 
     Examples
     --------
@@ -87,6 +108,24 @@ def pick_examples(rows: pd.DataFrame, wf: Workflow, classes: list[str], seed: in
     The class is the true one when known (``true_label``), else the original label; agreement
     means the new label equals it. Picks are random within each cell (seeded), not chosen to
     make a point. Returns the picked rows with columns ``cls``, ``quartile`` and ``agrees``.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Predicted output rows, with ``label``, ``label_original`` and the first observable
+        (and ``true_label`` when known).
+    wf : Workflow
+        The run's workflow: its first observable defines the quality quartiles.
+    classes : list of str
+        The run's classes.
+    seed : int
+        Seed of the random pick in each cell.
+
+    Returns
+    -------
+    pandas.DataFrame
+        At most ``2 * 4 * len(classes)`` rows of ``rows``, with ``cls``, ``quartile`` (0 worst
+        observed .. 3) and ``agrees`` added.
     """
     obs = wf.observables[0]
     ref = "true_label" if "true_label" in rows else "label_original"
@@ -107,7 +146,26 @@ def pick_examples(rows: pd.DataFrame, wf: Workflow, classes: list[str], seed: in
 
 def plot_gallery(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray,
                  path: Path) -> str | None:
-    """Draw the gallery; return its caption, or None when there are too few rows to show."""
+    """Draw the gallery; return its caption, or None when there are too few rows to show.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The run's output rows, with the cutout location columns.
+    wf : Workflow
+        The run's workflow (where the cutouts are).
+    classes : list of str
+        The run's classes.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows with a new label; only these are shown.
+    path : Path
+        PNG file to write.
+
+    Returns
+    -------
+    str or None
+        The caption, or None (nothing written) with fewer than two examples.
+    """
     from relabel.cutouts.sources import open_cutout_source
 
     picks = pick_examples(frame[predicted], wf, classes)

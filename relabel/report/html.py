@@ -71,7 +71,19 @@ def _trends(trends: list[dict], target: str) -> list[str]:
 
 
 def write_html(path: Path, numbers: dict, figures: list[tuple[str, str, str]], report_dir: Path) -> None:
-    """Write the page; ``figures`` are (title, PNG file name in ``report_dir``, caption)."""
+    """Write the page; ``figures`` are (title, PNG file name in ``report_dir``, caption).
+
+    Parameters
+    ----------
+    path : Path
+        The HTML file to write (self-contained: figures embedded as base64 PNG).
+    numbers : dict
+        The report's numbers (:func:`relabel.report.page.make_report`): L, comparison table, trends, statuses.
+    figures : list of (str, str, str)
+        Title, PNG file name in ``report_dir`` and caption of each figure, in page order.
+    report_dir : Path
+        Folder holding the PNG files.
+    """
     classes = ", ".join(map(html.escape, numbers["classes"]))
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>relabel report</title>",

@@ -24,7 +24,22 @@ TREND_SIGMA = 3.0
 
 
 def read_output(out_dir: Path, wf: Workflow, classes: list[str]) -> pd.DataFrame:
-    """The output columns the report uses (ids, intrinsic, observables, probabilities, labels, status, cutouts)."""
+    """The output columns the report uses (ids, intrinsic, observables, probabilities, labels, status, cutouts).
+
+    Parameters
+    ----------
+    out_dir : Path
+        Output folder of ``relabel run`` (a Parquet dataset).
+    wf : Workflow
+        The run's workflow (column names).
+    classes : list of str
+        The run's classes (``p_<class>`` columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Those columns of every output row, each once.
+    """
     columns = [wf.catalog.id, *wf.intrinsic, *wf.observable_columns, *[f"p_{c}" for c in classes],
                "label", "label_original", "status", *wf.cutouts.columns]
     return pd.read_parquet(out_dir, columns=list(dict.fromkeys(columns)))
@@ -32,6 +47,22 @@ def read_output(out_dir: Path, wf: Workflow, classes: list[str]) -> pd.DataFrame
 
 def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: str) -> pd.DataFrame:
     """``frame`` with a ``true_label`` column from a FITS or Parquet truth table, matched by id.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Output rows with the id column.
+    truth : Path
+        FITS or Parquet table with ``id_column`` and ``truth_column``.
+    id_column : str
+        The catalog's id column.
+    truth_column : str
+        The column of true class names (e.g. the simulator's ``TRUE_CLASS``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``frame`` with ``true_label`` (trailing blanks stripped), same rows and order.
 
     Raises
     ------
@@ -129,6 +160,17 @@ def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], pred
     accuracy. The original labels' "uncertain" counts as wrong in the accuracy, and its share is
     given, so the sets are compared on the same galaxies rather than each on its own subset.
 
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The run's output rows, with ``true_label`` when a truth table was joined.
+    wf : Workflow
+        The run's workflow; its first observable defines the quartiles.
+    classes : list of str
+        The run's classes; the last one's share is compared.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows with a new label.
+
     Returns
     -------
     dict
@@ -165,7 +207,27 @@ def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], pred
 
 def fraction_curves_of(rows: pd.DataFrame, label_column: str, wf: Workflow, classes: list[str],
                        obs: str) -> pd.DataFrame | None:
-    """Class fractions against ``obs`` in the report's coarse intrinsic bins, or None when too few rows."""
+    """Class fractions against ``obs`` in the report's coarse intrinsic bins, or None when too few rows.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Output rows with ``label_column``, the intrinsic columns and ``obs``.
+    label_column : str
+        ``label_original``, ``label`` or ``true_label``; rows whose value is not a class are left out.
+    wf : Workflow
+        The run's workflow (intrinsic columns, ``bias.bins_obs``, best ends).
+    classes : list of str
+        The run's classes.
+    obs : str
+        The observable column.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        :func:`relabel.bias.metric.fraction_curves`' table, or None with fewer than two objects per
+        cell on average or when the bins cannot be made.
+    """
     rows = rows[rows[label_column].isin(classes)]
     depth = min(PLOT_LOG2_BINS_INT, wf.bias["log2_bins_int"])
     bins = wf.bias["bins_obs"]
@@ -181,7 +243,18 @@ def fraction_curves_of(rows: pd.DataFrame, label_column: str, wf: Workflow, clas
 
 
 def binning_columns(wf: Workflow) -> list[str]:
-    """The intrinsic columns the report's bins are really cut in: level t of the k-d tree splits column t mod d."""
+    """The intrinsic columns the report's bins are really cut in: level t of the k-d tree splits column t mod d.
+
+    Parameters
+    ----------
+    wf : Workflow
+        The run's workflow.
+
+    Returns
+    -------
+    list of str
+        The intrinsic columns split at the report's depth (:data:`PLOT_LOG2_BINS_INT`), each once.
+    """
     depth = min(PLOT_LOG2_BINS_INT, wf.bias["log2_bins_int"])
     return list(dict.fromkeys(wf.intrinsic[t % len(wf.intrinsic)] for t in range(depth)))
 
@@ -193,6 +266,24 @@ def truth_trends(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicte
     properties; coarse bins can hide a real dependence (faint compact galaxies are both
     smaller on the sky and more often ellipticals). Such a trend is not labeling bias and
     the reader should be told where it is.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The run's output rows; without ``true_label`` there are no trends to find.
+    wf : Workflow
+        The run's workflow.
+    classes : list of str
+        The run's classes; the last one's true fraction is tested.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows with a new label.
+
+    Returns
+    -------
+    list of dict
+        One per (observable, intrinsic bin) whose true fraction at the two ends differs by more
+        than :data:`TREND_SIGMA` binomial errors: ``observable``, ``leaf``, ``from``, ``to``,
+        ``sigma`` and the bin's ``ranges`` per binning column.
     """
     if "true_label" not in frame:
         return []
@@ -214,6 +305,17 @@ def truth_trends(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicte
 
 
 def status_counts(frame: pd.DataFrame) -> dict:
-    """Rows per status, in the status names' order."""
+    """Rows per status, in the status names' order.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Output rows with a ``status`` column.
+
+    Returns
+    -------
+    dict
+        Status name -> number of rows, sorted by name.
+    """
     return {str(k): int(v) for k, v in frame["status"].value_counts().sort_index().items()}
 
