@@ -63,14 +63,40 @@ NEVER_STARTS = ("DependencyNeverSatisfied", "PartitionConfig", "PartitionNodeLim
 
 
 def merged_settings(queue: str, cli: dict, workflow_cluster: dict | None) -> dict:
-    """Command-line values (not None) over the workflow's ``cluster.<queue>`` section."""
+    """Command-line values (not None) over the workflow's ``cluster.<queue>`` section.
+
+    Parameters
+    ----------
+    queue : str
+        ``slurm``, ``pbs``, ``sge``, ``lsf`` or ``htcondor``.
+    cli : dict
+        Job-queue options from the command line (None: not given).
+    workflow_cluster : dict or None
+        The workflow's ``cluster`` section.
+
+    Returns
+    -------
+    dict
+        Setting name -> value, only the keys given somewhere.
+    """
     merged = {k: v for k, v in ((workflow_cluster or {}).get(queue) or {}).items() if v is not None}
     merged.update({k: v for k, v in (cli or {}).items() if v is not None})
     return merged
 
 
 def user_config(queue: str) -> dict:
-    """The user's own ``jobqueue.<queue>`` keys: the Dask config minus dask-jobqueue's shipped defaults."""
+    """The user's own ``jobqueue.<queue>`` keys: the Dask config minus dask-jobqueue's shipped defaults.
+
+    Parameters
+    ----------
+    queue : str
+        A job-queue name, e.g. ``slurm``.
+
+    Returns
+    -------
+    dict
+        Dask-config keys (hyphenated, e.g. ``job-script-prologue``) the user set themselves.
+    """
     import dask_jobqueue
     import yaml
 
@@ -85,6 +111,18 @@ def walltime_seconds(walltime: str, queue: str = "slurm") -> int:
 
     >>> walltime_seconds("01:30:00"), walltime_seconds("2-00:00:00"), walltime_seconds("45")
     (5400, 172800, 2700)
+
+    Parameters
+    ----------
+    walltime : str
+        As written in the workflow or on the command line.
+    queue : str
+        The queue that will read it.
+
+    Returns
+    -------
+    int
+        The walltime in seconds.
 
     Raises
     ------
@@ -116,6 +154,16 @@ def lifetime_for(walltime_s: int) -> tuple[str, str]:
 
     >>> lifetime_for(3600)
     ('3060s', '180s')
+
+    Parameters
+    ----------
+    walltime_s : int
+        The job's walltime in seconds.
+
+    Returns
+    -------
+    lifetime, stagger : str
+        Durations in seconds, e.g. ``"3060s"``, as ``dask worker`` takes them.
     """
     margin = min(max(walltime_s // 10, 120), 600)
     stagger = min(margin // 2, 300)
@@ -123,7 +171,25 @@ def lifetime_for(walltime_s: int) -> tuple[str, str]:
 
 
 def memory_bytes(memory: str, key: str = "memory") -> int:
-    """``memory`` as dask-jobqueue parses it (``32GB``, ``15 GiB``), or a ConfigError naming ``key``."""
+    """``memory`` as dask-jobqueue parses it (``32GB``, ``15 GiB``), or a ConfigError naming ``key``.
+
+    Parameters
+    ----------
+    memory : str
+        A memory size, e.g. ``32GB``.
+    key : str
+        The setting's name, for the error message.
+
+    Returns
+    -------
+    int
+        Bytes.
+
+    Raises
+    ------
+    ConfigError
+        ``memory`` is not a size dask-jobqueue can parse.
+    """
     from dask.utils import parse_bytes
 
     try:
@@ -136,7 +202,18 @@ def memory_bytes(memory: str, key: str = "memory") -> int:
 
 
 def partition_node(partition: str | None) -> tuple[int, int] | None:
-    """(CPUs, memory in MB) of the largest node of a SLURM partition, from ``sinfo``; ``None`` when unknown."""
+    """(CPUs, memory in MB) of the largest node of a SLURM partition, from ``sinfo``; ``None`` when unknown.
+
+    Parameters
+    ----------
+    partition : str or None
+        A SLURM partition; None for the default one.
+
+    Returns
+    -------
+    tuple of (int, int) or None
+        CPUs and memory in MB, or None without ``sinfo`` or when it fails.
+    """
     if not shutil.which("sinfo"):
         return None
     cmd = ["sinfo", "-h", "-o", "%c %m"] + (["-p", partition] if partition else [])
@@ -152,6 +229,18 @@ def partition_node(partition: str | None) -> tuple[int, int] | None:
 def resolve(queue: str, given: dict) -> dict:
     """Every setting the run needs, each from the first of: ``given`` (CLI over workflow), the user's
     ``jobqueue.<queue>`` config, the partition (SLURM's sinfo), relabel's defaults.
+
+    Parameters
+    ----------
+    queue : str
+        ``slurm``, ``pbs``, ``sge``, ``lsf`` or ``htcondor``.
+    given : dict
+        Settings from the command line over the workflow (:func:`merged_settings`).
+
+    Returns
+    -------
+    dict
+        ``given`` completed with ``cores``, ``memory``, ``walltime``, and ``walltime_s`` (seconds).
 
     Raises
     ------
@@ -196,6 +285,29 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
     Only what the command line, the workflow or relabel's defaults decide is passed; for the
     rest dask-jobqueue reads the user's ``jobqueue.<queue>`` config itself. List keys are the
     user's config + the workflow's / command line's + relabel's.
+
+    Parameters
+    ----------
+    queue : str
+        A job-queue name.
+    resolved : dict
+        Settings from :func:`resolve`.
+    out_dir : Path
+        The run's output folder (worker logs default to ``out_dir/_logs/<queue>``).
+    opts : ClusterOptions
+        The caller's cluster options (scheduler host, TLS, timeout).
+
+    Returns
+    -------
+    kwargs : dict
+        For the dask-jobqueue class of ``queue``.
+    scaling : dict
+        ``minimum_jobs``, ``maximum_jobs``, ``wait_for`` (jobs), ``workers_per_job`` and ``timeout`` (s).
+
+    Raises
+    ------
+    ConfigError
+        Adaptive scaling asked for a GPU pool, or ``max_jobs`` below ``min_jobs``.
     """
     user = user_config(queue)
     gpus = int(resolved.get("gpus_per_job") or 0)
@@ -298,6 +410,18 @@ def _queue_of(opts: ClusterOptions) -> str:
 
 
 def cluster_class(queue: str):
+    """The dask-jobqueue cluster class of ``queue`` (e.g. ``SLURMCluster``).
+
+    Parameters
+    ----------
+    queue : str
+        A key of :data:`QUEUES`.
+
+    Returns
+    -------
+    type
+        The class, imported from dask_jobqueue.
+    """
     import dask_jobqueue
 
     return getattr(dask_jobqueue, QUEUES[queue][0])
@@ -306,7 +430,23 @@ def cluster_class(queue: str):
 def job_script(opts: ClusterOptions) -> str:
     """The batch script ``relabel run --cluster QUEUE`` would submit (``--dry-run``).
 
-    Nothing is submitted or written."""
+    Nothing is submitted or written.
+
+    Parameters
+    ----------
+    opts : ClusterOptions
+        With ``kind`` a job queue and the merged ``queue_settings``.
+
+    Returns
+    -------
+    str
+        The script, with its temporary paths shown under ``opts.out_dir``.
+
+    Raises
+    ------
+    ConfigError
+        ``opts.kind`` is not a job queue, or a setting would be refused.
+    """
     queue = _queue_of(opts)
     with tempfile.TemporaryDirectory() as scratch:
         resolved = resolve(queue, opts.queue_settings)
@@ -322,7 +462,25 @@ def job_script(opts: ClusterOptions) -> str:
 
 @contextlib.contextmanager
 def jobqueue_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
-    """Start the queue's pool, wait for its workers (or say at once why they cannot come), yield a client."""
+    """Start the queue's pool, wait for its workers (or say at once why they cannot come), yield a client.
+
+    Parameters
+    ----------
+    opts : ClusterOptions
+        With ``kind`` a job queue, ``out_dir`` and the merged ``queue_settings``.
+
+    Yields
+    ------
+    ClusterHandle
+        A client of the pool's scheduler.
+
+    Raises
+    ------
+    ClusterError
+        The queue's submit command is missing, or SLURM refuses the job (``sbatch --test-only``).
+    WorkersMissing
+        No worker came within the timeout, or the queue says none ever will.
+    """
     queue = _queue_of(opts)
     resolved = resolve(queue, opts.queue_settings)
     out_dir = Path(opts.out_dir or ".")

@@ -314,7 +314,22 @@ def _cluster_for(opts: ClusterOptions, client, cluster: ClusterOptions | None):
 
 
 def cluster_options(cluster: ClusterOptions | None, wf: Workflow, out_dir: Path) -> ClusterOptions:
-    """The caller's choices over the workflow's ``cluster`` section; job-queue settings merged key by key."""
+    """The caller's choices over the workflow's ``cluster`` section; job-queue settings merged key by key.
+
+    Parameters
+    ----------
+    cluster : ClusterOptions or None
+        What the caller chose; None for the workflow's choice.
+    wf : Workflow
+        Its ``cluster`` section supplies what the caller left unset.
+    out_dir : Path
+        The run's output folder (job logs, TLS credentials).
+
+    Returns
+    -------
+    ClusterOptions
+        A new object; ``cluster`` is not modified.
+    """
     opts = dataclasses.replace(cluster) if cluster else ClusterOptions()
     opts.kind = opts.kind or wf.cluster.get("kind", "local")
     opts.out_dir = str(out_dir)
@@ -327,6 +342,24 @@ def cluster_options(cluster: ClusterOptions | None, wf: Workflow, out_dir: Path)
 
 def dry_run(catalog, model, out_dir, *, workflow=None, cluster: ClusterOptions | None = None) -> str:
     """The job script ``--cluster QUEUE`` would submit; nothing is submitted and no output is written.
+
+    Parameters
+    ----------
+    catalog : str or Path
+        The catalog the run would read (the recorded workflow's paths resolve from its folder).
+    model : str or Path
+        The checkpoint.
+    out_dir : str or Path
+        Where the run would write (job logs are shown under it).
+    workflow : str, Path or Workflow, optional
+        Default: the mapping recorded in the checkpoint.
+    cluster : ClusterOptions, optional
+        Its ``kind`` must be a job queue, here or in the workflow.
+
+    Returns
+    -------
+    str
+        The job script.
 
     Raises
     ------
@@ -345,6 +378,15 @@ def dry_run(catalog, model, out_dir, *, workflow=None, cluster: ClusterOptions |
 
 def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
     """Fail before any work is submitted: missing or non-numeric columns, bad probabilities, duplicate ids.
+
+    Parameters
+    ----------
+    cat : Catalog
+        The opened catalog (:func:`relabel.catalog.reader.open_catalog`).
+    wf : Workflow
+        Its columns, label thresholds and missing-value codes.
+    classes : sequence of str
+        The model's classes, which the label columns must name.
 
     Raises
     ------
@@ -409,7 +451,31 @@ def _execute(handle, shards, ctx: RunContext, progress: bool) -> list[dict]:
 
 def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], elapsed: float,
               t_plan: float, bias: bool = True) -> dict:
-    """Counts read back from the files (so a resumed run counts every shard), timings, and L."""
+    """Counts read back from the files (so a resumed run counts every shard), timings, and L.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder, every shard written.
+    wf : Workflow
+        The run's workflow (for L).
+    record : dict
+        The run record (``catalog_rows``, ``n_shards``, ``classes``, ``model_hash``).
+    results : list of dict
+        :func:`relabel.run.task.run_shard`'s return of each shard run this time.
+    elapsed : float
+        Seconds the shards took (wall clock).
+    t_plan : float
+        Seconds spent planning.
+    bias : bool
+        Compute L of the original and new labels (:func:`output_bias`).
+
+    Returns
+    -------
+    dict
+        What ``_summary.json`` holds: ``rows_in``, ``rows_out``, ``status`` counts, null counts,
+        timings, workers, SLURM job ids and, with ``bias``, ``labeling_bias``.
+    """
     import pyarrow.dataset as ds
 
     files = sorted(out_dir.glob("part-*.parquet"))
@@ -459,6 +525,20 @@ def output_bias(out_dir: Path, wf: Workflow, classes: list[str]) -> dict:
     Computed by :func:`relabel.bias.table.bias_of_table` on the output folder, so the numbers are
     those ``relabel bias OUT_DIR`` prints. Too few objects for the workflow's bins (a small
     run) is reported as the error text instead of failing the run.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder.
+    wf : Workflow
+        The run's workflow.
+    classes : list of str
+        The model's classes (the new labels').
+
+    Returns
+    -------
+    dict
+        ``original`` and ``new``: :meth:`relabel.bias.metric.BiasResult.to_dict`, or ``{"error": text}``.
     """
     from relabel.bias.table import bias_of_table
     from relabel.errors import RelabelError
