@@ -53,6 +53,20 @@ def read_table(catalog_path, workflow: Workflow) -> tuple[pd.DataFrame, dict]:
     (:mod:`relabel.catalog.missing`; ``dropped`` counts them per column). ``catalog_path`` may be a file, a
     folder, a DataFrame or an astropy Table.
 
+    Parameters
+    ----------
+    catalog_path : str, Path, pandas.DataFrame or astropy.table.Table
+        The catalog.
+    workflow : Workflow
+        Its id, label, intrinsic and observable columns and missing-value codes.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        The complete rows, index reset.
+    dropped : dict of str to int
+        ``"missing COLUMN"`` -> rows missing that column (:func:`relabel.catalog.missing.drop_missing`).
+
     Raises
     ------
     CatalogError
@@ -80,6 +94,37 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
     process), so a survey larger than memory trains without holding every image
     in RAM. Rows whose cutout is unusable (see :mod:`relabel.status`) are left out
     and counted in ``dropped``.
+
+    Parameters
+    ----------
+    catalog_path : str, Path, pandas.DataFrame or astropy.table.Table
+        The catalog.
+    workflow : Workflow
+        Columns and cutout source.
+    seed : int
+        Seed of the validation split (:func:`relabel.train.split.validation_mask`) and of the
+        normalisation sample.
+    val_fraction : float
+        Share of objects held out for validation, in (0, 1).
+    cache_dir : str or Path, optional
+        Folder of the memory-mapped cutout cache.
+    normalisation : dict, optional
+        Per-band ``offset`` and ``scale`` to use instead of estimating them on training rows.
+    progress : bool
+        Show a progress bar while cutouts are read.
+
+    Returns
+    -------
+    LabelledCutouts
+        ``images`` (n, bands, size, size) float32 normalised, ``codes``, ``intrinsic``,
+        ``observables``, ``is_val``, ``normalisation``, ``dropped``.
+
+    Raises
+    ------
+    CatalogError
+        Missing or non-numeric columns, null or repeated ids.
+    ConfigError
+        No training row has a usable cutout.
     """
     table, dropped = read_table(catalog_path, workflow)
     codes, classes = table_labels(table, workflow.labels)

@@ -44,6 +44,23 @@ def best_observed(data: LabelledCutouts, rows: np.ndarray, workflow: Workflow, l
 
     Uses L's own cells (:func:`relabel.bias.metric.object_cells`); the half is
     ``bins_obs // 2`` bins from the best end (at least one).
+
+    Parameters
+    ----------
+    data : LabelledCutouts
+        The training data.
+    rows : numpy.ndarray of int
+        Rows to consider (the validation rows).
+    workflow : Workflow
+        Its observables' best ends.
+    log2_bins_int : int
+        Depth of L's intrinsic k-d tree (2**log2_bins_int leaves).
+    bins_obs : int
+        Equal-count bins per observable within each leaf.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (len(rows),)
     """
     ends = [o.best for o in workflow.observables]
     try:
@@ -58,7 +75,24 @@ def best_observed(data: LabelledCutouts, rows: np.ndarray, workflow: Workflow, l
 
 
 def reference_accuracy(model: torch.nn.Module, data: LabelledCutouts, rows: np.ndarray, mask: np.ndarray) -> float:
-    """Accuracy against the confident labels of ``rows[mask]`` (NaN when none has one)."""
+    """Accuracy against the confident labels of ``rows[mask]`` (NaN when none has one).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A trained network.
+    data : LabelledCutouts
+        The data ``rows`` index.
+    rows : numpy.ndarray of int
+        Candidate rows (the validation rows).
+    mask : numpy.ndarray of bool, shape (len(rows),)
+        Which of them to score (:func:`best_observed`).
+
+    Returns
+    -------
+    float
+        Share of the masked, confidently labelled rows whose argmax equals the label.
+    """
     chosen = rows[mask & (data.codes[rows] >= 0)]
     if len(chosen) == 0:
         return float("nan")

@@ -418,6 +418,29 @@ def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray
 
     Also the collapse guard's measure (``GUARD_METRIC``): the balanced accuracy (mean recall
     of the classes) against the confident validation labels.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network being trained.
+    data : LabelledCutouts
+        The training data.
+    rows : numpy.ndarray of int
+        The validation rows.
+    workflow : Workflow
+        Its observables' best ends.
+    log2_bins_int : int
+        Depth of L's intrinsic k-d tree.
+    bins_obs : int
+        Bins per observable in each leaf.
+    batch_size : int
+        Cutouts per forward pass.
+
+    Returns
+    -------
+    dict
+        ``val_ce``, ``val_accuracy``, ``GUARD_METRIC``, ``val_L_soft``, ``val_L`` (NaN when the
+        bins cannot be made) and ``val_fractions`` (predicted count per class).
     """
     from relabel.bias.metric import BiasError, labeling_bias
 
@@ -449,6 +472,16 @@ def workflow_record(workflow: Workflow) -> dict:
     """The workflow mapping as a checkpoint records it (plain JSON).
 
     Paths in it resolve against the catalog's folder.
+
+    Parameters
+    ----------
+    workflow : Workflow
+        The workflow used for training.
+
+    Returns
+    -------
+    dict
+        Its raw mapping with tuples as lists and any other non-JSON value (a Path) as its string.
     """
     return _jsonable(workflow.raw)
 
