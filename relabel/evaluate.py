@@ -112,16 +112,22 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     _put(out, "model_soft", _bias_fields(table, workflow, everyone, probs, None, classes))
     _put(out, "model_confident", _bias_fields(table, workflow, confident, predicted[confident], len(classes), classes))
     out["accuracy_labels"] = float((predicted[confident] == codes[confident]).mean()) if confident.any() else None
+    quartile = _quartile_fields(out, table, workflow, classes, codes, predicted)
+    out.update(_truth_fields(truth, table, workflow, classes, codes, predicted, quartile))
+    return out
 
+
+def _quartile_fields(out: dict, table: pd.DataFrame, workflow: Workflow, classes: list[str], codes: np.ndarray,
+                     predicted: np.ndarray) -> np.ndarray:
+    """Put the quartile edges and class fractions per quartile into ``out``; return each row's quartile."""
     quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(),
                                            workflow.observables[0].best)
     out["quartile_observable"] = workflow.observable_columns[0]
     out["quartile_edges"] = edges
     out["fraction_by_quartile"] = _fractions(predicted, quartile, classes)
-    out["label_fraction_by_quartile"] = _fractions(np.where(confident, codes, len(classes)), quartile,
+    out["label_fraction_by_quartile"] = _fractions(np.where(codes >= 0, codes, len(classes)), quartile,
                                                    classes + ["no confident label"])
-    out.update(_truth_fields(truth, table, workflow, classes, codes, predicted, quartile))
-    return out
+    return quartile
 
 
 def _evaluated_rows(catalog_path: Path, model_path, model, meta, workflow: Workflow, all_rows: bool,
@@ -410,7 +416,7 @@ def comparison_frame(result: dict) -> pd.DataFrame:
     Parameters
     ----------
     result : dict
-        What :func:`compare_methods` returned.
+        The plain-data comparison from :func:`compare_methods`.
 
     Returns
     -------

@@ -135,7 +135,7 @@ def plot_bias(numbers: dict, path: Path) -> str:
     Returns
     -------
     str
-        The figure's caption.
+        The caption: how to read L against its null L.
     """
     keys = [k for k, v in numbers.items() if "L" in v]
     with report_figure(path, figsize=(6.4, 3.8)) as fig:
@@ -166,12 +166,12 @@ def plot_status(counts: dict, path: Path) -> str:
     counts : dict
         Status name -> number of catalog rows (:func:`relabel.report.numbers.status_counts`).
     path : Path
-        PNG file to write.
+        PNG file to write (one horizontal bar per status).
 
     Returns
     -------
     str
-        The figure's caption.
+        The caption: which statuses carry a new label.
     """
     with report_figure(path, figsize=(6.4, 0.9 + 0.45 * max(len(counts), 1))) as fig:
         ax = fig.subplots()

@@ -96,7 +96,8 @@ def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
     Parameters
     ----------
     opts : ClusterOptions
-        The caller's choices, already merged with the workflow's ``cluster`` section.
+        ``workers``, ``threads_per_worker``, ``dashboard_address``, ``host`` and ``worker_timeout``
+        (None: relabel's defaults).
 
     Yields
     ------
@@ -353,7 +354,7 @@ def existing_scheduler(opts: ClusterOptions) -> Iterator[ClusterHandle]:
     Parameters
     ----------
     opts : ClusterOptions
-        The caller's choices, already merged with the workflow's ``cluster`` section.
+        ``scheduler`` (an address) or ``scheduler_file``, and ``worker_timeout``.
 
     Yields
     ------

@@ -206,7 +206,6 @@ def predict_rows(
     coverage = np.zeros(n, dtype=np.float32)  # rows never read (e.g. bad coordinates) lie on no image
     if len(todo) == 0:
         return Predictions(probs, status, timings, coverage=coverage, std=spread)
-    device = next(model.parameters()).device
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
     located = rows[list(source.columns)]  # slicing a few columns per batch, not the whole row
@@ -227,22 +226,28 @@ def predict_rows(
             status[index] = cut.status
             if cut.coverage is not None:
                 coverage[index] = cut.coverage
-            good = cut.usable
-            if not good.any():
-                continue
-            t0 = time.perf_counter()
-            k = int(good.sum())
-            normalise(cut.images if k == len(good) else cut.images[good], meta.normalisation, out=batch[:k])
-            batch[k:] = 0  # padding: the forward pass always sees batch_size images
-            t1 = time.perf_counter()
-            x = torch.from_numpy(batch).to(device, non_blocking=True, memory_format=torch.channels_last)
-            mean, std = symmetric_probabilities(model, x, getattr(meta, "temperature", 1.0), tta)
-            timings["normalise"] += t1 - t0
-            timings["forward"] += time.perf_counter() - t1
-            probs[index[good]] = mean[:k]
-            if spread is not None and std is not None:  # both exactly when tta
-                spread[index[good]] = std[:k]
+            if cut.usable.any():
+                _predict_batch(cut.images, cut.usable, index, batch, model, meta, tta, probs, spread, timings)
     return Predictions(probs, status, timings, coverage=coverage, std=spread)
+
+
+def _predict_batch(images: np.ndarray, good: np.ndarray, index: np.ndarray, batch: np.ndarray,
+                   model: torch.nn.Module, meta: CheckpointMeta, tta: bool, probs: np.ndarray,
+                   spread: np.ndarray | None, timings: dict[str, float]) -> None:
+    """Normalise the usable cutouts into ``batch``, predict, and fill their rows of ``probs`` (and ``spread``)."""
+    t0 = time.perf_counter()
+    k = int(good.sum())
+    normalise(images if k == len(good) else images[good], meta.normalisation, out=batch[:k])
+    batch[k:] = 0  # padding: the forward pass always sees batch_size images
+    t1 = time.perf_counter()
+    device = next(model.parameters()).device
+    x = torch.from_numpy(batch).to(device, non_blocking=True, memory_format=torch.channels_last)
+    mean, std = symmetric_probabilities(model, x, getattr(meta, "temperature", 1.0), tta)
+    timings["normalise"] += t1 - t0
+    timings["forward"] += time.perf_counter() - t1
+    probs[index[good]] = mean[:k]
+    if spread is not None and std is not None:  # both exactly when tta
+        spread[index[good]] = std[:k]
 
 
 def square_symmetry(x: torch.Tensor, code: int) -> torch.Tensor:

@@ -307,7 +307,8 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
     Raises
     ------
     ConfigError
-        Adaptive scaling asked for a GPU pool, or ``max_jobs`` below ``min_jobs``.
+        Adaptive scaling asked for a GPU pool, ``max_jobs`` below ``min_jobs``, or a ``queue``,
+        ``account``, ``job_cpu`` or ``job_mem`` setting the queue's class does not take.
     """
     user = user_config(queue)
     gpus = int(resolved.get("gpus_per_job") or 0)
@@ -318,16 +319,9 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
     lists = {key: list(user.get(cfg) or []) + list(resolved.get(key) or []) for key, cfg in LISTS.items()}
     lists["worker_extra_args"] += ["--lifetime", resolved.get("lifetime") or lifetime,
                                    "--lifetime-stagger", resolved.get("lifetime_stagger") or stagger]
-    asked = QUEUES[queue][2](gpus) if gpus else []
-    directives: list[str] | dict[str, str]
     if gpus:
         lists["worker_extra_args"] += ["--resources", "GPU=1"]
-    if queue == "htcondor":  # submit-file entries ("key = value"), not directive lines
-        given = dict(str(line).split("=", 1) for line in resolved.get("job_extra_directives") or [] if "=" in str(line))
-        directives = {**dict(user.get("job-extra-directives") or {}),
-                      **{k.strip(): v.strip() for k, v in given.items()}, **(asked if isinstance(asked, dict) else {})}
-    else:
-        directives = lists["job_extra_directives"] + (asked if isinstance(asked, list) else [])
+    directives = _job_directives(queue, resolved, user, lists["job_extra_directives"], gpus)
     env = worker_environment(max(1, cores // processes), gpus)
     # The job's nanny would override MALLOC_TRIM_THRESHOLD_ with its own pre-spawn-environ; workers set it
     # themselves (relabel.run.inference.relax_malloc_trimming). The rest reaches them through the job's environment.
@@ -360,6 +354,17 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
         kwargs["security"] = True
         kwargs["shared_temp_directory"] = str(out_dir / "_cluster")
     return kwargs, _scaling(resolved, gpus, processes)
+
+
+def _job_directives(queue: str, resolved: dict, user: dict, lines: list[str], gpus: int
+                    ) -> list[str] | dict[str, str]:
+    """The job's extra directives (``lines``: the user's config + ours) with the queue's GPU request."""
+    asked = QUEUES[queue][2](gpus) if gpus else []
+    if queue == "htcondor":  # submit-file entries ("key = value"), not directive lines
+        given = dict(str(line).split("=", 1) for line in resolved.get("job_extra_directives") or [] if "=" in str(line))
+        return {**dict(user.get("job-extra-directives") or {}),
+                **{k.strip(): v.strip() for k, v in given.items()}, **(asked if isinstance(asked, dict) else {})}
+    return lines + (asked if isinstance(asked, list) else [])
 
 
 def _queue_walltime(seconds: int, queue: str) -> str:

@@ -128,17 +128,8 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
     """
     table, dropped = read_table(catalog_path, workflow)
     codes, classes = table_labels(table, workflow.labels)
-    size, n_bands = workflow.cutouts.size, len(workflow.cutouts.bands)
-    temporary = cache_dir is None
-    cache_dir = Path(tempfile.mkdtemp(prefix="relabel-train-")) if temporary else Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir / f"cutouts-{os.getpid()}.npy"
-    images = np.lib.format.open_memmap(cache, mode="w+", dtype=np.float32, shape=(len(table), n_bands, size, size))
-    if temporary:
-        # The mapping outlives its directory entry (POSIX): the cache disappears with the process, however it ends.
-        with contextlib.suppress(OSError):
-            cache.unlink()
-            cache_dir.rmdir()
+    images = _cutout_cache(cache_dir, (len(table), len(workflow.cutouts.bands), workflow.cutouts.size,
+                                       workflow.cutouts.size))
     status = np.empty(len(table), dtype=object)
     bar = _progress(range(0, len(table), READ_CHUNK), progress, "reading cutouts")
     with open_cutout_source(workflow) as source:
@@ -155,9 +146,7 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
         train_rows = np.flatnonzero(usable & ~is_val)
         if len(train_rows) == 0:
             raise ConfigError(f"{catalog_path}: no training row has a usable cutout (dropped: {dropped})")
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(train_rows, min(NORMALISATION_SAMPLE, len(train_rows)), replace=False))
-        normalisation = estimate_normalisation(images[sample])
+        normalisation = _estimated_normalisation(images, train_rows, seed)
     for start in range(0, len(table), READ_CHUNK):
         images[start:start + READ_CHUNK] = normalise(images[start:start + READ_CHUNK], normalisation)
     images.flush()
@@ -175,6 +164,28 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
         seed=int(seed),
         val_fraction=float(val_fraction),
     )
+
+
+def _estimated_normalisation(images: np.ndarray, train_rows: np.ndarray, seed: int) -> dict:
+    """The normalisation of a seeded sample of at most NORMALISATION_SAMPLE training cutouts."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(train_rows, min(NORMALISATION_SAMPLE, len(train_rows)), replace=False))
+    return estimate_normalisation(images[sample])
+
+
+def _cutout_cache(cache_dir, shape: tuple[int, int, int, int]) -> np.memmap:
+    """A float32 memory-mapped ``.npy`` of ``shape`` in ``cache_dir``, or an anonymous one when None."""
+    temporary = cache_dir is None
+    cache_dir = Path(tempfile.mkdtemp(prefix="relabel-train-")) if temporary else Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"cutouts-{os.getpid()}.npy"
+    images = np.lib.format.open_memmap(cache, mode="w+", dtype=np.float32, shape=shape)
+    if temporary:
+        # The mapping outlives its directory entry (POSIX): the cache disappears with the process, however it ends.
+        with contextlib.suppress(OSError):
+            cache.unlink()
+            cache_dir.rmdir()
+    return images
 
 
 class _RowView:
