@@ -546,8 +546,8 @@ def _jobs_stuck(queue: str, cluster, log_dir: Path) -> str:
                              capture_output=True, text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    stuck = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
-    stuck = [(i, s, r) for i, s, r in stuck if s == "PENDING" and r.split(",")[0].split("(")[0] in NEVER_STARTS]
+    fields = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+    stuck = [(i, s, r) for i, s, r in fields if s == "PENDING" and r.split(",")[0].split("(")[0] in NEVER_STARTS]
     if not stuck:
         return ""
     return ("SLURM will never start " + "; ".join(f"job {i} (squeue: {s}, {r})" for i, s, r in stuck)
