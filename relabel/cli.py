@@ -12,6 +12,20 @@ from relabel.errors import RelabelError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``relabel`` command: parse ``argv``, run the chosen subcommand, turn errors into messages.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 for an unexpected error (a bug), 2 for a user
+        error (a :class:`relabel.errors.RelabelError` or an ``OSError``, shown once without a
+        traceback unless ``--debug``), 130 after Ctrl-C.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
@@ -30,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     except KeyboardInterrupt:
-        print("relabel: interrupted; files already written are complete (rerun with --resume to go on)", file=sys.stderr)
+        print("relabel: interrupted; files already written are complete (rerun with --resume to go on)",
+              file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+    except Exception as exc:
         if args.debug:
             raise
         print(f"relabel: error: unexpected {type(exc).__name__}: {exc} (this is a bug in relabel; "
@@ -45,12 +60,16 @@ def _error(message) -> int:
     return 2
 
 
+#: Name of the handlers main() installs, so that a second call replaces them rather than adding more.
+_CLI_HANDLER = "relabel-cli"
+
+
 def _setup_logging(level: int) -> None:
     """The ``relabel`` logger: progress lines on stdout, warnings on stderr; -q warnings only, -v/-vv more detail."""
     import logging
 
     logger = logging.getLogger("relabel")
-    for h in [h for h in logger.handlers if getattr(h, "_relabel_cli", False)]:
+    for h in [h for h in logger.handlers if h.get_name() == _CLI_HANDLER]:
         logger.removeHandler(h)  # main() called again in one process (tests): streams may have changed
     out = logging.StreamHandler(sys.stdout)
     out.addFilter(lambda record: record.levelno < logging.WARNING)
@@ -58,7 +77,7 @@ def _setup_logging(level: int) -> None:
     err.setLevel(logging.WARNING)
     for handler, fmt in ((out, "%(message)s"), (err, "relabel: %(levelname)s: %(message)s")):
         handler.setFormatter(logging.Formatter(fmt))
-        handler._relabel_cli = True
+        handler.set_name(_CLI_HANDLER)
         logger.addHandler(handler)
     logger.propagate = False
     logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(level, logging.ERROR if level < 0 else logging.DEBUG))
@@ -66,6 +85,7 @@ def _setup_logging(level: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand, each bound to the function it calls (``func``)."""
     parser = argparse.ArgumentParser(
         prog="relabel",
         description="Measure and remove the labeling bias of galaxy morphology catalogs.",
@@ -129,7 +149,8 @@ def _add_simulate(sub) -> None:
     p.add_argument("--tile-size", type=int, default=1000, help="cutouts per tile file (default 1000)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT_DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
 
 
 def _simulate(args) -> int:
@@ -148,7 +169,8 @@ def _simulate(args) -> int:
 
 def _add_bias(sub) -> None:
     p = _command(sub, "bias", "the labeling-bias metric L of a label column (FITS or Parquet)", _bias)
-    p.add_argument("table", type=Path, metavar="TABLE", help="FITS table, Parquet file, or a relabel run's output folder (then L of the original and "
+    p.add_argument("table", type=Path, metavar="TABLE",
+                   help="FITS table, Parquet file, or a relabel run's output folder (then L of the original and "
                         "the new labels, mapped by the workflow the run recorded unless --config)")
     p.add_argument("--config", type=Path, help="workflow file with the column mapping (options below override it)")
     p.add_argument("--labels", nargs="+", metavar="COL", help="label probability columns")
@@ -157,7 +179,8 @@ def _add_bias(sub) -> None:
     p.add_argument("--label-column", metavar="COL", help="a categorical label column instead of probabilities")
     p.add_argument("--intrinsic", nargs="+", metavar="COL", help="intrinsic-property columns")
     p.add_argument("--observables", nargs="+", metavar="COL", help="observable columns")
-    p.add_argument("--best", nargs="+", choices=["low", "high"], help="best-quality end, one per observable or one for all")
+    p.add_argument("--best", nargs="+", choices=["low", "high"],
+                   help="best-quality end, one per observable or one for all")
     p.add_argument("--log2-bins-int", type=int, metavar="L", help="depth of the intrinsic k-d tree (2^L bins)")
     p.add_argument("--bins-obs", type=int, metavar="B", help="observable bins per intrinsic bin")
     p.add_argument("--n-boot", type=int, metavar="R", help="bootstrap repetitions")
@@ -178,8 +201,14 @@ BIAS_OPTIONS = ("labels", "thresholds", "classes", "label_column", "intrinsic", 
 
 
 def _bias(args) -> int:
-    from relabel.bias.table import LABEL_OPTIONS, bias_of_run, bias_of_table, format_result, format_run_result
-    from relabel.bias.table import is_run_folder
+    from relabel.bias.table import (
+        LABEL_OPTIONS,
+        bias_of_run,
+        bias_of_table,
+        format_result,
+        format_run_result,
+        is_run_folder,
+    )
 
     overrides = {k: getattr(args, k) for k in BIAS_OPTIONS}
     if is_run_folder(args.table) and all(overrides[k] is None for k in LABEL_OPTIONS):
@@ -320,8 +349,10 @@ def _add_run(sub) -> None:
     p.add_argument("--dashboard-address", default=None,
                    help="where the dashboard listens (default: dask config relabel.dashboard-address, 127.0.0.1:8787)")
     p.add_argument("--worker-timeout", type=float,
-                   help="seconds to wait for the first workers before saying why (default: relabel.worker-timeout, 300)")
-    p.add_argument("--shard-size", type=int, help="rows per shard (default: workflow run.shard_size; --resume: the run's)")
+                   help="seconds to wait for the first workers before saying why "
+                        "(default: relabel.worker-timeout, 300)")
+    p.add_argument("--shard-size", type=int,
+                   help="rows per shard (default: workflow run.shard_size; --resume: the run's)")
     p.add_argument("--batch-size", type=int, help="cutouts per forward pass (default: workflow run.batch_size)")
     p.add_argument("--resume", action="store_true", help="complete an interrupted run: skip shards already written")
     p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier run")
@@ -331,45 +362,48 @@ def _add_run(sub) -> None:
                    help="average the 8 symmetries of the square per galaxy; adds p_<class>_std columns")
     s = p.add_argument_group("job queues (--cluster slurm|pbs|sge|lsf|htcondor; over the workflow's cluster.<queue> "
                              "and dask's jobqueue.<queue>)")
-    s.add_argument("--jobs", type=int, help="fixed number of jobs (default 1; the way for GPU pools)")
-    s.add_argument("--min-jobs", type=int, help="adaptive CPU pool: at least this many jobs")
-    s.add_argument("--max-jobs", type=int, help="adaptive CPU pool: at most this many jobs")
-    s.add_argument("--queue", "--partition", dest="queue", help="queue / SLURM partition")
-    s.add_argument("--account", help="account / project to charge")
-    s.add_argument("--walltime", help="job walltime, e.g. 02:00:00 (workers retire before it)")
-    s.add_argument("--cores", type=int, help="cores per job (default: a node's, from sinfo; else 4)")
-    s.add_argument("--memory", help="memory per job, e.g. 32GB")
-    s.add_argument("--gpus-per-job", type=int, help="GPUs per job: one worker process per GPU, each GPU=1")
-    s.add_argument("--interface", help="network interface the workers listen on (e.g. ib0)")
-    s.add_argument("--scheduler-interface", help="interface the scheduler listens on, reachable from compute nodes")
-    s.add_argument("--scheduler-host", help="address the scheduler listens on (default: this host's routable one)")
-    s.add_argument("--python", help="Python on the compute nodes (default: `python` after a prologue)")
-    s.add_argument("--prologue", action="append", dest="job_script_prologue", metavar="LINE",
-                   help="shell line run before the worker starts (repeatable): module load, source activate, ...")
-    s.add_argument("--log-dir", dest="log_directory", help="worker job logs (default OUT/_logs/QUEUE)")
-    s.add_argument("--no-tls", dest="tls", action="store_false", default=None,
-                   help="plain TCP scheduler (only on a cluster where nobody else can reach its port)")
+    # The arguments added here are the job-queue options handed to the cluster: no second list to keep in step.
+    added: list[str] = []
+
+    def queue_option(*flags: str, **kwargs) -> None:
+        added.append(s.add_argument(*flags, **kwargs).dest)
+
+    queue_option("--jobs", type=int, help="fixed number of jobs (default 1; the way for GPU pools)")
+    queue_option("--min-jobs", type=int, help="adaptive CPU pool: at least this many jobs")
+    queue_option("--max-jobs", type=int, help="adaptive CPU pool: at most this many jobs")
+    queue_option("--queue", "--partition", dest="queue", help="queue / SLURM partition")
+    queue_option("--account", help="account / project to charge")
+    queue_option("--walltime", help="job walltime, e.g. 02:00:00 (workers retire before it)")
+    queue_option("--cores", type=int, help="cores per job (default: a node's, from sinfo; else 4)")
+    queue_option("--memory", help="memory per job, e.g. 32GB")
+    queue_option("--gpus-per-job", type=int, help="GPUs per job: one worker process per GPU, each GPU=1")
+    queue_option("--interface", help="network interface the workers listen on (e.g. ib0)")
+    queue_option("--scheduler-interface", help="interface the scheduler listens on, reachable from compute nodes")
+    queue_option("--scheduler-host", help="address the scheduler listens on (default: this host's routable one)")
+    queue_option("--python", help="Python on the compute nodes (default: `python` after a prologue)")
+    queue_option("--prologue", action="append", dest="job_script_prologue", metavar="LINE",
+                 help="shell line run before the worker starts (repeatable): module load, source activate, ...")
+    queue_option("--log-dir", dest="log_directory", help="worker job logs (default OUT/_logs/QUEUE)")
+    queue_option("--no-tls", dest="tls", action="store_false", default=None,
+                 help="plain TCP scheduler (only on a cluster where nobody else can reach its port)")
+    p.set_defaults(queue_options=tuple(added))
     s.add_argument("--dry-run", action="store_true", help="print the job script that would be submitted and exit")
 
 
 JOB_QUEUES_CLI = ("slurm", "pbs", "sge", "lsf", "htcondor")
-QUEUE_OPTIONS = ("jobs", "min_jobs", "max_jobs", "queue", "account", "walltime", "cores", "memory", "gpus_per_job",
-                 "interface", "scheduler_interface", "scheduler_host", "python", "job_script_prologue",
-                 "log_directory", "tls")
 
 
 def _run(args) -> int:
+    from relabel.destination import check_output_dir
     from relabel.run.clusters import ClusterOptions
     from relabel.run.pipeline import dry_run, run_catalog
-
-    from relabel.destination import check_output_dir
 
     # Before any cluster starts: a file in the way must not surface as a traceback after the work.
     check_output_dir(args.out, overwrite=args.overwrite, what="output folder", allow_existing=True)
     opts = ClusterOptions(kind=args.cluster, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                           workers=args.workers, threads_per_worker=args.threads_per_worker,
                           dashboard_address=args.dashboard_address, worker_timeout=args.worker_timeout,
-                          queue_settings={k: getattr(args, k) for k in QUEUE_OPTIONS})
+                          queue_settings={k: getattr(args, k) for k in args.queue_options})
     if args.dry_run:
         print(dry_run(args.catalog, args.model, args.out, workflow=args.config, cluster=opts))
         return 0
@@ -385,7 +419,8 @@ def _add_report(sub) -> None:
     p = _command(sub, "report", "figures and numbers of a run: bias before and after", _report)
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder of `relabel run`")
     p.add_argument("--truth", type=Path, help="true classes (the simulator's truth.parquet)")
-    p.add_argument("--truth-column", default="TRUE_CLASS", help="column of --truth with the true class (default TRUE_CLASS)")
+    p.add_argument("--truth-column", default="TRUE_CLASS",
+                   help="column of --truth with the true class (default TRUE_CLASS)")
     p.add_argument("--out", type=Path, help="report folder (default OUT_DIR/_report)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object on stdout")
@@ -412,7 +447,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--dashboard-address", default="127.0.0.1:8787",
                    help="where the Dask dashboard listens (default 127.0.0.1:8787; a busy port picks another)")
     p.add_argument("--overwrite", action="store_true", help="start again in a non-empty DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars; a terminal gets bars, a log file a count line every 30 s")
 
 
 def _demo(args) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from relabel.run.clusters import ClusterOptions
 from relabel.destination import check_output_dir
+from relabel.run.clusters import ClusterOptions
 
 DEMO_N = 10_000
 DEMO_EPOCHS = 12
@@ -44,8 +44,8 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
         ``directory`` is a file, non-empty without ``overwrite``, or cannot be created.
     """
     from relabel.evaluate import evaluate_model
-    from relabel.run.pipeline import run_catalog
     from relabel.report.page import make_report
+    from relabel.run.pipeline import run_catalog
     from relabel.simulate.survey import simulate_survey
     from relabel.train.loop import train_model
 
@@ -109,7 +109,7 @@ def _headline(evaluation: dict, report: dict) -> dict:
     lab = evaluation["biased"]
     lines.append(f"  human-like labels     {_excess(lab, 'labels'):>8}    {_pct(lab.get('accuracy_truth_labels'))}"
                  " (confident ones only)")
-    out = {"evaluation": evaluation}
+    out: dict[str, object] = {"evaluation": evaluation}
     for method in ("biased", "debiased"):
         ev = evaluation[method]
         quartiles = ev.get("accuracy_truth_by_quartile") or [None]

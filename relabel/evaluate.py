@@ -20,16 +20,18 @@ import pandas as pd
 
 from relabel import status as st
 from relabel.bias.metric import bias_with_errors
-from relabel.config import Workflow, load_workflow
+from relabel.catalog.labels import NO_CLASS, table_labels
+from relabel.config import Workflow
+from relabel.cutouts.root import check_cutout_root
 from relabel.cutouts.sources import open_cutout_source
 from relabel.errors import CatalogError, ConfigError
-from relabel.run.inference import predict_rows
-from relabel.catalog.labels import NO_CLASS, table_labels
-from relabel.model.device import choose_device
 from relabel.model.checkpoint import load_checkpoint
+from relabel.model.device import choose_device
+from relabel.quartiles import observable_quartiles
+from relabel.run.inference import predict_rows
+from relabel.run.workflow import resolve_workflow
 from relabel.train.data import read_table
 from relabel.train.split import validation_mask
-from relabel.cutouts.root import check_cutout_root
 
 TRUTH_CLASS_COLUMN = "TRUE_CLASS"
 
@@ -80,26 +82,63 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     """
     catalog_path = Path(catalog_path)
     model, meta = load_checkpoint(model_path, choose_device(device))
-    recorded = None
-    if workflow is None:
-        recorded = "the checkpoint's recorded root, relative to the catalog's real folder"
-        if not meta.workflow:
-            raise ConfigError(f"checkpoint {model_path} records no workflow mapping: give the workflow")
-        # As `relabel run`: relative paths from the catalog's real folder (symlinks followed).
-        workflow = Workflow.from_dict(meta.workflow, base_dir=catalog_path.resolve().parent,
-                                      source=f"recorded in {model_path}")
-    elif not isinstance(workflow, Workflow):
-        workflow = load_workflow(workflow)
+    how = "the checkpoint's recorded root, relative to the catalog's real folder" if workflow is None else ""
+    # As `relabel run`: relative paths from the catalog's real folder (symlinks followed).
+    workflow = resolve_workflow(workflow, meta, catalog_path.resolve().parent, model_path)
     meta.check_input(workflow.cutouts.bands, workflow.cutouts.size, source=f"the cutouts of {catalog_path}")
+    check_cutout_root(workflow, how=how)
+    table, probs, dropped = _evaluated_rows(catalog_path, model_path, model, meta, workflow, all_rows, batch_size)
+    predicted = probs.argmax(axis=1)
+    classes = list(meta.classes)
+    codes, label_classes = table_labels(table, workflow.labels)
+    codes = _recode(codes, label_classes, classes)
+    confident = codes >= 0
+    everyone = np.ones(len(table), dtype=bool)
+    params = workflow.bias
+    out: dict[str, Any] = {
+        "n": int(len(table)),
+        "n_confident": int(confident.sum()),
+        "rows": "all" if all_rows else "held-out",
+        "classes": classes,
+        "model": str(model_path),
+        "model_hash": meta.content_hash,
+        "method": meta.method,
+        "lambda": meta.lam,
+        "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
+        "dropped": dropped,
+    }
+    _put(out, "labels", _bias_fields(table, workflow, confident, codes[confident], len(classes), classes))
+    _put(out, "model", _bias_fields(table, workflow, everyone, predicted, len(classes), classes))
+    _put(out, "model_soft", _bias_fields(table, workflow, everyone, probs, None, classes))
+    _put(out, "model_confident", _bias_fields(table, workflow, confident, predicted[confident], len(classes), classes))
+    out["accuracy_labels"] = float((predicted[confident] == codes[confident]).mean()) if confident.any() else None
+    quartile = _quartile_fields(out, table, workflow, classes, codes, predicted)
+    out.update(_truth_fields(truth, table, workflow, classes, codes, predicted, quartile))
+    return out
 
-    check_cutout_root(workflow, how="" if recorded is None else recorded)
+
+def _quartile_fields(out: dict, table: pd.DataFrame, workflow: Workflow, classes: list[str], codes: np.ndarray,
+                     predicted: np.ndarray) -> np.ndarray:
+    """Put the quartile edges and class fractions per quartile into ``out``; return each row's quartile."""
+    quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(),
+                                           workflow.observables[0].best)
+    out["quartile_observable"] = workflow.observable_columns[0]
+    out["quartile_edges"] = edges
+    out["fraction_by_quartile"] = _fractions(predicted, quartile, classes)
+    out["label_fraction_by_quartile"] = _fractions(np.where(codes >= 0, codes, len(classes)), quartile,
+                                                   classes + ["no confident label"])
+    return quartile
+
+
+def _evaluated_rows(catalog_path: Path, model_path, model, meta, workflow: Workflow, all_rows: bool,
+                    batch_size: int) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+    """The evaluated rows with a usable cutout, their probabilities (n, K) and the counts of rows left out."""
     table, dropped = read_table(catalog_path, workflow)
-    id_column = workflow.catalog.id
     if not all_rows:
         split = meta.split
         if not split:
             raise ConfigError(f"checkpoint {model_path} records no training split: evaluate with all_rows")
-        held_out = validation_mask(table[id_column].to_numpy(), split["seed"], split["val_fraction"])
+        held_out = validation_mask(table[workflow.catalog.id].to_numpy(), split["seed"], split["val_fraction"])
         table = table[held_out].reset_index(drop=True)
 
     with open_cutout_source(workflow) as source:
@@ -114,93 +153,67 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     table = table[usable].reset_index(drop=True)
     probs = predictions.probabilities[usable].astype(np.float64)
     probs /= probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within rounding; L wants [0, 1]
-    predicted = probs.argmax(axis=1)
-    classes = list(meta.classes)
+    return table, probs, dropped
 
-    codes, label_classes = table_labels(table, workflow.labels)
-    codes = _recode(codes, label_classes, classes)
-    confident = codes >= 0
-    intrinsic = table[workflow.intrinsic]
-    observables = table[workflow.observable_columns]
-    ends = [o.best for o in workflow.observables]
+
+def _bias_fields(table: pd.DataFrame, workflow: Workflow, rows: np.ndarray, labels: np.ndarray,
+                 n_classes: int | None, names: list[str]) -> dict:
+    """L, its null and their errors for one label set on ``rows``, with the workflow's bins and repetitions."""
     params = workflow.bias
+    result = bias_with_errors(table[workflow.intrinsic][rows], table[workflow.observable_columns][rows], labels,
+                              n_classes, params["log2_bins_int"], params["bins_obs"],
+                              [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
+                              n_null=params["n_null"], classes=names)
+    return {"L": result.L, "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
+            "excess": result.excess}
 
-    def bias(rows: np.ndarray, labels: np.ndarray, n_classes: int | None, names) -> dict:
-        result = bias_with_errors(intrinsic[rows], observables[rows], labels, n_classes, params["log2_bins_int"],
-                                  params["bins_obs"], ends, n_boot=params["n_boot"], seed=params["seed"],
-                                  n_null=params["n_null"], classes=names)
-        return {"L": result.L, "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
-                "excess": result.excess}
 
-    everyone = np.ones(len(table), dtype=bool)
-    out: dict[str, Any] = {
-        "n": int(len(table)),
-        "n_confident": int(confident.sum()),
-        "rows": "all" if all_rows else "held-out",
-        "classes": classes,
-        "model": str(model_path),
-        "model_hash": meta.content_hash,
-        "method": meta.method,
-        "lambda": meta.lam,
-        "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
-        "dropped": dropped,
-    }
-    _put(out, "labels", bias(confident, codes[confident], len(classes), classes))
-    _put(out, "model", bias(everyone, predicted, len(classes), classes))
-    _put(out, "model_soft", bias(everyone, probs, None, classes))
-    _put(out, "model_confident", bias(confident, predicted[confident], len(classes), classes))
-    out["accuracy_labels"] = float((predicted[confident] == codes[confident]).mean()) if confident.any() else None
-
-    quartile, edges = observable_quartiles(observables.iloc[:, 0].to_numpy(), ends[0])
-    out["quartile_observable"] = workflow.observable_columns[0]
-    out["quartile_edges"] = edges
-    out["fraction_by_quartile"] = _fractions(predicted, quartile, classes)
-    out["label_fraction_by_quartile"] = _fractions(np.where(confident, codes, len(classes)), quartile,
-                                                   classes + ["no confident label"])
-
-    truth_codes = None
-    if truth is not None:
-        true_names = _truth_classes(truth, table[id_column], id_column)
-        truth_classes = classes + sorted(set(true_names) - set(classes))
-        truth_codes = pd.Categorical(true_names, categories=truth_classes).codes.astype(np.int64)
-        _put(out, "truth_confident", bias(confident, truth_codes[confident], len(truth_classes), truth_classes))
-        _put(out, "truth", bias(everyone, truth_codes, len(truth_classes), truth_classes))
-        right = predicted == truth_codes
-        labels_right = codes == truth_codes
-        out["accuracy_truth"] = float(right.mean())
-        out["accuracy_truth_labels"] = float(labels_right[confident].mean()) if confident.any() else None
-        out["accuracy_truth_by_quartile"] = [float(right[quartile == q].mean()) for q in range(4)]
-        out["accuracy_truth_labels_by_quartile"] = [
-            float(labels_right[(quartile == q) & confident].mean()) if ((quartile == q) & confident).any() else None
-            for q in range(4)]
-        out["true_fraction_by_quartile"] = _fractions(truth_codes, quartile, truth_classes)
-    else:
+def _truth_fields(truth, table: pd.DataFrame, workflow: Workflow, classes: list[str], codes: np.ndarray,
+                  predicted: np.ndarray, quartile: np.ndarray) -> dict[str, Any]:
+    """The truth-based fields of :func:`evaluate_model` (all None without ``truth``)."""
+    out: dict[str, Any] = {}
+    if truth is None:
         for key in ("truth_confident", "truth"):
             _put(out, key, None)
         for key in ("accuracy_truth", "accuracy_truth_labels", "accuracy_truth_by_quartile",
                     "accuracy_truth_labels_by_quartile", "true_fraction_by_quartile"):
             out[key] = None
+        return out
+    confident = codes >= 0
+    everyone = np.ones(len(table), dtype=bool)
+    id_column = workflow.catalog.id
+    true_names = _truth_classes(truth, table[id_column], id_column)
+    truth_classes = classes + sorted(set(true_names) - set(classes))
+    truth_codes = pd.Categorical(true_names, categories=truth_classes).codes.astype(np.int64)
+    _put(out, "truth_confident", _bias_fields(table, workflow, confident, truth_codes[confident], len(truth_classes),
+                                              truth_classes))
+    _put(out, "truth", _bias_fields(table, workflow, everyone, truth_codes, len(truth_classes), truth_classes))
+    right = predicted == truth_codes
+    labels_right = codes == truth_codes
+    out["accuracy_truth"] = float(right.mean())
+    out["accuracy_truth_labels"] = float(labels_right[confident].mean()) if confident.any() else None
+    out["accuracy_truth_by_quartile"] = [float(right[quartile == q].mean()) for q in range(4)]
+    out["accuracy_truth_labels_by_quartile"] = [
+        float(labels_right[(quartile == q) & confident].mean()) if ((quartile == q) & confident).any() else None
+        for q in range(4)]
+    out["true_fraction_by_quartile"] = _fractions(truth_codes, quartile, truth_classes)
     return out
 
 
-def observable_quartiles(values: np.ndarray, best: str) -> tuple[np.ndarray, list[float]]:
-    """Quartile 0..3 of each object, worst-observed first, and the 5 edges in that order.
-
-    Examples
-    --------
-    >>> q, edges = observable_quartiles(np.arange(8.0), "high")
-    >>> q.tolist(), edges
-    ([0, 0, 1, 1, 2, 2, 3, 3], [0.0, 1.75, 3.5, 5.25, 7.0])
-    """
-    edges = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0])
-    quartile = np.clip(np.searchsorted(edges[1:4], values, side="right"), 0, 3)
-    if best == "low":
-        return 3 - quartile, [float(e) for e in edges[::-1]]
-    return quartile, [float(e) for e in edges]
-
-
 def format_evaluation(result: dict) -> str:
-    """A few readable lines of :func:`evaluate_model`'s result."""
+    """A few readable lines of :func:`evaluate_model`'s result.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`evaluate_model` returned.
+
+    Returns
+    -------
+    str
+        L (with its null and excess) of the labels and the model, accuracies, and the
+        class fractions per quartile of the first observable, one item per line.
+    """
     def num(key):
         value = result.get(key)
         return "n/a" if value is None else f"{value:.4f}"
@@ -247,7 +260,8 @@ def _recode(codes: np.ndarray, label_classes: list[str], classes: list[str]) -> 
     return lookup[np.where(codes >= 0, codes, len(label_classes))]
 
 
-def _fractions(codes: np.ndarray, quartile: np.ndarray, names: list[str]) -> dict[str, list[float]]:
+def _fractions(codes: np.ndarray, quartile: np.ndarray, names: list[str]) -> dict[str, list[float | None]]:
+    """Per class, its share of ``codes`` in each quartile 0..3 (None for an empty quartile)."""
     out = {}
     for k, name in enumerate(names):
         out[name] = [float((codes[quartile == q] == k).mean()) if (quartile == q).any() else None for q in range(4)]
@@ -335,7 +349,8 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     true_names = _truth_classes(truth, table[workflow.catalog.id], workflow.catalog.id)
     truth_classes = classes + sorted(set(true_names) - set(classes))
     truth_codes = pd.Categorical(true_names, categories=truth_classes).codes.astype(np.int64)
-    quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(), workflow.observables[0].best)
+    quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(),
+                                           workflow.observables[0].best)
     true_fractions = _fractions(truth_codes, quartile, truth_classes)
     rows, reliability = [], {}
     for name, (probs, hard) in methods.items():
@@ -358,11 +373,7 @@ def _comparable_models(catalog_path: Path, models: dict, workflow, device) -> tu
                 first.split.get("seed"), first.split.get("val_fraction"), first.classes):
             raise ConfigError(f"models {first_name!r} and {name!r} were trained on different splits or classes; "
                               "compare models of one split")
-    if workflow is None:
-        workflow = Workflow.from_dict(first.workflow, base_dir=catalog_path.parent,
-                                      source=f"the workflow recorded in {models[first_name]}")
-    elif not isinstance(workflow, Workflow):
-        workflow = load_workflow(workflow)
+    workflow = resolve_workflow(workflow, first, catalog_path.resolve().parent, models[first_name])
     if not workflow.labels.probabilities:
         raise ConfigError("the comparison needs vote-fraction labels (the catalog-level correction maps them)")
     return loaded, workflow
@@ -400,7 +411,20 @@ def _method_probabilities(catalog_path: Path, loaded: dict, workflow: Workflow, 
 
 
 def comparison_frame(result: dict) -> pd.DataFrame:
-    """:func:`compare_methods`' rows as one table: a row per method, quartiles (worst first) as columns."""
+    """:func:`compare_methods`' rows as one table: a row per method, quartiles (worst first) as columns.
+
+    Parameters
+    ----------
+    result : dict
+        The plain-data comparison from :func:`compare_methods`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by method (plus a ``truth`` row of true fractions): ``n``, ``coverage``,
+        ``excess_L``, ``L``, ``null_L``, ``accuracy``, ``fraction_error``, ``ece``,
+        ``accuracy_q1..q4`` and ``<class>_q1..q4`` (quartile 1 is the worst observed).
+    """
     records = []
     for row in result["rows"]:
         record = {k: row[k] for k in ("method", "n", "coverage", "excess_L", "L", "null_L", "accuracy",

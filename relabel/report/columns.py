@@ -27,6 +27,16 @@ DEFINITIONS = {
 def axis_label(column: str) -> str:
     """``"R50_KPC: physical half-light radius (kpc)"`` for a known column, the bare name otherwise.
 
+    Parameters
+    ----------
+    column : str
+        A catalog column name, e.g. ``PSF_FWHM`` or ``R50_KPC``.
+
+    Returns
+    -------
+    str
+        ``"NAME: description (unit)"`` for the simulator's known columns, else ``column``.
+
     Examples
     --------
     >>> axis_label("PSF_FWHM")
@@ -41,5 +51,16 @@ def axis_label(column: str) -> str:
 
 
 def unit(column: str) -> str:
-    """The unit of a known column (``"kpc"``), or ``""``."""
+    """The unit of a known column (``"kpc"``), or ``""``.
+
+    Parameters
+    ----------
+    column : str
+        A catalog column name.
+
+    Returns
+    -------
+    str
+        Its unit (``"arcsec"``, ``"kpc"``, ``"mag"``...), or ``""`` for unknown or unitless columns.
+    """
     return COLUMNS.get(column.upper(), ("", ""))[1]

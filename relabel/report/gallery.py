@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from relabel.config import Workflow
-from relabel.report.numbers import quality_quartiles
+from relabel.quartiles import observable_quartiles
+from relabel.report.figures import report_figure
 
 #: Half-width of a crop over the galaxy's 2-sigma isophote radius: the faint outskirts and some sky around them.
 CROP_MARGIN = 1.5
@@ -23,6 +24,17 @@ def display_image(image: np.ndarray) -> np.ndarray:
     Two or more bands become a Lupton et al. (2004) arcsinh composite (astropy),
     the bluest band blue, the reddest red, their mean green, all in units of the
     reddest band's sky noise so faint structure shows the same in every cutout.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (bands, h, w)
+        A normalised cutout, bands ordered blue to red.
+
+    Returns
+    -------
+    numpy.ndarray
+        One band: shape (h, w), arcsinh of the flux in sky sigmas (for a grey colour map);
+        more: shape (h, w, 3), uint8 RGB.
 
     Examples
     --------
@@ -53,6 +65,16 @@ def crop_to_galaxy(image: np.ndarray) -> np.ndarray:
     the crop is :data:`CROP_MARGIN` times its largest distance from the centre, at least
     :data:`MIN_HALF_WIDTH` pixels and at most the whole stamp (a galaxy larger than its stamp is
     shown whole, never cut further).
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (bands, h, w)
+        A cutout centred on its galaxy, in sky-subtracted flux units.
+
+    Returns
+    -------
+    numpy.ndarray, shape (bands, s, s)
+        The central square, ``s`` at most ``min(h, w)``.
 
     Examples
     --------
@@ -86,12 +108,30 @@ def pick_examples(rows: pd.DataFrame, wf: Workflow, classes: list[str], seed: in
     The class is the true one when known (``true_label``), else the original label; agreement
     means the new label equals it. Picks are random within each cell (seeded), not chosen to
     make a point. Returns the picked rows with columns ``cls``, ``quartile`` and ``agrees``.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Predicted output rows, with ``label``, ``label_original`` and the first observable
+        (and ``true_label`` when known).
+    wf : Workflow
+        The run's workflow: its first observable defines the quality quartiles.
+    classes : list of str
+        The run's classes.
+    seed : int
+        Seed of the random pick in each cell.
+
+    Returns
+    -------
+    pandas.DataFrame
+        At most ``2 * 4 * len(classes)`` rows of ``rows``, with ``cls``, ``quartile`` (0 worst
+        observed .. 3) and ``agrees`` added.
     """
     obs = wf.observables[0]
     ref = "true_label" if "true_label" in rows else "label_original"
     rows = rows[rows[ref].isin(classes)].copy()
     rows["cls"] = rows[ref]
-    rows["quartile"] = quality_quartiles(rows[obs.column].to_numpy(np.float64), obs.best) if len(rows) else []
+    rows["quartile"] = observable_quartiles(rows[obs.column].to_numpy(np.float64), obs.best)[0] if len(rows) else []
     rows["agrees"] = rows["label"] == rows[ref]
     rng = np.random.default_rng(seed)
     picks = []
@@ -104,13 +144,28 @@ def pick_examples(rows: pd.DataFrame, wf: Workflow, classes: list[str], seed: in
     return pd.concat(picks) if picks else rows.iloc[:0]
 
 
-def plot_gallery(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray, path: Path) -> str | None:
-    """Draw the gallery; return its caption, or None when there are too few rows to show."""
-    import matplotlib
+def plot_gallery(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray,
+                 path: Path) -> str | None:
+    """Draw the gallery; return its caption, or None when there are too few rows to show.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The run's output rows, with the cutout location columns.
+    wf : Workflow
+        The run's workflow (where the cutouts are).
+    classes : list of str
+        The run's classes.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows with a new label; only these are shown.
+    path : Path
+        PNG file to write.
 
+    Returns
+    -------
+    str or None
+        The caption, or None (nothing written) with fewer than two examples.
+    """
     from relabel.cutouts.sources import open_cutout_source
 
     picks = pick_examples(frame[predicted], wf, classes)
@@ -120,25 +175,25 @@ def plot_gallery(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicte
     with open_cutout_source(wf) as source:
         cut = source.read(picks)
     line_of = {(c, a): i for i, (c, a) in enumerate((c, a) for c in classes for a in (True, False))}
-    fig, axes = plt.subplots(len(line_of), 4, figsize=(10, 2.9 * len(line_of)), squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    ref = "true" if "true_label" in frame else "original"
-    for (_, row), image, ok in zip(picks.iterrows(), cut.images, cut.usable):
-        ax = axes[line_of[(row["cls"], bool(row["agrees"]))], int(row["quartile"])]
-        shown = crop_to_galaxy(image) if ok else np.zeros_like(image[:, :8, :8])
-        ax.imshow(display_image(shown) if ok else shown[0], cmap="gray", origin="lower")
-        ax.set_title(f"{obs.column} {row[obs.column]:.2f}, {shown.shape[-1]} px\n{ref} {row['cls']}, "
-                     f"new {row['label']}\noriginal {row['label_original']}", fontsize=9,
-                     color="black" if row["agrees"] else "tab:red")
-    for (cls, agrees), i in line_of.items():
-        axes[i, 0].text(-0.15, 0.5, f"{ref} {cls}\n{'agree' if agrees else 'disagree'}", transform=axes[i, 0].transAxes,
-                        ha="right", va="center", fontsize=10)
-    fig.tight_layout(rect=(0.08, 0, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with report_figure(path, figsize=(10, 2.9 * len(line_of))) as fig:
+        axes = fig.subplots(len(line_of), 4, squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        ref = "true" if "true_label" in frame else "original"
+        for (_, row), image, ok in zip(picks.iterrows(), cut.images, cut.usable):
+            ax = axes[line_of[(row["cls"], bool(row["agrees"]))], int(row["quartile"])]
+            shown = crop_to_galaxy(image) if ok else np.zeros_like(image[:, :8, :8])
+            ax.imshow(display_image(shown) if ok else shown[0], cmap="gray", origin="lower")
+            ax.set_title(f"{obs.column} {row[obs.column]:.2f}, {shown.shape[-1]} px\n{ref} {row['cls']}, "
+                         f"new {row['label']}\noriginal {row['label_original']}", fontsize=9,
+                         color="black" if row["agrees"] else "tab:red")
+        for (cls, agrees), i in line_of.items():
+            axes[i, 0].text(-0.15, 0.5, f"{ref} {cls}\n{'agree' if agrees else 'disagree'}",
+                            transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=10)
+        fig.tight_layout(rect=(0.08, 0, 1, 1))
     return (f"Example cutouts, one per cell where one exists, drawn at random (seed 0), not chosen. Lines: the "
             f"{ref} class, and whether the new label agrees with it (disagreements titled in red). Columns: quartiles "
-            f"of {obs.column}, worst observed on the left. Each stamp is cropped to {CROP_MARGIN:g} times the radius of "
-            f"its galaxy's 2-sigma isophote (at least {2 * MIN_HALF_WIDTH} px, at most the whole cutout; the width is in the title), "
+            f"of {obs.column}, worst observed on the left. Each stamp is cropped to {CROP_MARGIN:g} times the radius "
+            f"of its galaxy's 2-sigma isophote (at least {2 * MIN_HALF_WIDTH} px, at most the whole cutout; the width "
+            "is in the title), "
             "shown with an arcsinh stretch in units of the sky noise. An empty cell has no such galaxy.")

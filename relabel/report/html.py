@@ -50,8 +50,8 @@ def _comparison(table: dict) -> list[str]:
     parts.append("</table>")
     parts.append(f"<p>Every line compares the label sets on the same galaxies. Fractions are shares of all galaxies of "
                  f"the line, so the original labels' {target} fraction counts their uncertain galaxies as not "
-                 f"{target}; the accuracy counts them as wrong. Quartiles of {html.escape(axis_label(table['observable']))}"
-                 f" run from the worst observed (1) to the best (4).</p>")
+                 f"{target}; the accuracy counts them as wrong. Quartiles of "
+                 f"{html.escape(axis_label(table['observable']))} run from the worst observed (1) to the best (4).</p>")
     return parts
 
 
@@ -71,7 +71,19 @@ def _trends(trends: list[dict], target: str) -> list[str]:
 
 
 def write_html(path: Path, numbers: dict, figures: list[tuple[str, str, str]], report_dir: Path) -> None:
-    """Write the page; ``figures`` are (title, PNG file name in ``report_dir``, caption)."""
+    """Write the page; ``figures`` are (title, PNG file name in ``report_dir``, caption).
+
+    Parameters
+    ----------
+    path : Path
+        The HTML file to write (self-contained: figures embedded as base64 PNG).
+    numbers : dict
+        The report's numbers (:func:`relabel.report.page.make_report`): L, comparison table, trends, statuses.
+    figures : list of (str, str, str)
+        Title, PNG file name in ``report_dir`` and caption of each figure, in page order.
+    report_dir : Path
+        Folder holding the PNG files.
+    """
     classes = ", ".join(map(html.escape, numbers["classes"]))
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>relabel report</title>",

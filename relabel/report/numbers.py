@@ -3,16 +3,19 @@ the like-for-like comparison table, and trends of the truth inside intrinsic bin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from relabel.bias.metric import bias_with_errors, fraction_curves
-from relabel.catalog.missing import drop_missing
 from relabel.bias.table import bias_of_run
+from relabel.catalog.missing import drop_missing
 from relabel.config import Workflow
 from relabel.errors import OutputError, RelabelError
+from relabel.quartiles import observable_quartiles
+from relabel.run.output import SUMMARY
 
 #: Intrinsic bins in the fraction figures: 2^2 panels stay readable; L itself uses the workflow's depth.
 PLOT_LOG2_BINS_INT = 2
@@ -21,7 +24,22 @@ TREND_SIGMA = 3.0
 
 
 def read_output(out_dir: Path, wf: Workflow, classes: list[str]) -> pd.DataFrame:
-    """The output columns the report uses (ids, intrinsic, observables, probabilities, labels, status, cutouts)."""
+    """The output columns the report uses (ids, intrinsic, observables, probabilities, labels, status, cutouts).
+
+    Parameters
+    ----------
+    out_dir : Path
+        Output folder of ``relabel run`` (a Parquet dataset).
+    wf : Workflow
+        The run's workflow (column names).
+    classes : list of str
+        The run's classes (``p_<class>`` columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Those columns of every output row, each once.
+    """
     columns = [wf.catalog.id, *wf.intrinsic, *wf.observable_columns, *[f"p_{c}" for c in classes],
                "label", "label_original", "status", *wf.cutouts.columns]
     return pd.read_parquet(out_dir, columns=list(dict.fromkeys(columns)))
@@ -29,6 +47,22 @@ def read_output(out_dir: Path, wf: Workflow, classes: list[str]) -> pd.DataFrame
 
 def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: str) -> pd.DataFrame:
     """``frame`` with a ``true_label`` column from a FITS or Parquet truth table, matched by id.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Output rows with the id column.
+    truth : Path
+        FITS or Parquet table with ``id_column`` and ``truth_column``.
+    id_column : str
+        The catalog's id column.
+    truth_column : str
+        The column of true class names (e.g. the simulator's ``TRUE_CLASS``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``frame`` with ``true_label`` (trailing blanks stripped), same rows and order.
 
     Raises
     ------
@@ -49,7 +83,8 @@ def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: s
     try:
         merged = frame.merge(values, on=id_column, how="left", validate="many_to_one")
     except (ValueError, pd.errors.MergeError) as exc:
-        raise OutputError(f"truth table {truth}: its {id_column} column cannot be matched to the output ({exc})") from None
+        raise OutputError(f"truth table {truth}: its {id_column} column cannot be matched to the output "
+                          f"({exc})") from None
     lost = int(merged["true_label"].isna().sum())
     if lost:
         raise OutputError(f"truth table {truth} has no {truth_column} for {lost} output rows")
@@ -57,11 +92,35 @@ def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: s
 
 
 def bias_numbers(out_dir: Path, wf: Workflow, classes: list[str], frame: pd.DataFrame, predicted: np.ndarray) -> dict:
-    """L as ``relabel bias OUT_DIR`` gives it for the original and the new labels, and L of the truth."""
-    try:
-        out = {k: r.to_dict() for k, r in bias_of_run(out_dir, wf).items()}
-    except RelabelError as exc:
-        out = {"original": {"error": str(exc)}, "new": {"error": str(exc)}}
+    """L of the original and the new labels, as the run recorded them, and L of the truth.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Output folder of ``relabel run``.
+    wf : Workflow
+        The workflow the run recorded (columns, bins, bootstrap and null repetitions).
+    classes : list of str
+        The run's classes, in the model's order.
+    frame : pandas.DataFrame
+        The output rows (:func:`read_output`), with ``true_label`` when a truth table was joined.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows the model predicted (status in :data:`relabel.status.PREDICTED`).
+
+    Returns
+    -------
+    dict
+        ``original`` and ``new``: :meth:`relabel.bias.metric.BiasResult.to_dict` or ``{"error": text}``,
+        read from the run's ``_summary.json`` (the numbers ``relabel bias OUT_DIR`` prints), computed
+        here only when the summary holds none (a run with ``--no-bias``, or no summary yet);
+        ``truth``: L of the true classes on the predicted rows, when ``frame`` has them.
+    """
+    out = _recorded_bias(out_dir)
+    if out is None:
+        try:
+            out = {k: r.to_dict() for k, r in bias_of_run(out_dir, wf).items()}
+        except RelabelError as exc:
+            out = {"original": {"error": str(exc)}, "new": {"error": str(exc)}}
     if "true_label" in frame:
         # The one missing-value rule: rows missing a binning value are left out of L.
         rows, _ = drop_missing(frame[predicted], [*wf.intrinsic, *wf.observable_columns], wf.catalog.missing)
@@ -78,10 +137,18 @@ def bias_numbers(out_dir: Path, wf: Workflow, classes: list[str], frame: pd.Data
     return out
 
 
-def quality_quartiles(values: np.ndarray, best: str) -> np.ndarray:
-    """Quartile 0..3 of an observable, worst quality first (``best`` is ``low`` or ``high``)."""
-    q = np.searchsorted(np.quantile(values, [0.25, 0.5, 0.75]), values, side="right")
-    return 3 - q if best == "low" else q
+def _recorded_bias(out_dir: Path) -> dict | None:
+    """The ``labeling_bias`` entry of the run's summary (a copy), or None when it has none."""
+    path = out_dir / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text()).get("labeling_bias")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(recorded, dict) or not {"original", "new"} <= recorded.keys():
+        return None
+    return {"original": recorded["original"], "new": recorded["new"]}
 
 
 def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicted: np.ndarray) -> dict:
@@ -93,6 +160,17 @@ def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], pred
     accuracy. The original labels' "uncertain" counts as wrong in the accuracy, and its share is
     given, so the sets are compared on the same galaxies rather than each on its own subset.
 
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The run's output rows, with ``true_label`` when a truth table was joined.
+    wf : Workflow
+        The run's workflow; its first observable defines the quartiles.
+    classes : list of str
+        The run's classes; the last one's share is compared.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows with a new label.
+
     Returns
     -------
     dict
@@ -102,7 +180,8 @@ def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], pred
     rows = frame[predicted]
     target = classes[-1]
     obs = wf.observables[0]
-    quartile = quality_quartiles(rows[obs.column].to_numpy(np.float64), obs.best) if len(rows) else np.zeros(0, int)
+    quartile = (observable_quartiles(rows[obs.column].to_numpy(np.float64), obs.best)[0] if len(rows)
+                else np.zeros(0, int))
     confident = (rows["label_original"].isin(classes)).to_numpy()
     subsets = [("all galaxies", np.ones(len(rows), bool)), ("confident original label", confident)]
     for i in range(4):
@@ -128,7 +207,27 @@ def comparison_table(frame: pd.DataFrame, wf: Workflow, classes: list[str], pred
 
 def fraction_curves_of(rows: pd.DataFrame, label_column: str, wf: Workflow, classes: list[str],
                        obs: str) -> pd.DataFrame | None:
-    """Class fractions against ``obs`` in the report's coarse intrinsic bins, or None when too few rows."""
+    """Class fractions against ``obs`` in the report's coarse intrinsic bins, or None when too few rows.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Output rows with ``label_column``, the intrinsic columns and ``obs``.
+    label_column : str
+        ``label_original``, ``label`` or ``true_label``; rows whose value is not a class are left out.
+    wf : Workflow
+        The run's workflow (intrinsic columns, ``bias.bins_obs``, best ends).
+    classes : list of str
+        The run's classes.
+    obs : str
+        The observable column.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        :func:`relabel.bias.metric.fraction_curves`' table, or None with fewer than two objects per
+        cell on average or when the bins cannot be made.
+    """
     rows = rows[rows[label_column].isin(classes)]
     depth = min(PLOT_LOG2_BINS_INT, wf.bias["log2_bins_int"])
     bins = wf.bias["bins_obs"]
@@ -144,7 +243,18 @@ def fraction_curves_of(rows: pd.DataFrame, label_column: str, wf: Workflow, clas
 
 
 def binning_columns(wf: Workflow) -> list[str]:
-    """The intrinsic columns the report's bins are really cut in: level t of the k-d tree splits column t mod d."""
+    """The intrinsic columns the report's bins are really cut in: level t of the k-d tree splits column t mod d.
+
+    Parameters
+    ----------
+    wf : Workflow
+        The run's workflow.
+
+    Returns
+    -------
+    list of str
+        The intrinsic columns split at the report's depth (:data:`PLOT_LOG2_BINS_INT`), each once.
+    """
     depth = min(PLOT_LOG2_BINS_INT, wf.bias["log2_bins_int"])
     return list(dict.fromkeys(wf.intrinsic[t % len(wf.intrinsic)] for t in range(depth)))
 
@@ -156,6 +266,24 @@ def truth_trends(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicte
     properties; coarse bins can hide a real dependence (faint compact galaxies are both
     smaller on the sky and more often ellipticals). Such a trend is not labeling bias and
     the reader should be told where it is.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The run's output rows; without ``true_label`` there are no trends to find.
+    wf : Workflow
+        The run's workflow.
+    classes : list of str
+        The run's classes; the last one's true fraction is tested.
+    predicted : numpy.ndarray of bool, shape (len(frame),)
+        Rows with a new label.
+
+    Returns
+    -------
+    list of dict
+        One per (observable, intrinsic bin) whose true fraction at the two ends differs by more
+        than :data:`TREND_SIGMA` binomial errors: ``observable``, ``leaf``, ``from``, ``to``,
+        ``sigma`` and the bin's ``ranges`` per binning column.
     """
     if "true_label" not in frame:
         return []
@@ -177,6 +305,17 @@ def truth_trends(frame: pd.DataFrame, wf: Workflow, classes: list[str], predicte
 
 
 def status_counts(frame: pd.DataFrame) -> dict:
-    """Rows per status, in the status names' order."""
+    """Rows per status, in the status names' order.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Output rows with a ``status`` column.
+
+    Returns
+    -------
+    dict
+        Status name -> number of rows, sorted by name.
+    """
     return {str(k): int(v) for k, v in frame["status"].value_counts().sort_index().items()}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from relabel import status as st
 from relabel.bias.table import run_workflow
@@ -19,8 +20,7 @@ from relabel.errors import OutputError
 from relabel.report import figures as fig
 from relabel.report.gallery import plot_gallery
 from relabel.report.html import write_html
-from relabel.report.numbers import (bias_numbers, comparison_table, join_truth, read_output, status_counts,
-                                    truth_trends)
+from relabel.report.numbers import bias_numbers, comparison_table, join_truth, read_output, status_counts, truth_trends
 from relabel.run.output import RUN_RECORD
 
 __all__ = ["make_report"]
@@ -63,7 +63,7 @@ def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir
     if truth is not None:
         frame = join_truth(frame, Path(truth), wf.catalog.id, truth_column)
     predicted = frame["status"].isin(st.PREDICTED).to_numpy()
-    numbers = {
+    numbers: dict[str, Any] = {
         "out_dir": str(out_dir.resolve()),
         "rows": int(len(frame)),
         "status": status_counts(frame),
@@ -81,9 +81,9 @@ def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir
         pages.append((f"{classes[-1]} fraction against {obs.column}", name, caption))
     pages.append(("Labeling bias L", "bias.png", fig.plot_bias(numbers["labeling_bias"], report_dir / "bias.png")))
     pages.append(("Rows per status", "status.png", fig.plot_status(numbers["status"], report_dir / "status.png")))
-    caption = plot_gallery(frame, wf, classes, predicted, report_dir / "examples.png")
-    if caption:
-        pages.append(("Example cutouts", "examples.png", caption))
+    gallery = plot_gallery(frame, wf, classes, predicted, report_dir / "examples.png")
+    if gallery:
+        pages.append(("Example cutouts", "examples.png", gallery))
     numbers["figures"] = {title: str(report_dir / name) for title, name, _ in pages}
     numbers["captions"] = {title: caption for title, _, caption in pages}
     (report_dir / "report.json").write_text(json.dumps(numbers, indent=2) + "\n")

@@ -15,13 +15,17 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from relabel import settings
 from relabel.config import JOB_QUEUES
 from relabel.errors import ClusterError, ConfigError, WorkersMissing
+
+if TYPE_CHECKING:  # distributed is imported when a cluster starts, not when relabel is
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,18 @@ def worker_environment(cores: int, gpus: int = 0) -> dict[str, str]:
     The worker's core count travels as Dask configuration (``relabel.worker-cores``);
     ``MALLOC_TRIM_THRESHOLD_`` keeps large blocks for reuse: Dask's 65536 makes every
     forward-pass activation a fresh mmap (measured: 40 % of CPU inference speed lost).
+
+    Parameters
+    ----------
+    cores : int
+        Cores each worker process may use (torch's thread count).
+    gpus : int
+        GPUs per job; with more than one, each worker process is given one.
+
+    Returns
+    -------
+    dict of str to str
+        Environment variable -> value.
     """
     env = {"DASK_RELABEL__WORKER_CORES": str(max(1, cores)), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}
     if gpus > 1:
@@ -75,7 +91,19 @@ def worker_environment(cores: int, gpus: int = 0) -> dict[str, str]:
 
 @contextlib.contextmanager
 def local_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
-    """A LocalCluster bound to loopback; with GPUs, one worker per GPU advertising ``GPU=1``."""
+    """A LocalCluster bound to loopback; with GPUs, one worker per GPU advertising ``GPU=1``.
+
+    Parameters
+    ----------
+    opts : ClusterOptions
+        ``workers``, ``threads_per_worker``, ``dashboard_address``, ``host`` and ``worker_timeout``
+        (None: relabel's defaults).
+
+    Yields
+    ------
+    ClusterHandle
+        The connected client, whether its workers have GPUs, the dashboard link.
+    """
     import dask
     import torch
     from distributed import LocalCluster
@@ -127,11 +155,25 @@ def _restore_environment(saved: dict) -> None:
 
 
 @contextlib.contextmanager
-def connected(target, timeout: float | str | None = None, security=None) -> Iterator[object]:
+def connected(target, timeout: float | str | None = None, security=None) -> Iterator[Client]:
     """A Client of ``target`` (a cluster or an address) that sets no global Dask state.
 
     ``set_as_default=False``: relabel submits through this client only, so the caller's
     ``dask.config['scheduler']`` and default client stay as they were, even when connecting fails.
+
+    Parameters
+    ----------
+    target : distributed.deploy.Cluster or str
+        A cluster object, or a scheduler address such as ``tcp://host:8786``.
+    timeout : float or str, optional
+        Seconds (or a Dask duration such as ``"30s"``) to wait for the connection.
+    security : distributed.Security, optional
+        TLS credentials of a scheduler that requires them.
+
+    Yields
+    ------
+    distributed.Client
+        Closed when the block ends.
 
     Raises
     ------
@@ -186,9 +228,23 @@ def _refused_at_once(address: str) -> None:
 
 
 def scheduler_address(address: str | None, scheduler_file: str | None) -> str:
-    """The scheduler address from ``--scheduler`` or ``--scheduler-file`` (as ``dask scheduler --scheduler-file`` writes it).
+    """The scheduler address from ``--scheduler`` or ``--scheduler-file``.
+
+    The file is read as ``dask scheduler --scheduler-file`` writes it.
 
     A path given as ``--scheduler`` that names an existing file is read as a scheduler file.
+
+    Parameters
+    ----------
+    address : str or None
+        ``--scheduler``: ``protocol://host:port``, or the path of a scheduler file.
+    scheduler_file : str or None
+        ``--scheduler-file``: the JSON file ``dask scheduler --scheduler-file`` wrote.
+
+    Returns
+    -------
+    str
+        The address, e.g. ``tcp://10.0.0.5:8786``.
 
     Raises
     ------
@@ -196,7 +252,7 @@ def scheduler_address(address: str | None, scheduler_file: str | None) -> str:
         A missing or unreadable scheduler file, or an address that is not ``protocol://host:port``.
     """
     if scheduler_file or (address and "://" not in address and Path(address).is_file()):
-        path = Path(scheduler_file or address)
+        path = Path(scheduler_file or address or "")  # one of them is set: the condition above
         try:
             info = json.loads(path.read_text())
             address = info["address"]
@@ -208,6 +264,8 @@ def scheduler_address(address: str | None, scheduler_file: str | None) -> str:
                                f"(JSON with an 'address'): {exc}") from None
     from distributed.comm import parse_address, parse_host_port
 
+    if not address:
+        raise ClusterError("attaching to a scheduler needs --scheduler tcp://host:8786 or --scheduler-file PATH")
     try:
         protocol, location = parse_address(address)
         if protocol not in PROTOCOLS:
@@ -226,6 +284,26 @@ def wait_for_workers(client, want: int, timeout: float, where: str, explain: Cal
 
     ``explain`` is asked on every poll: a non-empty answer (e.g. a job the queue can never
     start) ends the wait at once.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Connected to the scheduler to watch.
+    want : int
+        Workers to wait for.
+    timeout : float
+        Seconds to wait at most.
+    where : str
+        The cluster, as named in the error message.
+    explain : callable, optional
+        Returns why workers cannot come (e.g. ``squeue``'s pending reason), or ``""``.
+    poll : float
+        Seconds between checks.
+
+    Returns
+    -------
+    int
+        Workers connected when the wait ended (at least ``want``).
 
     Raises
     ------
@@ -248,6 +326,18 @@ def wait_for_workers(client, want: int, timeout: float, where: str, explain: Cal
 
 
 def explain_hint(where: str) -> str:
+    """What to check when no worker joined the scheduler at ``where``.
+
+    Parameters
+    ----------
+    where : str
+        The scheduler, as the message names it.
+
+    Returns
+    -------
+    str
+        One sentence for the end of :class:`relabel.errors.WorkersMissing`'s message.
+    """
     return ("Check that workers were started against it (`dask worker ADDRESS`) and can reach it "
             "(firewall, interface), or wait longer with --worker-timeout")
 
@@ -259,7 +349,25 @@ def _gpu_pool(client) -> bool:
 
 @contextlib.contextmanager
 def existing_scheduler(opts: ClusterOptions) -> Iterator[ClusterHandle]:
-    """Attach to a running scheduler; wait (bounded) for a worker; its GPU resources decide where shards go."""
+    """Attach to a running scheduler; wait (bounded) for a worker; its GPU resources decide where shards go.
+
+    Parameters
+    ----------
+    opts : ClusterOptions
+        ``scheduler`` (an address) or ``scheduler_file``, and ``worker_timeout``.
+
+    Yields
+    ------
+    ClusterHandle
+        A client of the scheduler at ``opts.scheduler`` or in ``opts.scheduler_file``.
+
+    Raises
+    ------
+    ClusterError
+        The address is malformed or unreachable.
+    WorkersMissing
+        No worker joined within the worker timeout.
+    """
     address = scheduler_address(opts.scheduler, opts.scheduler_file)
     with connected(address) as client:
         n = wait_for_workers(client, 1, float(settings.get("worker-timeout", opts.worker_timeout)),
@@ -271,7 +379,20 @@ def existing_scheduler(opts: ClusterOptions) -> Iterator[ClusterHandle]:
 
 @contextlib.contextmanager
 def given_client(client, timeout: float | None = None) -> Iterator[ClusterHandle]:
-    """The caller's own Client: used as it is, never closed, no second cluster made."""
+    """The caller's own Client: used as it is, never closed, no second cluster made.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The caller's client; relabel submits through it and leaves it open.
+    timeout : float, optional
+        Seconds to wait for a first worker (default: ``relabel.worker-timeout``).
+
+    Yields
+    ------
+    ClusterHandle
+        Wrapping ``client``.
+    """
     n = wait_for_workers(client, 1, float(settings.get("worker-timeout", timeout)),
                          f"the Client's scheduler {client.scheduler.address}")
     gpu = _gpu_pool(client)
@@ -297,7 +418,18 @@ def active_client():
 
 @contextlib.contextmanager
 def no_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
-    """Shards run one after another in this process: plain tracebacks for debugging."""
+    """Shards run one after another in this process: plain tracebacks for debugging.
+
+    Parameters
+    ----------
+    opts : ClusterOptions
+        The caller's choices, already merged with the workflow's ``cluster`` section. Unused: nothing is started.
+
+    Yields
+    ------
+    ClusterHandle
+        Without a client; ``gpu`` when torch sees a GPU in this process.
+    """
     import torch
 
     yield ClusterHandle(None, gpu=torch.cuda.is_available(), description="no cluster (in-process)")
@@ -310,7 +442,24 @@ CLUSTERS: dict[str, Callable[[ClusterOptions], contextlib.AbstractContextManager
 
 
 def start_cluster(opts: ClusterOptions):
-    """The context manager for ``opts`` (a scheduler given: attach to it, whatever ``kind`` says)."""
+    """The context manager for ``opts`` (a scheduler given: attach to it, whatever ``kind`` says).
+
+    Parameters
+    ----------
+    opts : ClusterOptions
+        The caller's choices, already merged with the workflow's ``cluster`` section.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        Entering it starts (or attaches to) the cluster and yields a :class:`ClusterHandle`;
+        leaving it stops what it started.
+
+    Raises
+    ------
+    ConfigError
+        ``opts.kind`` is none of ``local``, ``none`` and the job queues.
+    """
     if opts.scheduler or opts.scheduler_file:
         return existing_scheduler(opts)
     if opts.kind in JOB_QUEUES:

@@ -9,18 +9,21 @@ once per process and travels by path, never inside the task graph.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from relabel import status as st
-from relabel.config import Workflow, load_workflow
+from relabel.config import Workflow
+from relabel.run.workflow import resolve_workflow
 
 
 def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Workflow | None = None, *,
                   batch_size: int | None = None, device: str | None = None) -> pd.DataFrame:
-    """The rows of ``df`` with the new columns of ``relabel run``: ``p_<class>``, ``label``, ``label_original``, ``status``.
+    """The rows of ``df`` with the new columns of ``relabel run``.
+
+    The new columns are ``p_<class>``, ``label``, ``label_original`` and ``status``.
 
     Parameters
     ----------
@@ -52,16 +55,16 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
     from relabel.cutouts.sources import open_cutout_source
     from relabel.model.checkpoint import read_checkpoint
     from relabel.run.inference import cached_model, predict_rows
-    from relabel.run.task import _output_frame, _valid_coordinates
+    from relabel.run.task import RunContext, _output_frame, _valid_coordinates
 
     if len(df) == 0:
         _, meta = read_checkpoint(model)
-        wf = _workflow(workflow, meta)
+        wf = resolve_workflow(workflow, meta, Path.cwd(), model)
         probs = np.zeros((0, meta.n_classes), dtype=np.float32)
         status = np.zeros(0, dtype=object)
     else:
         net, meta = cached_model(model, None, device)
-        wf = _workflow(workflow, meta)
+        wf = resolve_workflow(workflow, meta, Path.cwd(), model)
         rows = df.reset_index(drop=True)
         status = np.full(len(rows), st.OK, dtype=object)
         status[~_valid_coordinates(rows, wf)] = st.BAD_COORDINATES
@@ -69,18 +72,11 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
             pred = predict_rows(rows, source, net, meta, batch_size or int(wf.run["batch_size"]), status)
         probs, status = pred.probabilities, pred.status
     # The same columns, in the same way, as a shard file of `relabel run`.
-    ctx = SimpleNamespace(catalog_columns=(), classes=tuple(meta.classes), workflow=wf, spread_columns=[],
-                          schema=SimpleNamespace(names=()))
+    # No catalog columns are copied (df keeps its own), no spread columns and no coverage column.
+    ctx = RunContext(catalog="", hdu=None, workflow=wf, model=str(model), model_hash=meta.content_hash,
+                     classes=tuple(meta.classes), out_dir="", schema=pa.schema([]))
     new = _output_frame(df.reset_index(drop=True), probs, status, ctx).drop(columns="row")
     new.index = df.index
     if len(df) == 0:
         new = new.astype({c: "float32" for c in new.columns if c.startswith("p_")})
     return pd.concat([df, new], axis=1)
-
-
-def _workflow(workflow, meta) -> Workflow:
-    if isinstance(workflow, Workflow):
-        return workflow
-    if workflow is not None:
-        return load_workflow(workflow)
-    return Workflow.from_dict(meta.workflow, base_dir=Path.cwd(), source="the workflow recorded in the checkpoint")

@@ -34,6 +34,23 @@ _THREADS_SET = False
 def cached_model(path: str | Path, expected_hash: str | None = None, device: str | None = None):
     """The checkpoint's model and metadata, loaded once per process.
 
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint.
+    expected_hash : str, optional
+        Its SHA-256 content hash when the run was planned; None skips the check.
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:1``... (default: this worker's GPU when it has one).
+
+    Returns
+    -------
+    model : MorphologyCNN
+        As :func:`relabel.model.checkpoint.load_checkpoint` returns it, on the device; shared
+        by every caller in this process.
+    meta : CheckpointMeta
+        Classes, bands, cutout size, normalisation and temperature.
+
     Raises
     ------
     CheckpointError
@@ -80,6 +97,17 @@ def configure_torch_threads(n: int | None = None) -> int:
     """Give torch the worker's cores: Dask's nanny sets OMP_NUM_THREADS=1, which would leave torch on one.
 
     Also the first call in a process relaxes malloc trimming (:func:`relax_malloc_trimming`).
+
+    Parameters
+    ----------
+    n : int, optional
+        Threads to give torch; default the Dask worker's cores (``relabel.worker-cores``).
+        Outside a Dask worker, with ``n`` None, nothing changes.
+
+    Returns
+    -------
+    int
+        torch's thread count after the call.
     """
     global _THREADS_SET
     if n is None:
@@ -144,6 +172,30 @@ def predict_rows(
     Logits are divided by the checkpoint's ``temperature`` (temperature scaling) before
     the softmax. With ``tta``, each galaxy's probabilities are the mean over the 8
     symmetries of the square (:func:`symmetric_probabilities`) and ``std`` their spread.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Catalog rows with the cutout source's location columns.
+    source : CutoutSource
+        Opened cutout reader (:func:`relabel.cutouts.sources.open_cutout_source`).
+    model : torch.nn.Module
+        The network, in eval mode, on its device.
+    meta : CheckpointMeta
+        The checkpoint's metadata: normalisation, classes, cutout size, temperature.
+    batch_size : int
+        Cutouts per forward pass.
+    status : numpy.ndarray of str, shape (len(rows),), optional
+        Known per-row statuses; default all ``ok``.
+    tta : bool
+        Average over the 8 symmetries of the square.
+
+    Returns
+    -------
+    Predictions
+        ``probabilities`` (len(rows), K) float32 (NaN for rows not predicted), ``status``,
+        ``timings`` (seconds reading, normalising, in forward passes), ``coverage`` and, with
+        ``tta``, ``std`` (len(rows), K).
     """
     n = len(rows)
     probs = np.full((n, meta.n_classes), np.nan, dtype=np.float32)
@@ -154,7 +206,6 @@ def predict_rows(
     coverage = np.zeros(n, dtype=np.float32)  # rows never read (e.g. bad coordinates) lie on no image
     if len(todo) == 0:
         return Predictions(probs, status, timings, coverage=coverage, std=spread)
-    device = next(model.parameters()).device
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
 
     located = rows[list(source.columns)]  # slicing a few columns per batch, not the whole row
@@ -175,27 +226,46 @@ def predict_rows(
             status[index] = cut.status
             if cut.coverage is not None:
                 coverage[index] = cut.coverage
-            good = cut.usable
-            if not good.any():
-                continue
-            t0 = time.perf_counter()
-            k = int(good.sum())
-            normalise(cut.images if k == len(good) else cut.images[good], meta.normalisation, out=batch[:k])
-            batch[k:] = 0  # padding: the forward pass always sees batch_size images
-            t1 = time.perf_counter()
-            x = torch.from_numpy(batch).to(device, non_blocking=True, memory_format=torch.channels_last)
-            mean, std = symmetric_probabilities(model, x, getattr(meta, "temperature", 1.0), tta)
-            timings["normalise"] += t1 - t0
-            timings["forward"] += time.perf_counter() - t1
-            probs[index[good]] = mean[:k]
-            if tta:
-                spread[index[good]] = std[:k]
+            if cut.usable.any():
+                _predict_batch(cut.images, cut.usable, index, batch, model, meta, tta, probs, spread, timings)
     return Predictions(probs, status, timings, coverage=coverage, std=spread)
+
+
+def _predict_batch(images: np.ndarray, good: np.ndarray, index: np.ndarray, batch: np.ndarray,
+                   model: torch.nn.Module, meta: CheckpointMeta, tta: bool, probs: np.ndarray,
+                   spread: np.ndarray | None, timings: dict[str, float]) -> None:
+    """Normalise the usable cutouts into ``batch``, predict, and fill their rows of ``probs`` (and ``spread``)."""
+    t0 = time.perf_counter()
+    k = int(good.sum())
+    normalise(images if k == len(good) else images[good], meta.normalisation, out=batch[:k])
+    batch[k:] = 0  # padding: the forward pass always sees batch_size images
+    t1 = time.perf_counter()
+    device = next(model.parameters()).device
+    x = torch.from_numpy(batch).to(device, non_blocking=True, memory_format=torch.channels_last)
+    mean, std = symmetric_probabilities(model, x, getattr(meta, "temperature", 1.0), tta)
+    timings["normalise"] += t1 - t0
+    timings["forward"] += time.perf_counter() - t1
+    probs[index[good]] = mean[:k]
+    if spread is not None and std is not None:  # both exactly when tta
+        spread[index[good]] = std[:k]
 
 
 def square_symmetry(x: torch.Tensor, code: int) -> torch.Tensor:
     """Symmetry ``code`` (0..7) of the square applied to images (n, bands, H, W): ``code % 4`` quarter
-    turns, then a left-right flip when ``code >= 4``. Pixels move without interpolation."""
+    turns, then a left-right flip when ``code >= 4``. Pixels move without interpolation.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (n, bands, H, W)
+        Images (square: H == W for codes with an odd number of quarter turns to keep the shape).
+    code : int
+        0 (identity) to 7.
+
+    Returns
+    -------
+    torch.Tensor, shape (n, bands, H, W)
+        The turned (and flipped) images.
+    """
     x = torch.rot90(x, code % 4, dims=(2, 3))
     return torch.flip(x, dims=(3,)) if code >= 4 else x
 

@@ -18,8 +18,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import dask
 
@@ -30,7 +31,7 @@ from relabel.run.clusters import ClusterHandle, ClusterOptions, connected, wait_
 log = logging.getLogger(__name__)
 
 #: dask-jobqueue's class per queue, the command that submits a job, and how a job asks for n GPUs.
-QUEUES = {
+QUEUES: dict[str, tuple[str, str, Callable[[int], list[str] | dict[str, str]]]] = {
     "slurm": ("SLURMCluster", "sbatch", lambda n: [f"--gres=gpu:{n}"]),
     "pbs": ("PBSCluster", "qsub", lambda n: [f"-l ngpus={n}"]),
     "sge": ("SGECluster", "qsub", lambda n: [f"-l gpu={n}"]),
@@ -41,7 +42,8 @@ QUEUES = {
 #: Settings each queue's dask-jobqueue class takes, and under which keyword (its own names: SGE and LSF
 #: charge a "project", LSF reserves "ncpus"/"mem"; HTCondor has no queue, account or walltime keyword).
 KEYWORDS = {
-    "slurm": {"queue": "queue", "account": "account", "walltime": "walltime", "job_cpu": "job_cpu", "job_mem": "job_mem"},
+    "slurm": {"queue": "queue", "account": "account", "walltime": "walltime", "job_cpu": "job_cpu",
+              "job_mem": "job_mem"},
     "pbs": {"queue": "queue", "account": "account", "walltime": "walltime"},
     "sge": {"queue": "queue", "account": "project", "walltime": "walltime"},
     "lsf": {"queue": "queue", "account": "project", "walltime": "walltime", "job_cpu": "ncpus", "job_mem": "mem"},
@@ -54,20 +56,47 @@ LISTS = {"job_script_prologue": "job-script-prologue", "job_extra_directives": "
          "worker_extra_args": "worker-extra-args"}
 
 #: squeue reasons for a pending job that cannot resolve by waiting (slurm.schedmd.com/resource_limits.html).
-NEVER_STARTS = ("DependencyNeverSatisfied", "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "ReqNodeNotAvail", "BadConstraints",
+NEVER_STARTS = ("DependencyNeverSatisfied", "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit",
+                "ReqNodeNotAvail", "BadConstraints",
                 "InvalidAccount", "InvalidQOS", "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "AssocMaxCpuPerJobLimit",
                 "Resources_Unavailable", "PartitionDown", "NodeDown", "JobHeldAdmin")
 
 
 def merged_settings(queue: str, cli: dict, workflow_cluster: dict | None) -> dict:
-    """Command-line values (not None) over the workflow's ``cluster.<queue>`` section."""
+    """Command-line values (not None) over the workflow's ``cluster.<queue>`` section.
+
+    Parameters
+    ----------
+    queue : str
+        ``slurm``, ``pbs``, ``sge``, ``lsf`` or ``htcondor``.
+    cli : dict
+        Job-queue options from the command line (None: not given).
+    workflow_cluster : dict or None
+        The workflow's ``cluster`` section.
+
+    Returns
+    -------
+    dict
+        Setting name -> value, only the keys given somewhere.
+    """
     merged = {k: v for k, v in ((workflow_cluster or {}).get(queue) or {}).items() if v is not None}
     merged.update({k: v for k, v in (cli or {}).items() if v is not None})
     return merged
 
 
 def user_config(queue: str) -> dict:
-    """The user's own ``jobqueue.<queue>`` keys: the Dask config minus dask-jobqueue's shipped defaults."""
+    """The user's own ``jobqueue.<queue>`` keys: the Dask config minus dask-jobqueue's shipped defaults.
+
+    Parameters
+    ----------
+    queue : str
+        A job-queue name, e.g. ``slurm``.
+
+    Returns
+    -------
+    dict
+        Dask-config keys (hyphenated, e.g. ``job-script-prologue``) the user set themselves.
+    """
     import dask_jobqueue
     import yaml
 
@@ -83,6 +112,18 @@ def walltime_seconds(walltime: str, queue: str = "slurm") -> int:
     >>> walltime_seconds("01:30:00"), walltime_seconds("2-00:00:00"), walltime_seconds("45")
     (5400, 172800, 2700)
 
+    Parameters
+    ----------
+    walltime : str
+        As written in the workflow or on the command line.
+    queue : str
+        The queue that will read it.
+
+    Returns
+    -------
+    int
+        The walltime in seconds.
+
     Raises
     ------
     ConfigError
@@ -94,13 +135,14 @@ def walltime_seconds(walltime: str, queue: str = "slurm") -> int:
     if not match:
         form = "[D-]HH:MM:SS, MM:SS or MM" if queue == "slurm" else "HH:MM:SS or HH:MM"
         raise ConfigError(f"{queue} walltime must be {form} (e.g. 04:00:00), got {walltime!r}")
-    days, a, b, c = (int(g) if g else None for g in match.groups())
+    days, first, b, c = (int(g) if g else None for g in match.groups())
+    a = int(first or 0)  # the pattern's one required group: always digits
     if queue == "slurm" and b is None:
         seconds = a * 60 if days is None else a * 3600
     elif queue == "slurm" and c is None and days is None:
-        seconds = a * 60 + b
+        seconds = a * 60 + (b or 0)
     else:
-        seconds = a * 3600 + b * 60 + (c or 0)
+        seconds = a * 3600 + (b or 0) * 60 + (c or 0)
     return (days or 0) * 86400 + seconds
 
 
@@ -112,6 +154,16 @@ def lifetime_for(walltime_s: int) -> tuple[str, str]:
 
     >>> lifetime_for(3600)
     ('3060s', '180s')
+
+    Parameters
+    ----------
+    walltime_s : int
+        The job's walltime in seconds.
+
+    Returns
+    -------
+    lifetime, stagger : str
+        Durations in seconds, e.g. ``"3060s"``, as ``dask worker`` takes them.
     """
     margin = min(max(walltime_s // 10, 120), 600)
     stagger = min(margin // 2, 300)
@@ -119,7 +171,25 @@ def lifetime_for(walltime_s: int) -> tuple[str, str]:
 
 
 def memory_bytes(memory: str, key: str = "memory") -> int:
-    """``memory`` as dask-jobqueue parses it (``32GB``, ``15 GiB``), or a ConfigError naming ``key``."""
+    """``memory`` as dask-jobqueue parses it (``32GB``, ``15 GiB``), or a ConfigError naming ``key``.
+
+    Parameters
+    ----------
+    memory : str
+        A memory size, e.g. ``32GB``.
+    key : str
+        The setting's name, for the error message.
+
+    Returns
+    -------
+    int
+        Bytes.
+
+    Raises
+    ------
+    ConfigError
+        ``memory`` is not a size dask-jobqueue can parse.
+    """
     from dask.utils import parse_bytes
 
     try:
@@ -132,7 +202,18 @@ def memory_bytes(memory: str, key: str = "memory") -> int:
 
 
 def partition_node(partition: str | None) -> tuple[int, int] | None:
-    """(CPUs, memory in MB) of the largest node of a SLURM partition, from ``sinfo``; ``None`` when unknown."""
+    """(CPUs, memory in MB) of the largest node of a SLURM partition, from ``sinfo``; ``None`` when unknown.
+
+    Parameters
+    ----------
+    partition : str or None
+        A SLURM partition; None for the default one.
+
+    Returns
+    -------
+    tuple of (int, int) or None
+        CPUs and memory in MB, or None without ``sinfo`` or when it fails.
+    """
     if not shutil.which("sinfo"):
         return None
     cmd = ["sinfo", "-h", "-o", "%c %m"] + (["-p", partition] if partition else [])
@@ -140,13 +221,26 @@ def partition_node(partition: str | None) -> tuple[int, int] | None:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    nodes = [tuple(int(re.sub(r"\D", "", x) or 0) for x in line.split()[:2]) for line in out.splitlines() if line.strip()]
+    nodes = [(int(re.sub(r"\D", "", f[0]) or 0), int(re.sub(r"\D", "", f[1]) or 0))
+             for f in (line.split() for line in out.splitlines()) if len(f) >= 2]
     return max(nodes) if nodes else None
 
 
 def resolve(queue: str, given: dict) -> dict:
     """Every setting the run needs, each from the first of: ``given`` (CLI over workflow), the user's
     ``jobqueue.<queue>`` config, the partition (SLURM's sinfo), relabel's defaults.
+
+    Parameters
+    ----------
+    queue : str
+        ``slurm``, ``pbs``, ``sge``, ``lsf`` or ``htcondor``.
+    given : dict
+        Settings from the command line over the workflow (:func:`merged_settings`).
+
+    Returns
+    -------
+    dict
+        ``given`` completed with ``cores``, ``memory``, ``walltime``, and ``walltime_s`` (seconds).
 
     Raises
     ------
@@ -191,6 +285,30 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
     Only what the command line, the workflow or relabel's defaults decide is passed; for the
     rest dask-jobqueue reads the user's ``jobqueue.<queue>`` config itself. List keys are the
     user's config + the workflow's / command line's + relabel's.
+
+    Parameters
+    ----------
+    queue : str
+        A job-queue name.
+    resolved : dict
+        Settings from :func:`resolve`.
+    out_dir : Path
+        The run's output folder (worker logs default to ``out_dir/_logs/<queue>``).
+    opts : ClusterOptions
+        The caller's cluster options (scheduler host, TLS, timeout).
+
+    Returns
+    -------
+    kwargs : dict
+        For the dask-jobqueue class of ``queue``.
+    scaling : dict
+        ``minimum_jobs``, ``maximum_jobs``, ``wait_for`` (jobs), ``workers_per_job`` and ``timeout`` (s).
+
+    Raises
+    ------
+    ConfigError
+        Adaptive scaling asked for a GPU pool, ``max_jobs`` below ``min_jobs``, or a ``queue``,
+        ``account``, ``job_cpu`` or ``job_mem`` setting the queue's class does not take.
     """
     user = user_config(queue)
     gpus = int(resolved.get("gpus_per_job") or 0)
@@ -201,15 +319,9 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
     lists = {key: list(user.get(cfg) or []) + list(resolved.get(key) or []) for key, cfg in LISTS.items()}
     lists["worker_extra_args"] += ["--lifetime", resolved.get("lifetime") or lifetime,
                                    "--lifetime-stagger", resolved.get("lifetime_stagger") or stagger]
-    directives = QUEUES[queue][2](gpus) if gpus else []
     if gpus:
         lists["worker_extra_args"] += ["--resources", "GPU=1"]
-    if queue == "htcondor":  # submit-file entries ("key = value"), not directive lines
-        given = dict(str(line).split("=", 1) for line in resolved.get("job_extra_directives") or [] if "=" in str(line))
-        directives = {**dict(user.get("job-extra-directives") or {}),
-                      **{k.strip(): v.strip() for k, v in given.items()}, **(directives or {})}
-    else:
-        directives = lists["job_extra_directives"] + directives
+    directives = _job_directives(queue, resolved, user, lists["job_extra_directives"], gpus)
     env = worker_environment(max(1, cores // processes), gpus)
     # The job's nanny would override MALLOC_TRIM_THRESHOLD_ with its own pre-spawn-environ; workers set it
     # themselves (relabel.run.inference.relax_malloc_trimming). The rest reaches them through the job's environment.
@@ -226,7 +338,8 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
             raise ConfigError(f"cluster.{queue}.{key}: {queue} jobs take no {key} option in dask-jobqueue; "
                               "give it as a job_extra_directives line instead")
     names = {**KEYWORDS[queue], **COMMON}
-    kwargs.update({kw: resolved[key] for key, kw in names.items() if key != "walltime" and resolved.get(key) is not None})
+    kwargs.update({kw: resolved[key] for key, kw in names.items()
+                   if key != "walltime" and resolved.get(key) is not None})
     if "walltime" not in names:
         kwargs.pop("walltime")
     if "name" not in user:
@@ -241,6 +354,17 @@ def build_cluster_kwargs(queue: str, resolved: dict, out_dir: Path, opts: Cluste
         kwargs["security"] = True
         kwargs["shared_temp_directory"] = str(out_dir / "_cluster")
     return kwargs, _scaling(resolved, gpus, processes)
+
+
+def _job_directives(queue: str, resolved: dict, user: dict, lines: list[str], gpus: int
+                    ) -> list[str] | dict[str, str]:
+    """The job's extra directives (``lines``: the user's config + ours) with the queue's GPU request."""
+    asked = QUEUES[queue][2](gpus) if gpus else []
+    if queue == "htcondor":  # submit-file entries ("key = value"), not directive lines
+        given = dict(str(line).split("=", 1) for line in resolved.get("job_extra_directives") or [] if "=" in str(line))
+        return {**dict(user.get("job-extra-directives") or {}),
+                **{k.strip(): v.strip() for k, v in given.items()}, **(asked if isinstance(asked, dict) else {})}
+    return lines + (asked if isinstance(asked, list) else [])
 
 
 def _queue_walltime(seconds: int, queue: str) -> str:
@@ -273,7 +397,7 @@ def _scaling(resolved: dict, gpus: int, processes: int) -> dict:
         hi = int(resolved.get("max_jobs") or max(lo, 1))
         if hi < lo:
             raise ConfigError(f"max_jobs ({hi}) is below min_jobs ({lo})")
-        scaling = {"minimum_jobs": lo, "maximum_jobs": hi, "wait_for": max(lo, 1)}
+        scaling: dict[str, Any] = {"minimum_jobs": lo, "maximum_jobs": hi, "wait_for": max(lo, 1)}
     else:
         jobs = int(resolved.get("jobs") or 1)
         # adapt(min = max) keeps the pool at `jobs`: a job that ends (lifetime, walltime) is replaced.
@@ -283,15 +407,52 @@ def _scaling(resolved: dict, gpus: int, processes: int) -> dict:
     return scaling
 
 
+def _queue_of(opts: ClusterOptions) -> str:
+    """The job queue ``opts`` names, checked."""
+    if opts.kind is None or opts.kind not in QUEUES:
+        raise ConfigError(f"--cluster {opts.kind} is not a job queue (one of {', '.join(QUEUES)})")
+    return opts.kind
+
+
 def cluster_class(queue: str):
+    """The dask-jobqueue cluster class of ``queue`` (e.g. ``SLURMCluster``).
+
+    Parameters
+    ----------
+    queue : str
+        A key of :data:`QUEUES`.
+
+    Returns
+    -------
+    type
+        The class, imported from dask_jobqueue.
+    """
     import dask_jobqueue
 
     return getattr(dask_jobqueue, QUEUES[queue][0])
 
 
 def job_script(opts: ClusterOptions) -> str:
-    """The batch script ``relabel run --cluster QUEUE`` would submit (``--dry-run``): nothing is submitted or written."""
-    queue = opts.kind
+    """The batch script ``relabel run --cluster QUEUE`` would submit (``--dry-run``).
+
+    Nothing is submitted or written.
+
+    Parameters
+    ----------
+    opts : ClusterOptions
+        With ``kind`` a job queue and the merged ``queue_settings``.
+
+    Returns
+    -------
+    str
+        The script, with its temporary paths shown under ``opts.out_dir``.
+
+    Raises
+    ------
+    ConfigError
+        ``opts.kind`` is not a job queue, or a setting would be refused.
+    """
+    queue = _queue_of(opts)
     with tempfile.TemporaryDirectory() as scratch:
         resolved = resolve(queue, opts.queue_settings)
         kwargs, _ = build_cluster_kwargs(queue, resolved, Path(scratch), opts)
@@ -306,10 +467,28 @@ def job_script(opts: ClusterOptions) -> str:
 
 @contextlib.contextmanager
 def jobqueue_cluster(opts: ClusterOptions) -> Iterator[ClusterHandle]:
-    """Start the queue's pool, wait for its workers (or say at once why they cannot come), yield a client."""
-    queue = opts.kind
+    """Start the queue's pool, wait for its workers (or say at once why they cannot come), yield a client.
+
+    Parameters
+    ----------
+    opts : ClusterOptions
+        With ``kind`` a job queue, ``out_dir`` and the merged ``queue_settings``.
+
+    Yields
+    ------
+    ClusterHandle
+        A client of the pool's scheduler.
+
+    Raises
+    ------
+    ClusterError
+        The queue's submit command is missing, or SLURM refuses the job (``sbatch --test-only``).
+    WorkersMissing
+        No worker came within the timeout, or the queue says none ever will.
+    """
+    queue = _queue_of(opts)
     resolved = resolve(queue, opts.queue_settings)
-    out_dir = Path(opts.out_dir)
+    out_dir = Path(opts.out_dir or ".")
     kwargs, scaling = build_cluster_kwargs(queue, resolved, out_dir, opts)
     submit = QUEUES[queue][1]
     if not shutil.which(submit):
@@ -359,8 +538,7 @@ def _sbatch_test_only(kwargs: dict) -> None:
 
 def _jobs_stuck(queue: str, cluster, log_dir: Path) -> str:
     """Why no worker will come, at once, when the queue says so; '' while waiting still makes sense."""
-    job_ids = [getattr(job, "job_id", None) for job in cluster.workers.values()]
-    job_ids = [j for j in job_ids if j]
+    job_ids = [str(job.job_id) for job in cluster.workers.values() if getattr(job, "job_id", None)]
     if queue != "slurm" or not job_ids:
         return ""
     try:
@@ -368,8 +546,8 @@ def _jobs_stuck(queue: str, cluster, log_dir: Path) -> str:
                              capture_output=True, text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    stuck = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
-    stuck = [(i, s, r) for i, s, r in stuck if s == "PENDING" and r.split(",")[0].split("(")[0] in NEVER_STARTS]
+    fields = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+    stuck = [(i, s, r) for i, s, r in fields if s == "PENDING" and r.split(",")[0].split("(")[0] in NEVER_STARTS]
     if not stuck:
         return ""
     return ("SLURM will never start " + "; ".join(f"job {i} (squeue: {s}, {r})" for i, s, r in stuck)

@@ -25,11 +25,41 @@ METADATA_KEY = b"relabel"
 
 
 def shard_path(out_dir: Path, name: str) -> Path:
+    """The Parquet file of shard ``name`` (e.g. ``part-000003``) in ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder.
+    name : str
+        The shard's file stem (:attr:`relabel.run.plan.Shard.name`).
+
+    Returns
+    -------
+    Path
+        ``out_dir / (name + ".parquet")``.
+    """
     return out_dir / f"{name}.parquet"
 
 
 def prepare_output(out_dir: Path, record: dict, resume: bool, overwrite: bool) -> set[str]:
     """Check the output folder against this run; return the shard names already written.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The output folder (created if missing).
+    record : dict
+        This run's record (model hash, workflow hash, catalog, shard plan), written as ``_run.json``.
+    resume : bool
+        Keep the shard files already written and return their names.
+    overwrite : bool
+        Delete relabel's files of an earlier run first.
+
+    Returns
+    -------
+    set of str
+        Names of shards already written (empty unless ``resume``).
 
     Raises
     ------
@@ -38,7 +68,8 @@ def prepare_output(out_dir: Path, record: dict, resume: bool, overwrite: bool) -
         another model, workflow, catalog or shard plan; files relabel did not write, with ``overwrite``.
     """
     if resume and overwrite:
-        raise OutputError("--resume and --overwrite exclude each other: resume keeps written shards, overwrite deletes them")
+        raise OutputError("--resume and --overwrite exclude each other: resume keeps written shards, "
+                          "overwrite deletes them")
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_dir)
     entries = list(out_dir.iterdir())
@@ -51,7 +82,8 @@ def prepare_output(out_dir: Path, record: dict, resume: bool, overwrite: bool) -
         foreign = [p.name for p in entries if not _is_ours(p)]
         if foreign:
             raise OutputError(
-                f"--overwrite would delete only relabel's files, but {out_dir} also holds {', '.join(sorted(foreign)[:5])}; "
+                f"--overwrite would delete only relabel's files, but {out_dir} also holds "
+                f"{', '.join(sorted(foreign)[:5])}; "
                 "choose another output folder"
             )
         for p in entries:
@@ -85,18 +117,42 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file under a hidden temporary name, then rename it into place."""
+    """Write a Parquet file under a hidden temporary name, then rename it into place.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        The rows to write.
+    path : Path
+        The final file; a reader never sees it half written.
+    """
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON through a temporary file renamed into place."""
+    """Write ``data`` as indented JSON through a temporary file renamed into place.
+
+    Parameters
+    ----------
+    path : Path
+        The final file.
+    data : dict
+        JSON-serialisable content.
+    """
     write_bytes_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 def write_common_metadata(out_dir: Path, schema: pa.Schema) -> None:
-    """``_common_metadata`` from the schema the shards were written with (on the client, after all shards)."""
+    """``_common_metadata`` from the schema the shards were written with (on the client, after all shards).
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder.
+    schema : pyarrow.Schema
+        The shards' schema (:func:`relabel.run.task.output_schema`).
+    """
     files = sorted(out_dir.glob("part-*.parquet"))
     for f in files:
         other = pq.read_schema(f)
@@ -107,7 +163,18 @@ def write_common_metadata(out_dir: Path, schema: pa.Schema) -> None:
 
 
 def null_counts(files: list[Path]) -> dict[str, int]:
-    """Nulls per column over shard files, from their footers' statistics (no data is read)."""
+    """Nulls per column over shard files, from their footers' statistics (no data is read).
+
+    Parameters
+    ----------
+    files : list of Path
+        Shard Parquet files.
+
+    Returns
+    -------
+    dict of str to int
+        Column -> number of null values over all files.
+    """
     counts: dict[str, int] = {}
     for path in files:
         meta = pq.ParquetFile(path).metadata

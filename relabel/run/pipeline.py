@@ -17,10 +17,10 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,10 +29,11 @@ from relabel import __version__
 from relabel.catalog.ids import check_ids
 from relabel.catalog.missing import missing_mask
 from relabel.catalog.reader import Catalog, open_catalog
-from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
-from relabel.config import JOB_QUEUES, Workflow, load_workflow
+from relabel.config import JOB_QUEUES, Workflow
+from relabel.cutouts.root import check_cutout_root
 from relabel.errors import CatalogError, ConfigError, ModelWarning
 from relabel.model.checkpoint import read_checkpoint
+from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
 from relabel.run.output import (
     RUN_RECORD,
     SUMMARY,
@@ -42,9 +43,9 @@ from relabel.run.output import (
     write_json_atomic,
     write_table_atomic,
 )
-from relabel.cutouts.root import check_cutout_root
 from relabel.run.plan import plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
+from relabel.run.workflow import resolve_workflow
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +137,15 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     say = _announcer(echo)
     t0 = time.perf_counter()
     _, meta = read_checkpoint(model)
-    wf = _resolve_workflow(workflow, meta, catalog if staged is None else Path.cwd() / catalog.name)
+    seen_as = catalog if staged is None else Path.cwd() / catalog.name
+    wf = resolve_workflow(workflow, meta, seen_as.resolve().parent, model)
     source = staged or catalog
     cat = open_catalog(source, wf.catalog.hdu if source.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
     check_cutout_root(wf, cat, "" if workflow is not None else "the checkpoint's recorded root, relative to the "
                       "catalog's real folder")
-    _warn_if_collapsed(model, meta, echo)
-    _warn_if_unsettled(model, meta, echo)
+    _warn_about_training(model, meta, echo)
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
@@ -191,23 +192,20 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     return RunResult(out_dir, summary, dashboard, results)
 
 
-def _warn_if_collapsed(model: Path, meta, echo) -> None:
-    if meta.metrics.get("collapse_guard_passed") is False:
-        # Not an error: the user may want exactly this model, but they should know.
-        text = (f"{model} failed its collapse guard in training (no epoch after the warm-up kept its balanced "
-                f"accuracy; lambda {meta.lam:g} is probably too large): its labels may be one class")
-        warnings.warn(text, ModelWarning, stacklevel=3)
-        if echo:
-            echo(f"warning: {text}")
-
-
-def _warn_if_unsettled(model: Path, meta, echo) -> None:
-    if meta.metrics.get("settled") is False:
-        text = (f"{model} had not settled when its training stopped (its validation class balance or accuracy "
-                f"still moved between epochs; lambda {meta.lam:g}): its labels may depend on the epoch kept")
-        warnings.warn(text, ModelWarning, stacklevel=3)
-        if echo:
-            echo(f"warning: {text}")
+def _warn_about_training(model: Path, meta, echo) -> None:
+    """Warn (not fail: the user may want exactly this model) when its training flagged it as doubtful."""
+    doubts = {
+        "collapse_guard_passed": (f"{model} failed its collapse guard in training (no epoch after the warm-up kept its "
+                                  f"balanced accuracy; lambda {meta.lam:g} is probably too large): its labels may be "
+                                  "one class"),
+        "settled": (f"{model} had not settled when its training stopped (its validation class balance or accuracy "
+                    f"still moved between epochs; lambda {meta.lam:g}): its labels may depend on the epoch kept"),
+    }
+    for metric, text in doubts.items():
+        if meta.metrics.get(metric) is False:
+            warnings.warn(text, ModelWarning, stacklevel=3)
+            if echo:
+                echo(f"warning: {text}")
 
 
 def _run_context(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, record: dict, out_dir: Path,
@@ -255,7 +253,8 @@ def _run_record(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, sh
         "workflow_hash": wf.hash(),
         "workflow": wf.raw,
         # Relative paths in the workflow (cutout root) resolve against this folder.
-        "workflow_base": str((Path(wf.source).parent if wf.source and Path(wf.source).is_file() else catalog.parent).resolve()),
+        "workflow_base": str((Path(wf.source).parent if wf.source and Path(wf.source).is_file()
+                              else catalog.parent).resolve()),
         "shard_size": shard_size,
         "n_shards": n_shards,
         "classes": list(meta.classes),
@@ -315,7 +314,22 @@ def _cluster_for(opts: ClusterOptions, client, cluster: ClusterOptions | None):
 
 
 def cluster_options(cluster: ClusterOptions | None, wf: Workflow, out_dir: Path) -> ClusterOptions:
-    """The caller's choices over the workflow's ``cluster`` section; job-queue settings merged key by key."""
+    """The caller's choices over the workflow's ``cluster`` section; job-queue settings merged key by key.
+
+    Parameters
+    ----------
+    cluster : ClusterOptions or None
+        What the caller chose; None for the workflow's choice.
+    wf : Workflow
+        Its ``cluster`` section supplies what the caller left unset.
+    out_dir : Path
+        The run's output folder (job logs, TLS credentials).
+
+    Returns
+    -------
+    ClusterOptions
+        A new object; ``cluster`` is not modified.
+    """
     opts = dataclasses.replace(cluster) if cluster else ClusterOptions()
     opts.kind = opts.kind or wf.cluster.get("kind", "local")
     opts.out_dir = str(out_dir)
@@ -329,6 +343,24 @@ def cluster_options(cluster: ClusterOptions | None, wf: Workflow, out_dir: Path)
 def dry_run(catalog, model, out_dir, *, workflow=None, cluster: ClusterOptions | None = None) -> str:
     """The job script ``--cluster QUEUE`` would submit; nothing is submitted and no output is written.
 
+    Parameters
+    ----------
+    catalog : str or Path
+        The catalog the run would read (the recorded workflow's paths resolve from its folder).
+    model : str or Path
+        The checkpoint.
+    out_dir : str or Path
+        Where the run would write (job logs are shown under it).
+    workflow : str, Path or Workflow, optional
+        Default: the mapping recorded in the checkpoint.
+    cluster : ClusterOptions, optional
+        Its ``kind`` must be a job queue, here or in the workflow.
+
+    Returns
+    -------
+    str
+        The job script.
+
     Raises
     ------
     ConfigError
@@ -337,27 +369,24 @@ def dry_run(catalog, model, out_dir, *, workflow=None, cluster: ClusterOptions |
     from relabel.run.jobqueue import job_script
 
     _, meta = read_checkpoint(Path(model))
-    wf = _resolve_workflow(workflow, meta, Path(catalog))
+    wf = resolve_workflow(workflow, meta, Path(catalog).resolve().parent, model)
     opts = cluster_options(cluster, wf, Path(out_dir))
     if opts.kind not in JOB_QUEUES:
         raise ConfigError(f"--dry-run shows a job script: use it with --cluster {'|'.join(JOB_QUEUES)}")
     return job_script(opts)
 
 
-def _resolve_workflow(workflow, meta, catalog: Path) -> Workflow:
-    if isinstance(workflow, Workflow):
-        return workflow
-    if workflow is not None:
-        return load_workflow(workflow)
-    if not meta.workflow:
-        raise ConfigError("the checkpoint records no workflow mapping: give one with --config")
-    # Relative paths (the cutout root) resolve against the catalog's real folder: a symlinked or
-    # copied-by-link catalog still finds the cutouts beside the file it points to.
-    return Workflow.from_dict(meta.workflow, base_dir=catalog.resolve().parent, source="recorded in the checkpoint")
-
-
 def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
     """Fail before any work is submitted: missing or non-numeric columns, bad probabilities, duplicate ids.
+
+    Parameters
+    ----------
+    cat : Catalog
+        The opened catalog (:func:`relabel.catalog.reader.open_catalog`).
+    wf : Workflow
+        Its columns, label thresholds and missing-value codes.
+    classes : sequence of str
+        The model's classes, which the label columns must name.
 
     Raises
     ------
@@ -422,7 +451,31 @@ def _execute(handle, shards, ctx: RunContext, progress: bool) -> list[dict]:
 
 def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], elapsed: float,
               t_plan: float, bias: bool = True) -> dict:
-    """Counts read back from the files (so a resumed run counts every shard), timings, and L."""
+    """Counts read back from the files (so a resumed run counts every shard), timings, and L.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder, every shard written.
+    wf : Workflow
+        The run's workflow (for L).
+    record : dict
+        The run record (``catalog_rows``, ``n_shards``, ``classes``, ``model_hash``).
+    results : list of dict
+        :func:`relabel.run.task.run_shard`'s return of each shard run this time.
+    elapsed : float
+        Seconds the shards took (wall clock).
+    t_plan : float
+        Seconds spent planning.
+    bias : bool
+        Compute L of the original and new labels (:func:`output_bias`).
+
+    Returns
+    -------
+    dict
+        What ``_summary.json`` holds: ``rows_in``, ``rows_out``, ``status`` counts, null counts,
+        timings, workers, SLURM job ids and, with ``bias``, ``labeling_bias``.
+    """
     import pyarrow.dataset as ds
 
     files = sorted(out_dir.glob("part-*.parquet"))
@@ -438,7 +491,7 @@ def summarise(out_dir: Path, wf: Workflow, record: dict, results: list[dict], el
         status = dict(zip(values.tolist(), counts.tolist()))
         rows_out = int(counts.sum())
     n_new = sum(r["rows"] for r in results)
-    seconds = {}
+    seconds: dict[str, float] = {}
     for r in results:
         for k, v in r["seconds"].items():
             seconds[k] = seconds.get(k, 0.0) + v
@@ -472,6 +525,20 @@ def output_bias(out_dir: Path, wf: Workflow, classes: list[str]) -> dict:
     Computed by :func:`relabel.bias.table.bias_of_table` on the output folder, so the numbers are
     those ``relabel bias OUT_DIR`` prints. Too few objects for the workflow's bins (a small
     run) is reported as the error text instead of failing the run.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder.
+    wf : Workflow
+        The run's workflow.
+    classes : list of str
+        The model's classes (the new labels').
+
+    Returns
+    -------
+    dict
+        ``original`` and ``new``: :meth:`relabel.bias.metric.BiasResult.to_dict`, or ``{"error": text}``.
     """
     from relabel.bias.table import bias_of_table
     from relabel.errors import RelabelError

@@ -34,6 +34,7 @@ class Shard:
 
     @property
     def n_rows(self) -> int:
+        """Rows in the shard."""
         return len(self.rows) if self.rows is not None else self.stop - self.start
 
     @property
@@ -42,6 +43,7 @@ class Shard:
         return f"part-{self.id:06d}"
 
     def row_numbers(self) -> np.ndarray:
+        """The shard's 0-based catalog row numbers, in catalog order (int64)."""
         if self.rows is not None:
             return np.asarray(self.rows, dtype=np.int64)
         return np.arange(self.start, self.stop, dtype=np.int64)
@@ -49,6 +51,20 @@ class Shard:
 
 def plan_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> list[Shard]:
     """Shards of at most about ``shard_size`` rows; tile rows kept together where the layout has tiles.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The opened catalog.
+    workflow : Workflow
+        Its cutout layout decides whether rows are grouped by tile or by image.
+    shard_size : int
+        Rows per shard (a tile's rows may make one a little larger).
+
+    Returns
+    -------
+    list of Shard
+        Covering every row once, in catalog order.
 
     Examples
     --------
@@ -116,6 +132,20 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
     (:func:`relabel.cutouts.images.assign_images`). Rows on no image form shards with
     ``image=""``; their rows get the status ``outside_image``. An image's rows are cut
     into shards of at most ``shard_size``, in catalog order.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The opened catalog with RA/Dec (and the image column, if any).
+    workflow : Workflow
+        With ``cutouts.layout == "images"``.
+    shard_size : int
+        Rows per shard at most.
+
+    Returns
+    -------
+    list of Shard
+        Each with its ``image`` (``""`` for rows on no image) and explicit ``rows``.
     """
     from relabel.cutouts.images import assign_images, find_footprints
     from relabel.cutouts.sources import _consecutive

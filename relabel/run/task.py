@@ -18,12 +18,12 @@ import pandas as pd
 import pyarrow as pa
 
 from relabel import status as st
+from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.missing import as_numpy_columns, missing_mask, null_where
 from relabel.catalog.reader import open_catalog
 from relabel.config import Workflow
 from relabel.cutouts.sources import open_cutout_source
 from relabel.run.inference import cached_model, configure_torch_threads, predict_rows
-from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.run.output import METADATA_KEY, shard_path, write_table_atomic
 from relabel.run.plan import Shard
 
@@ -61,6 +61,16 @@ def catalog_columns(workflow: Workflow) -> list[str]:
 
     The cutout's location (tile and index, or file) comes along so that a galaxy's
     image can be found again from the output alone (the report shows examples).
+
+    Parameters
+    ----------
+    workflow : Workflow
+        The run's workflow.
+
+    Returns
+    -------
+    list of str
+        Id, RA/Dec, label, intrinsic, observable and cutout-location columns.
     """
     cols = [workflow.catalog.id, workflow.catalog.ra, workflow.catalog.dec, *workflow.labels.columns,
             *workflow.intrinsic, *workflow.observable_columns, *workflow.catalog.passthrough,
@@ -77,6 +87,23 @@ def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metad
     ``coverage`` (layout "images") adds the share of each stamp that lay on its survey image.
     With ``tta``, the ``p_<class>`` (the mean over the square's 8 symmetries) are followed by the
     ``p_<class>_std`` columns (their standard deviation, ddof=0).
+
+    Parameters
+    ----------
+    catalog_dtypes : dict of str to numpy.dtype
+        The copied catalog columns and their dtypes, in output order.
+    classes : list of str
+        The model's classes (``p_<class>`` float32 columns).
+    metadata : dict
+        Key-value metadata stored in the Parquet footer (model hash, workflow, version).
+    coverage : bool
+        Add the ``coverage`` column (layout ``images``).
+    tta : bool
+        Add the ``p_<class>_std`` columns.
+
+    Returns
+    -------
+    pyarrow.Schema
     """
     fields = [pa.field(ROW, pa.int64())]
     for name, dtype in catalog_dtypes.items():
@@ -93,7 +120,17 @@ def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metad
 
 
 def arrow_type(dtype) -> pa.DataType:
-    """The Arrow type of a catalog column's dtype (NumPy, pandas nullable, or NumPy sub-array for vectors)."""
+    """The Arrow type of a catalog column's dtype (NumPy, pandas nullable, or NumPy sub-array for vectors).
+
+    Parameters
+    ----------
+    dtype : numpy.dtype or pandas extension dtype
+        The column's dtype.
+
+    Returns
+    -------
+    pyarrow.DataType
+    """
     if isinstance(dtype, np.dtype) and dtype.shape:
         return pa.list_(arrow_type(dtype.base))
     if isinstance(dtype, pd.ArrowDtype):  # e.g. a variable-length list column of a Parquet catalog
@@ -110,6 +147,24 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
 
     Per-row faults become statuses; only a fault of the whole run (e.g. the checkpoint
     changed under it) raises.
+
+    Parameters
+    ----------
+    shard : Shard
+        The rows to process.
+    ctx : RunContext
+        The run's constants (catalog, workflow, model path and hash, schema).
+
+    Returns
+    -------
+    dict
+        ``shard`` (name), ``rows``, ``status`` (counts), ``seconds`` per step, ``host``, ``pid``,
+        ``slurm_job_id`` (None outside SLURM) and ``device``.
+
+    Raises
+    ------
+    CheckpointError
+        The checkpoint changed since the run was planned.
     """
     t_start = time.perf_counter()
     configure_torch_threads()
@@ -159,7 +214,20 @@ def _valid_coordinates(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
 
 def original_labels(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
     """The catalog's own class of each row: None where a label column is missing (NaN vote fractions, nulls,
-    declared codes), ``uncertain`` where no fraction passes its threshold."""
+    declared codes), ``uncertain`` where no fraction passes its threshold.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Catalog rows with the workflow's label columns.
+    workflow : Workflow
+        Its label options (columns, thresholds, missing-value codes).
+
+    Returns
+    -------
+    numpy.ndarray of object, shape (len(rows),)
+        A class name, ``uncertain`` or None per row.
+    """
     labels = workflow.labels
     missing = np.zeros(len(rows), dtype=bool)
     for column in labels.columns:

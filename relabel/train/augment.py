@@ -32,7 +32,22 @@ NOISE_BORDER = 4
 
 @functools.lru_cache(maxsize=4096)
 def gaussian_kernel(sigma_px: float, size: int) -> np.ndarray:
-    """Astropy's Gaussian kernel (sampled at pixel centres; the image already carries its pixel response), unit sum, ``size`` x ``size``."""
+    """Astropy's Gaussian kernel, ``size`` x ``size`` pixels with unit sum.
+
+    Sampled at pixel centres: the image already carries its pixel response.
+
+    Parameters
+    ----------
+    sigma_px : float
+        Standard deviation in pixels (FWHM / 2.3548).
+    size : int
+        Side of the kernel in pixels (odd for a centred peak).
+
+    Returns
+    -------
+    numpy.ndarray, shape (size, size)
+        float64, summing to 1.
+    """
     from astropy.convolution import Gaussian2DKernel
 
     kernel = Gaussian2DKernel(x_stddev=sigma_px, x_size=size, y_size=size, mode="center").array
@@ -178,7 +193,22 @@ class Degrader:
         self.generator = torch.Generator().manual_seed(seed)
 
     def conditions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Which of ``rows`` to degrade (mask), and their target PSF FWHM and shrink factor."""
+        """Which of ``rows`` to degrade (mask), and their target PSF FWHM and shrink factor.
+
+        Parameters
+        ----------
+        rows : numpy.ndarray of int, shape (n,)
+            Rows of the training data in the batch.
+
+        Returns
+        -------
+        chosen : numpy.ndarray of bool, shape (n,)
+            Rows to degrade: a source galaxy, a worse-resolved donor, and the coin toss.
+        target : numpy.ndarray of float, shape (n,)
+            PSF FWHM to reach, in arcsec.
+        shrink : numpy.ndarray of float, shape (n,)
+            Factor on the galaxy's size, in [MIN_SHRINK, 1].
+        """
         donor = self.rng.choice(self.train_rows, size=len(rows))
         r_i, f_i = self.resolution[rows], self.psf[rows]
         r_j, f_j = self.resolution[donor], self.psf[donor]
@@ -209,6 +239,21 @@ def degrader_for(data, workflow, train_rows: np.ndarray, seed: int) -> Degrader:
     ``train.degrade_psf_column`` and ``train.degrade_resolution_column`` (default
     ``PSF_FWHM`` and ``RESOLUTION``) name observables giving each galaxy's PSF FWHM
     (arcsec) and resolution (angular size / PSF FWHM).
+
+    Parameters
+    ----------
+    data : LabelledCutouts
+        The training data (observables, codes).
+    workflow : Workflow
+        Its ``train`` section: the degradation options and columns.
+    train_rows : numpy.ndarray of int
+        The rows a batch may draw from (donors and sources).
+    seed : int
+        Seed of the draws (donors, coin tosses, noise).
+
+    Returns
+    -------
+    Degrader
 
     Raises
     ------

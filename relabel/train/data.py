@@ -13,9 +13,9 @@ import pandas as pd
 
 from relabel import status as st
 from relabel.catalog.ids import check_ids
+from relabel.catalog.labels import table_labels
 from relabel.catalog.missing import as_numpy_columns, drop_missing
 from relabel.catalog.reader import open_catalog
-from relabel.catalog.labels import table_labels
 from relabel.config import Workflow
 from relabel.cutouts.sources import open_cutout_source
 from relabel.errors import ConfigError
@@ -33,7 +33,7 @@ class LabelledCutouts:
     """The usable rows of a catalog: normalised cutouts (a memory-mapped cache) and their columns."""
 
     ids: np.ndarray
-    images: np.ndarray  # float32 (n, bands, size, size), normalised
+    images: np.ndarray | _RowView  # float32 (n, bands, size, size), normalised
     codes: np.ndarray  # int64 class codes, NO_CLASS for objects passing no threshold
     classes: list[str]
     intrinsic: pd.DataFrame  # (n, d), the catalog's dtypes (L's medians are taken in them)
@@ -52,6 +52,20 @@ def read_table(catalog_path, workflow: Workflow) -> tuple[pd.DataFrame, dict]:
     """The columns training and evaluation use, without rows missing a label, intrinsic or observable value
     (:mod:`relabel.catalog.missing`; ``dropped`` counts them per column). ``catalog_path`` may be a file, a
     folder, a DataFrame or an astropy Table.
+
+    Parameters
+    ----------
+    catalog_path : str, Path, pandas.DataFrame or astropy.table.Table
+        The catalog.
+    workflow : Workflow
+        Its id, label, intrinsic and observable columns and missing-value codes.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        The complete rows, index reset.
+    dropped : dict of str to int
+        ``"missing COLUMN"`` -> rows missing that column (:func:`relabel.catalog.missing.drop_missing`).
 
     Raises
     ------
@@ -80,20 +94,42 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
     process), so a survey larger than memory trains without holding every image
     in RAM. Rows whose cutout is unusable (see :mod:`relabel.status`) are left out
     and counted in ``dropped``.
+
+    Parameters
+    ----------
+    catalog_path : str, Path, pandas.DataFrame or astropy.table.Table
+        The catalog.
+    workflow : Workflow
+        Columns and cutout source.
+    seed : int
+        Seed of the validation split (:func:`relabel.train.split.validation_mask`) and of the
+        normalisation sample.
+    val_fraction : float
+        Share of objects held out for validation, in (0, 1).
+    cache_dir : str or Path, optional
+        Folder of the memory-mapped cutout cache.
+    normalisation : dict, optional
+        Per-band ``offset`` and ``scale`` to use instead of estimating them on training rows.
+    progress : bool
+        Show a progress bar while cutouts are read.
+
+    Returns
+    -------
+    LabelledCutouts
+        ``images`` (n, bands, size, size) float32 normalised, ``codes``, ``intrinsic``,
+        ``observables``, ``is_val``, ``normalisation``, ``dropped``.
+
+    Raises
+    ------
+    CatalogError
+        Missing or non-numeric columns, null or repeated ids.
+    ConfigError
+        No training row has a usable cutout.
     """
     table, dropped = read_table(catalog_path, workflow)
     codes, classes = table_labels(table, workflow.labels)
-    size, n_bands = workflow.cutouts.size, len(workflow.cutouts.bands)
-    temporary = cache_dir is None
-    cache_dir = Path(tempfile.mkdtemp(prefix="relabel-train-")) if temporary else Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir / f"cutouts-{os.getpid()}.npy"
-    images = np.lib.format.open_memmap(cache, mode="w+", dtype=np.float32, shape=(len(table), n_bands, size, size))
-    if temporary:
-        # The mapping outlives its directory entry (POSIX): the cache disappears with the process, however it ends.
-        with contextlib.suppress(OSError):
-            cache.unlink()
-            cache_dir.rmdir()
+    images = _cutout_cache(cache_dir, (len(table), len(workflow.cutouts.bands), workflow.cutouts.size,
+                                       workflow.cutouts.size))
     status = np.empty(len(table), dtype=object)
     bar = _progress(range(0, len(table), READ_CHUNK), progress, "reading cutouts")
     with open_cutout_source(workflow) as source:
@@ -110,9 +146,7 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
         train_rows = np.flatnonzero(usable & ~is_val)
         if len(train_rows) == 0:
             raise ConfigError(f"{catalog_path}: no training row has a usable cutout (dropped: {dropped})")
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(train_rows, min(NORMALISATION_SAMPLE, len(train_rows)), replace=False))
-        normalisation = estimate_normalisation(images[sample])
+        normalisation = _estimated_normalisation(images, train_rows, seed)
     for start in range(0, len(table), READ_CHUNK):
         images[start:start + READ_CHUNK] = normalise(images[start:start + READ_CHUNK], normalisation)
     images.flush()
@@ -130,6 +164,28 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
         seed=int(seed),
         val_fraction=float(val_fraction),
     )
+
+
+def _estimated_normalisation(images: np.ndarray, train_rows: np.ndarray, seed: int) -> dict:
+    """The normalisation of a seeded sample of at most NORMALISATION_SAMPLE training cutouts."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(train_rows, min(NORMALISATION_SAMPLE, len(train_rows)), replace=False))
+    return estimate_normalisation(images[sample])
+
+
+def _cutout_cache(cache_dir, shape: tuple[int, int, int, int]) -> np.memmap:
+    """A float32 memory-mapped ``.npy`` of ``shape`` in ``cache_dir``, or an anonymous one when None."""
+    temporary = cache_dir is None
+    cache_dir = Path(tempfile.mkdtemp(prefix="relabel-train-")) if temporary else Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"cutouts-{os.getpid()}.npy"
+    images = np.lib.format.open_memmap(cache, mode="w+", dtype=np.float32, shape=shape)
+    if temporary:
+        # The mapping outlives its directory entry (POSIX): the cache disappears with the process, however it ends.
+        with contextlib.suppress(OSError):
+            cache.unlink()
+            cache_dir.rmdir()
+    return images
 
 
 class _RowView:

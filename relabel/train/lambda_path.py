@@ -44,6 +44,23 @@ def best_observed(data: LabelledCutouts, rows: np.ndarray, workflow: Workflow, l
 
     Uses L's own cells (:func:`relabel.bias.metric.object_cells`); the half is
     ``bins_obs // 2`` bins from the best end (at least one).
+
+    Parameters
+    ----------
+    data : LabelledCutouts
+        The training data.
+    rows : numpy.ndarray of int
+        Rows to consider (the validation rows).
+    workflow : Workflow
+        Its observables' best ends.
+    log2_bins_int : int
+        Depth of L's intrinsic k-d tree (2**log2_bins_int leaves).
+    bins_obs : int
+        Equal-count bins per observable within each leaf.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (len(rows),)
     """
     ends = [o.best for o in workflow.observables]
     try:
@@ -58,7 +75,24 @@ def best_observed(data: LabelledCutouts, rows: np.ndarray, workflow: Workflow, l
 
 
 def reference_accuracy(model: torch.nn.Module, data: LabelledCutouts, rows: np.ndarray, mask: np.ndarray) -> float:
-    """Accuracy against the confident labels of ``rows[mask]`` (NaN when none has one)."""
+    """Accuracy against the confident labels of ``rows[mask]`` (NaN when none has one).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A trained network.
+    data : LabelledCutouts
+        The data ``rows`` index.
+    rows : numpy.ndarray of int
+        Candidate rows (the validation rows).
+    mask : numpy.ndarray of bool, shape (len(rows),)
+        Which of them to score (:func:`best_observed`).
+
+    Returns
+    -------
+    float
+        Share of the masked, confidently labelled rows whose argmax equals the label.
+    """
     chosen = rows[mask & (data.codes[rows] >= 0)]
     if len(chosen) == 0:
         return float("nan")
@@ -104,13 +138,13 @@ def select_lambda(catalog_path, workflow, out, path=DEFAULT_PATH, tolerance: flo
         return out.with_name(f".{out.name}.{name}.part")
 
     biased = train_model(catalog_path, workflow, "biased", part("biased"), **common)
-    reference = {"lambda": 0.0, "ref_accuracy": reference_accuracy(biased.model, data, val_rows, mask),
+    reference = {"lambda": 0.0, "ref_accuracy": reference_accuracy(_trained(biased), data, val_rows, mask),
                  "val_L_soft": biased.meta.metrics["best"]["val_L_soft"]}
     rows, results, chosen, falling = [], {}, None, True
     previous = reference["val_L_soft"]
     for lam in lams:
         result = train_model(catalog_path, workflow, "debiased", part(f"lambda{lam:g}"), lam=lam, **common)
-        row = {"lambda": lam, "ref_accuracy": reference_accuracy(result.model, data, val_rows, mask),
+        row = {"lambda": lam, "ref_accuracy": reference_accuracy(_trained(result), data, val_rows, mask),
                "val_L_soft": result.meta.metrics["best"]["val_L_soft"],
                "val_accuracy": result.meta.metrics["best"]["val_accuracy"],
                "collapse_guard_passed": result.meta.metrics["collapse_guard_passed"],
@@ -125,6 +159,13 @@ def select_lambda(catalog_path, workflow, out, path=DEFAULT_PATH, tolerance: flo
         rows.append(row)
         results[lam] = result
     return _write_chosen(out, results, rows, reference, chosen, lams, tolerance, int(mask.sum()), part)
+
+
+def _trained(result: TrainResult) -> torch.nn.Module:
+    """The network :func:`train_model` returned (it always sets one; the field is optional for loaded results)."""
+    if result.model is None:
+        raise RuntimeError(f"training {result.path} returned no network")
+    return result.model
 
 
 def _write_chosen(out: Path, results: dict, rows: list[dict], reference: dict, chosen: float | None, lams: list,

@@ -30,13 +30,13 @@ import torch
 from torch import nn
 
 from relabel.config import Workflow, load_workflow
+from relabel.destination import check_output_file
 from relabel.errors import ConfigError
+from relabel.model.calibration import fit_validation_temperature
 from relabel.model.checkpoint import CheckpointMeta, save_checkpoint
 from relabel.model.device import autocast_for, choose_device
 from relabel.model.network import MorphologyCNN
 from relabel.model.predict import dihedral_augment, predict_proba
-from relabel.destination import check_output_file
-from relabel.model.calibration import fit_validation_temperature
 from relabel.progress import progress_iter
 from relabel.train.augment import degrader_for
 from relabel.train.data import LabelledCutouts, load_labelled_cutouts
@@ -148,14 +148,27 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     device = choose_device(device)
     log = _Log(True)  # per-epoch lines are results, not progress: --no-progress hides only the bars
     torch.manual_seed(options.seed)
+    run = _epoch_loop(catalog_path, workflow, options, device, augment, cache_dir, progress, data, log)
+    stop_reason = run.run(progress)
+    return _select_and_save(catalog_path, workflow, options, run, stop_reason, device, augment, Path(out), log)
+
+
+def _epoch_loop(catalog_path, workflow: Workflow, options: TrainOptions, device: torch.device, augment: str,
+                cache_dir, progress: bool, data: LabelledCutouts | None, log) -> _EpochLoop:
+    """The data and split, the penalty and the augmentation, assembled into the loop that trains."""
     data = _load_data(catalog_path, workflow, options, cache_dir, progress, data)
     split = _split_rows(catalog_path, data, options)
     penalty = _build_penalty(data, split, workflow, options, device)
     degrade = degrader_for(data, workflow, split.train_rows, options.seed) if augment == "degrade" else None
-    run = _EpochLoop(data, split, workflow, options, penalty, device, log, degrade)
-    log(f"training {method} model: {len(split.train_rows)} training objects ({split.n_labelled} labelled), "
+    log(f"training {options.method} model: {len(split.train_rows)} training objects ({split.n_labelled} labelled), "
         f"{len(split.val_rows)} validation, classes {data.classes}, lambda {options.lam:g}, device {device}")
-    stop_reason = run.run(progress)
+    return _EpochLoop(data, split, workflow, options, penalty, device, log, degrade)
+
+
+def _select_and_save(catalog_path, workflow: Workflow, options: TrainOptions, run: _EpochLoop, stop_reason: str,
+                     device: torch.device, augment: str, path: Path, log) -> TrainResult:
+    """Keep the selected epoch's weights, fit the temperature on validation, write the checkpoint."""
+    data, split = run.data, run.split
     best_epoch, guarded, settled = _select(run.history, options)
     run.model.load_state_dict(run.states[best_epoch - 1])
     run.model.eval()
@@ -164,7 +177,6 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     meta.temperature = fit_validation_temperature(run.model, data, split.val_rows, workflow, options.log2_bins_int,
                                                   options.bins_obs)
     meta.augment = augment
-    path = Path(out)
     save_checkpoint(run.model, meta, path)
     log(f"best epoch {best_epoch} ({stop_reason}); checkpoint {path} sha256 {meta.content_hash[:12]}")
     seconds = float(np.mean([h["seconds"] for h in run.history]))
@@ -233,12 +245,13 @@ class _EpochLoop:
                  penalty: BiasPenalty | None, device: torch.device, log, degrade=None):
         self.data, self.split, self.workflow, self.options = data, split, workflow, options
         self.penalty, self.device, self.log, self.degrade = penalty, device, log, degrade
-        self.architecture = {"name": "MorphologyCNN", "n_bands": len(workflow.cutouts.bands),
+        self.architecture: dict[str, Any] = {"name": "MorphologyCNN", "n_bands": len(workflow.cutouts.bands),
                              "n_classes": len(data.classes), "width": options.width,
                              "blocks": [1, 1, 1, 1], "stem_stride": 2, "dropout": 0.2}
         # Channels-last: oneDNN's (CPU) and cuDNN's (bf16 tensor cores) faster convolutions; 1.3x per
         # step on 2 CPU threads. Checkpoints store the plain layout.
-        self.model = MorphologyCNN(**{k: v for k, v in self.architecture.items() if k != "name"}).to(
+        # Module.to takes memory_format at run time (torch's documented signature); its stubs omit it.
+        self.model = MorphologyCNN(**{k: v for k, v in self.architecture.items() if k != "name"}).to(  # type: ignore[call-overload]
             device, memory_format=torch.channels_last)
         self.steps_per_epoch = max(1, len(split.train_rows) // options.batch_size)
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
@@ -252,11 +265,30 @@ class _EpochLoop:
         self.step_seconds: list[float] = []
         # The penalty is at full strength from epoch warmup_epochs + 1; a run that short keeps its last epoch.
         self.first_eligible = min(options.warmup_epochs + 1, options.epochs) if penalty is not None else 1
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
 
     def run(self, progress: bool) -> str:
-        """Train until ``epochs`` or until patience runs out; returns why it stopped."""
+        """Train until ``epochs`` or until patience runs out; returns why it stopped.
+
+        Parameters
+        ----------
+        progress : bool
+            Show a progress bar per epoch.
+
+        Returns
+        -------
+        str
+            Why training stopped (patience ran out, or the last epoch was reached).
+        """
+        # cuDNN's autotuner pays off over many same-shape steps; it is restored afterwards so that the
+        # caller's process (a notebook, a test) keeps its own setting.
+        previous = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = previous or self.device.type == "cuda"
+        try:
+            return self._epochs(progress)
+        finally:
+            torch.backends.cudnn.benchmark = previous
+
+    def _epochs(self, progress: bool) -> str:
         o = self.options
         for epoch in range(o.epochs):
             record = self.train_epoch(epoch, progress)
@@ -331,6 +363,9 @@ def _select(history: list[dict], options: TrainOptions) -> tuple[int, bool, dict
     """The kept epoch, whether the collapse guard passed, and the run's settlement; warns on either failing."""
     first_eligible = min(options.warmup_epochs + 1, options.epochs) if options.method == "debiased" else 1
     best_epoch, guarded = select_epoch(history, first_eligible, options.accuracy_tolerance)
+    if best_epoch is None:
+        # The loop stops on patience only once an eligible epoch exists, and otherwise runs every epoch.
+        raise RuntimeError(f"no epoch reached the first eligible one ({first_eligible}) in {len(history)} epochs")
     settled = settlement(history, first_eligible, options.settle_window, options.settle_tolerance)
     warn = _Log(True)  # shown even without progress output: the checkpoint is written, but may not be usable
     if not guarded:
@@ -383,6 +418,29 @@ def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray
 
     Also the collapse guard's measure (``GUARD_METRIC``): the balanced accuracy (mean recall
     of the classes) against the confident validation labels.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network being trained.
+    data : LabelledCutouts
+        The training data.
+    rows : numpy.ndarray of int
+        The validation rows.
+    workflow : Workflow
+        Its observables' best ends.
+    log2_bins_int : int
+        Depth of L's intrinsic k-d tree.
+    bins_obs : int
+        Bins per observable in each leaf.
+    batch_size : int
+        Cutouts per forward pass.
+
+    Returns
+    -------
+    dict
+        ``val_ce``, ``val_accuracy``, ``GUARD_METRIC``, ``val_L_soft``, ``val_L`` (NaN when the
+        bins cannot be made) and ``val_fractions`` (predicted count per class).
     """
     from relabel.bias.metric import BiasError, labeling_bias
 
@@ -397,7 +455,8 @@ def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray
     intrinsic, observables = data.intrinsic.iloc[rows], data.observables.iloc[rows]
     try:
         soft = labeling_bias(intrinsic, observables, probs, None, log2_bins_int, bins_obs, ends)
-        hard = labeling_bias(intrinsic, observables, probs.argmax(axis=1), probs.shape[1], log2_bins_int, bins_obs, ends)
+        hard = labeling_bias(intrinsic, observables, probs.argmax(axis=1), probs.shape[1], log2_bins_int, bins_obs,
+                             ends)
     except BiasError:
         # Too few validation objects for these bins: the criterion falls back to cross-entropy alone.
         soft = hard = math.nan
@@ -410,7 +469,20 @@ def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray
 
 
 def workflow_record(workflow: Workflow) -> dict:
-    """The workflow mapping as a checkpoint records it (plain JSON); paths in it resolve against the catalog's folder."""
+    """The workflow mapping as a checkpoint records it (plain JSON).
+
+    Paths in it resolve against the catalog's folder.
+
+    Parameters
+    ----------
+    workflow : Workflow
+        The workflow used for training.
+
+    Returns
+    -------
+    dict
+        Its raw mapping with tuples as lists and any other non-JSON value (a Path) as its string.
+    """
     return _jsonable(workflow.raw)
 
 
@@ -425,7 +497,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _epoch_line(r: dict, epochs: int) -> str:
-    return (f"epoch {r['epoch']}/{epochs}: loss {r['train_loss']:.4f} (ce {r['train_ce']:.4f}, B {r['train_bias']:.4f}, "
+    return (f"epoch {r['epoch']}/{epochs}: loss {r['train_loss']:.4f} (ce {r['train_ce']:.4f}, "
+            f"B {r['train_bias']:.4f}, "
             f"lambda {r['lambda']:g}) | val ce {r['val_ce']:.4f} acc {r['val_accuracy']:.4f} "
             f"(balanced {r[GUARD_METRIC]:.4f}) "
             f"L {r['val_L']:.4f} L_soft {r['val_L_soft']:.4f} | {r['seconds']:.1f} s")

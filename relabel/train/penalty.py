@@ -147,6 +147,25 @@ def penalty_cells(intrinsic, observables, best, log2_bins_int: int, bins_obs: in
     A thin name for :func:`relabel.bias.metric.object_cells`, which bins with the
     metric's code, so the penalty and L cannot drift apart.
 
+    Parameters
+    ----------
+    intrinsic : array-like, shape (n,) or (n, d)
+        Intrinsic properties (e.g. absolute magnitude, size in kpc, colour).
+    observables : array-like, shape (n,) or (n, m)
+        Observing conditions (e.g. PSF FWHM in arcsec, resolution).
+    best : list of {"low", "high"}
+        The best-observed end of each observable.
+    log2_bins_int : int
+        Depth of the intrinsic k-d tree.
+    bins_obs : int
+        Equal-count bins per observable within each leaf.
+
+    Returns
+    -------
+    leaf : numpy.ndarray of int, shape (n,)
+    obs_bin : numpy.ndarray of int, shape (n, m)
+        0 is the best-observed bin.
+
     Examples
     --------
     >>> leaf, obs_bin = penalty_cells(np.zeros(4), np.array([4.0, 3.0, 2.0, 1.0]), ["low"], 0, 2)

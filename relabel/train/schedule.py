@@ -29,6 +29,18 @@ def learning_rate_schedule(optimiser: torch.optim.Optimizer, total_steps: int, w
 def lambda_share(epochs_done: float, warmup_epochs: int) -> float:
     """Share of lambda applied after ``epochs_done`` epochs: 0 during the warm-up, then up to 1 over one epoch.
 
+    Parameters
+    ----------
+    epochs_done : float
+        Epochs completed, fractional within an epoch (steps / steps per epoch).
+    warmup_epochs : int
+        Epochs of cross-entropy alone.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+
     Examples
     --------
     >>> [lambda_share(e, 2) for e in (0, 2, 2.5, 3, 7)]

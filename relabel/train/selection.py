@@ -22,6 +22,22 @@ def select_epoch(history: list[dict], first_eligible: int, accuracy_tolerance: f
     mislabelled, worse-observed objects (up to several points), hence the default
     tolerance of 0.1. For ``debiased``, epochs of the warm-up are not eligible either.
 
+    Parameters
+    ----------
+    history : list of dict
+        One record per epoch (``epoch``, ``criterion``, ``GUARD_METRIC``); each gains ``eligible``.
+    first_eligible : int
+        First epoch (1-based) that may be kept.
+    accuracy_tolerance : float
+        Allowed drop of the guard accuracy below the run's best.
+
+    Returns
+    -------
+    epoch : int or None
+        The kept epoch.
+    guarded : bool
+        Whether an epoch passed the collapse guard.
+
     Examples
     --------
     >>> h = [{"epoch": 1, GUARD_METRIC: 0.98, "criterion": 0.5},

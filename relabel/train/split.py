@@ -66,6 +66,19 @@ def validation_mask(ids, seed: int, val_fraction: float) -> np.ndarray:
     the row order or on which other rows are present. The mixer is splitmix64
     (Steele, Lea & Flood 2014, OOPSLA).
 
+    Parameters
+    ----------
+    ids : array-like of int or str, shape (n,)
+        Object ids (the catalog's id column).
+    seed : int
+        Seed of the split.
+    val_fraction : float
+        Share held out, in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n,)
+
     Examples
     --------
     >>> mask = validation_mask(np.arange(100_000), seed=0, val_fraction=0.25)
