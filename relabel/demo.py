@@ -69,7 +69,7 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     step("re-labelling the survey", "with the de-biased model on a LocalCluster")
     run = run_catalog(survey.catalog, models["debiased"], root / "relabelled", workflow=survey.workflow,
                       cluster=ClusterOptions(kind="local", workers=workers, dashboard_address=dashboard_address),
-                      overwrite=True, progress=progress, echo=echo)
+                      overwrite=True, progress=progress, echo=_run_echo(echo))
     step("writing the report", "")
     report = make_report(run.out_dir, truth=survey.truth, report_dir=root / "report", overwrite=True)
 
@@ -92,6 +92,14 @@ def _coarser_bins(workflow_path: Path) -> None:
     data = yaml.safe_load(workflow_path.read_text())
     data["bias"] = {**data.get("bias", {}), "log2_bins_int": 2, "bins_obs": 4}
     workflow_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _run_echo(echo):
+    """The run's own lines go to the ``relabel`` logger; echo them too only where no handler shows them
+    (the CLI installs one; a plain Python call does not), so each line is printed once."""
+    import logging
+
+    return None if logging.getLogger("relabel").handlers else echo
 
 
 class _Steps:

@@ -21,6 +21,7 @@ import pandas as pd
 from relabel import status as st
 from relabel.bias.metric import bias_with_errors
 from relabel.catalog.labels import NO_CLASS, table_labels
+from relabel.catalog.reader import catalog_folder, describe_catalog
 from relabel.config import Workflow
 from relabel.cutouts.root import check_cutout_root
 from relabel.cutouts.sources import open_cutout_source
@@ -42,8 +43,8 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
 
     Parameters
     ----------
-    catalog_path
-        The catalog (FITS or Parquet) with the workflow's columns.
+    catalog_path : str, Path, pandas.DataFrame or astropy.table.Table
+        The catalog (FITS or Parquet file, Parquet dataset, or a table in memory) with the workflow's columns.
     model_path
         A checkpoint written by :func:`relabel.train.train_model`.
     truth
@@ -80,12 +81,12 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     BiasError
         Too few objects for the bins.
     """
-    catalog_path = Path(catalog_path)
     model, meta = load_checkpoint(model_path, choose_device(device))
     how = "the checkpoint's recorded root, relative to the catalog's real folder" if workflow is None else ""
     # As `relabel run`: relative paths from the catalog's real folder (symlinks followed).
-    workflow = resolve_workflow(workflow, meta, catalog_path.resolve().parent, model_path)
-    meta.check_input(workflow.cutouts.bands, workflow.cutouts.size, source=f"the cutouts of {catalog_path}")
+    workflow = resolve_workflow(workflow, meta, catalog_folder(catalog_path), model_path)
+    meta.check_input(workflow.cutouts.bands, workflow.cutouts.size,
+                     source=f"the cutouts of {describe_catalog(catalog_path)}")
     check_cutout_root(workflow, how=how)
     table, probs, dropped = _evaluated_rows(catalog_path, model_path, model, meta, workflow, all_rows, batch_size)
     predicted = probs.argmax(axis=1)
@@ -130,7 +131,7 @@ def _quartile_fields(out: dict, table: pd.DataFrame, workflow: Workflow, classes
     return quartile
 
 
-def _evaluated_rows(catalog_path: Path, model_path, model, meta, workflow: Workflow, all_rows: bool,
+def _evaluated_rows(catalog_path, model_path, model, meta, workflow: Workflow, all_rows: bool,
                     batch_size: int) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """The evaluated rows with a usable cutout, their probabilities (n, K) and the counts of rows left out."""
     table, dropped = read_table(catalog_path, workflow)
@@ -147,7 +148,8 @@ def _evaluated_rows(catalog_path: Path, model_path, model, meta, workflow: Workf
     for name, count in pd.Series(predictions.status[~usable]).value_counts().items():
         dropped[f"cutout_{name}"] = int(count)
     if not usable.any():
-        raise CatalogError(f"{catalog_path}: none of the {len(usable)} evaluated rows has a usable cutout "
+        where = describe_catalog(catalog_path)
+        raise CatalogError(f"{where}: none of the {len(usable)} evaluated rows has a usable cutout "
                            f"({', '.join(f'{v} {k}' for k, v in dropped.items())}); check cutouts.root "
                            f"{workflow.cutouts.root}")
     table = table[usable].reset_index(drop=True)
@@ -315,8 +317,8 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
 
     Parameters
     ----------
-    catalog_path
-        The catalog (FITS or Parquet).
+    catalog_path : str, Path, pandas.DataFrame or astropy.table.Table
+        The catalog (a file, a Parquet dataset, or a table in memory).
     models : dict
         Row name -> checkpoint path, e.g. ``{"biased": ..., "de-biased": ...}``.
     truth
@@ -341,8 +343,8 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     """
     if not models:
         raise ConfigError("compare_methods needs at least one model")
-    loaded, workflow = _comparable_models(Path(catalog_path), models, workflow, device)
-    table, methods = _method_probabilities(Path(catalog_path), loaded, workflow, batch_size)
+    loaded, workflow = _comparable_models(catalog_path, models, workflow, device)
+    table, methods = _method_probabilities(catalog_path, loaded, workflow, batch_size)
     classes = list(next(iter(loaded.values()))[1].classes)
     params = workflow.bias
 
@@ -364,7 +366,7 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
             "temperatures": {name: float(meta.temperature) for name, (_, meta) in loaded.items()}}
 
 
-def _comparable_models(catalog_path: Path, models: dict, workflow, device) -> tuple[dict, Workflow]:
+def _comparable_models(catalog_path, models: dict, workflow, device) -> tuple[dict, Workflow]:
     """The checkpoints (name -> (model, meta)), refused unless they share one split and class list; the workflow."""
     loaded = {name: load_checkpoint(path, choose_device(device)) for name, path in models.items()}
     first_name, (_, first) = next(iter(loaded.items()))
@@ -373,13 +375,13 @@ def _comparable_models(catalog_path: Path, models: dict, workflow, device) -> tu
                 first.split.get("seed"), first.split.get("val_fraction"), first.classes):
             raise ConfigError(f"models {first_name!r} and {name!r} were trained on different splits or classes; "
                               "compare models of one split")
-    workflow = resolve_workflow(workflow, first, catalog_path.resolve().parent, models[first_name])
+    workflow = resolve_workflow(workflow, first, catalog_folder(catalog_path), models[first_name])
     if not workflow.labels.probabilities:
         raise ConfigError("the comparison needs vote-fraction labels (the catalog-level correction maps them)")
     return loaded, workflow
 
 
-def _method_probabilities(catalog_path: Path, loaded: dict, workflow: Workflow, batch_size: int):
+def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_size: int):
     """The held-out rows every model predicted, and per method its probabilities and (labels only) hard codes."""
     from relabel.baselines import catalog_level_correction
 

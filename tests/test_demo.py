@@ -14,7 +14,8 @@ def test_tiny_demo_runs_end_to_end(tmp_path, capsys):
     printed = captured.out
     # --no-progress: no bars, but training still reports each epoch
     assert "\r" not in captured.err and "epoch 1/1: loss" in captured.err
-    assert "dashboard: http://127.0.0.1:" in printed
+    assert printed.count("dashboard: http://127.0.0.1:") == 1, "each of the run's lines is printed once"
+    assert printed.count("relabel run: 500 rows in") == 1
     assert "relabel demo finished" in printed and "debiased model" in printed
     out = tmp_path / "demo" / "relabelled"
     assert len(pd.read_parquet(out)) == 500

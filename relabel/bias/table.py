@@ -65,7 +65,7 @@ def bias_of_table(
         As :func:`bias_with_errors`.
     """
     opts = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if path is not None and not Path(path).exists():
+    if isinstance(path, (str, Path)) and not Path(path).exists():
         # Said first: a missing file is the problem, not the options that would map it.
         raise CatalogError(f"table {path} does not exist")
     if workflow is not None and not hasattr(workflow, "labels"):

@@ -22,7 +22,7 @@ class FrameCatalog(Catalog):
 
     def __init__(self, frame: pd.DataFrame, name: str = "<DataFrame>"):
         self.path = Path(name)
-        self.frame = frame.reset_index(drop=True)
+        self.frame = _decoded_text(frame.reset_index(drop=True))
         self.nrows = len(self.frame)
         self.columns = [str(c) for c in self.frame.columns]
         self._dtypes, self._shapes = {}, {}
@@ -50,6 +50,23 @@ class FrameCatalog(Catalog):
         out = self.frame.iloc[start:stop][list(dict.fromkeys(columns))].copy()
         out.index = pd.RangeIndex(start, stop)
         return out
+
+
+def _decoded_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as FITS defines text: byte strings (``Table.to_pandas()`` of a FITS table keeps them)
+    decoded, trailing blanks stripped, so a path, id or label compares as its file's value does."""
+    out = None
+    for name in frame.columns:
+        values = frame[name]
+        if values.dtype != object:
+            continue
+        sample = values.dropna()
+        if not len(sample) or not isinstance(sample.iloc[0], (bytes, str)):
+            continue
+        out = frame.copy() if out is None else out
+        out[name] = values.map(lambda v: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v).rstrip(" ")
+                               if isinstance(v, (bytes, str)) else v)
+    return frame if out is None else out
 
 
 def table_to_frame(table) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from relabel.catalog.memory import FrameCatalog, table_to_frame
 from relabel.catalog.parquet import ParquetCatalog
 from relabel.errors import CatalogError
 
-__all__ = ["Catalog", "FitsCatalog", "FrameCatalog", "ParquetCatalog", "open_catalog"]
+__all__ = ["Catalog", "FitsCatalog", "FrameCatalog", "ParquetCatalog", "catalog_folder", "describe_catalog",
+           "in_memory", "open_catalog"]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
@@ -67,6 +68,71 @@ def open_catalog(path, hdu: int | str | None = None) -> Catalog:
             "relabel reads FITS binary tables and Parquet"
         )
     return FitsCatalog(path, hdu)
+
+
+def in_memory(catalog) -> bool:
+    """True for a catalog given as a table in memory (pandas DataFrame, astropy Table, :class:`FrameCatalog`).
+
+    Parameters
+    ----------
+    catalog : str, Path, pandas.DataFrame, astropy.table.Table or Catalog
+        A catalog as the commands accept it.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> in_memory(pd.DataFrame({"OBJID": [1]})), in_memory("catalog.fits")
+    (True, False)
+    """
+    if isinstance(catalog, (str, Path)):
+        return False
+    return isinstance(catalog, (pd.DataFrame, FrameCatalog)) or type(catalog).__name__ in ("Table", "QTable")
+
+
+def describe_catalog(catalog) -> str:
+    """How messages and records name a catalog: its resolved path, or what kind of table in memory it is.
+
+    Parameters
+    ----------
+    catalog : str, Path, pandas.DataFrame, astropy.table.Table or Catalog
+        A catalog as the commands accept it.
+
+    Returns
+    -------
+    str
+        E.g. ``/data/gz1/catalog.fits`` or ``<pandas DataFrame of 1,200 rows>``.
+
+    Examples
+    --------
+    >>> describe_catalog(pd.DataFrame({"OBJID": [1, 2]}))
+    '<pandas DataFrame of 2 rows>'
+    """
+    if not in_memory(catalog):
+        return str(Path(catalog).resolve())
+    kind = "pandas DataFrame" if isinstance(catalog, pd.DataFrame) else (
+        "astropy Table" if type(catalog).__name__ in ("Table", "QTable") else "table in memory")
+    return f"<{kind} of {len(catalog):,} rows>" if hasattr(catalog, "__len__") else f"<{kind}>"
+
+
+def catalog_folder(catalog) -> Path:
+    """The folder a workflow's relative paths (the cutout root) are taken from when none is given.
+
+    A file's real folder (symlinks followed: a linked catalog still finds the cutouts beside
+    the file it points to); the working folder for a table in memory.
+
+    Parameters
+    ----------
+    catalog : str, Path, pandas.DataFrame, astropy.table.Table or Catalog
+        A catalog as the commands accept it.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    return Path.cwd() if in_memory(catalog) else Path(catalog).resolve().parent
 
 
 def _looks_like_fits(path: Path) -> bool:

@@ -15,7 +15,7 @@ from relabel import status as st
 from relabel.catalog.ids import check_ids
 from relabel.catalog.labels import table_labels
 from relabel.catalog.missing import as_numpy_columns, drop_missing
-from relabel.catalog.reader import open_catalog
+from relabel.catalog.reader import describe_catalog, open_catalog
 from relabel.config import Workflow
 from relabel.cutouts.sources import open_cutout_source
 from relabel.errors import ConfigError
@@ -145,7 +145,8 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
     if normalisation is None:
         train_rows = np.flatnonzero(usable & ~is_val)
         if len(train_rows) == 0:
-            raise ConfigError(f"{catalog_path}: no training row has a usable cutout (dropped: {dropped})")
+            raise ConfigError(f"{describe_catalog(catalog_path)}: no training row has a usable cutout "
+                              f"(dropped: {dropped})")
         normalisation = _estimated_normalisation(images, train_rows, seed)
     for start in range(0, len(table), READ_CHUNK):
         images[start:start + READ_CHUNK] = normalise(images[start:start + READ_CHUNK], normalisation)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from relabel.catalog.reader import describe_catalog
 from relabel.config import Workflow, load_workflow
 from relabel.destination import check_output_file
 from relabel.errors import ConfigError
@@ -91,7 +92,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
 
     Parameters
     ----------
-    catalog_path : str or Path
+    catalog_path : str, Path, pandas.DataFrame or astropy.table.Table
         FITS or Parquet catalog with the workflow's columns.
     workflow : Workflow or str or Path
         A :class:`relabel.config.Workflow` or the path of a workflow file.
@@ -216,9 +217,10 @@ def _split_rows(catalog_path, data: LabelledCutouts, options: TrainOptions) -> _
         train_rows = train_rows[labelled[train_rows]]
     n_labelled = int(labelled[train_rows].sum())
     if n_labelled == 0:
-        raise ConfigError(f"{catalog_path}: no training row has a label passing its threshold")
+        raise ConfigError(f"{describe_catalog(catalog_path)}: no training row has a label passing its threshold")
     if len(val_rows) == 0:
-        raise ConfigError(f"{catalog_path}: the validation split is empty (val_fraction={options.val_fraction})")
+        where = describe_catalog(catalog_path)
+        raise ConfigError(f"{where}: the validation split is empty (val_fraction={options.val_fraction})")
     return _Split(train_rows, val_rows, n_labelled)
 
 
@@ -373,7 +375,11 @@ def _select(history: list[dict], options: TrainOptions) -> tuple[int, bool, dict
              f"within {options.accuracy_tolerance:g} of the best ({max(h[GUARD_METRIC] for h in history):.4f}); "
              f"keeping epoch {best_epoch}, the best of them by that measure. lambda {options.lam:g} is probably too "
              f"large (a collapse towards one class), or train for more epochs")
-    if not settled["settled"]:
+    if settled["epochs_seen"] < options.settle_window:
+        warn(f"warning: training stopped before it could be seen to settle: {settled['epochs_seen']} epoch(s) at "
+             f"full lambda, fewer than the {options.settle_window} the check needs; the kept epoch {best_epoch} may "
+             f"be a chance one: train for more epochs")
+    elif not settled["settled"]:
         warn(f"warning: training had not settled when it stopped: over its last {settled['epochs_seen']} epoch(s) "
              f"at full lambda the validation class share moved by {settled['class_share_swing']:.3f} and the "
              f"balanced accuracy by {settled['accuracy_swing']:.3f} (settled: both <= {options.settle_tolerance:g} "
@@ -406,7 +412,7 @@ def _checkpoint_meta(catalog_path, workflow: Workflow, data: LabelledCutouts, sp
                  "warmup_epochs": options.warmup_epochs},
         workflow=workflow_record(workflow), metrics=metrics,
         split={"scheme": SPLIT_SCHEME, "seed": options.seed, "val_fraction": options.val_fraction,
-               "id_column": workflow.catalog.id, "catalog": str(Path(catalog_path).resolve()),
+               "id_column": workflow.catalog.id, "catalog": describe_catalog(catalog_path),
                "n_train": int(len(split.train_rows)), "n_train_labelled": split.n_labelled,
                "n_val": int(len(split.val_rows)), "dropped": data.dropped},
     )
