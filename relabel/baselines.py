@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 
 from relabel.catalog.labels import NO_CLASS, hard_labels
 from relabel.catalog.reader import open_catalog
-from relabel.columns import probability_column
 from relabel.config import Workflow, load_workflow
 from relabel.errors import ConfigError, OutputError
+from relabel.output_columns import probability_column
 
 UNCERTAIN = "uncertain"
 #: Status of a row the correction could not use (NaN or inf in one of its columns); its fractions stay NaN.

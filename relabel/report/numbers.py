@@ -14,6 +14,7 @@ from relabel.bias.table import bias_of_run
 from relabel.catalog.missing import drop_missing
 from relabel.config import Workflow
 from relabel.errors import OutputError, RelabelError
+from relabel.output_columns import probability_column
 from relabel.quartiles import observable_quartiles
 from relabel.run.output import SUMMARY
 
@@ -40,7 +41,7 @@ def read_output(out_dir: Path, wf: Workflow, classes: list[str]) -> pd.DataFrame
     pandas.DataFrame
         Those columns of every output row, each once.
     """
-    columns = [wf.catalog.id, *wf.intrinsic, *wf.observable_columns, *[f"p_{c}" for c in classes],
+    columns = [wf.catalog.id, *wf.intrinsic, *wf.observable_columns, *[probability_column(c) for c in classes],
                "label", "label_original", "status", *wf.cutouts.columns]
     return pd.read_parquet(out_dir, columns=list(dict.fromkeys(columns)))
 

@@ -33,6 +33,7 @@ from relabel.config import JOB_QUEUES, Workflow
 from relabel.cutouts.root import check_cutout_root
 from relabel.errors import CatalogError, ConfigError, ModelWarning
 from relabel.model.checkpoint import read_checkpoint
+from relabel.output_columns import probability_column, spread_column
 from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
 from relabel.run.output import (
     RUN_RECORD,
@@ -159,8 +160,8 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     if tta:
         record["tta"] = True  # only when set, so that records written before the option still resume
     columns = catalog_columns(wf)
-    clash = [c for c in columns if c in (ROW, *NEW_COLUMNS) or c in [f"p_{k}" for k in meta.classes]
-             or (tta and c in [f"p_{k}_std" for k in meta.classes])]
+    clash = [c for c in columns if c in (ROW, *NEW_COLUMNS) or c in [probability_column(k) for k in meta.classes]
+             or (tta and c in [spread_column(k) for k in meta.classes])]
     if clash:
         raise CatalogError(f"{catalog}: column(s) {', '.join(clash)} would clash with relabel's output columns")
     _refuse_occupied_output(out_dir, record, resume, overwrite)

@@ -23,6 +23,7 @@ from relabel.catalog.missing import as_numpy_columns, missing_mask, null_where
 from relabel.catalog.reader import open_catalog
 from relabel.config import Workflow
 from relabel.cutouts.sources import open_cutout_source
+from relabel.output_columns import probability_column, spread_column
 from relabel.run.inference import cached_model, configure_torch_threads, predict_rows
 from relabel.run.output import METADATA_KEY, shard_path, write_table_atomic
 from relabel.run.plan import Shard
@@ -53,7 +54,7 @@ class RunContext:
     @property
     def spread_columns(self) -> list[str]:
         """``p_<class>_std``: written with ``tta``, the spread over the square's 8 symmetries."""
-        return [f"p_{c}_std" for c in self.classes] if self.tta else []
+        return [spread_column(c) for c in self.classes] if self.tta else []
 
 
 def catalog_columns(workflow: Workflow) -> list[str]:
@@ -108,10 +109,10 @@ def output_schema(catalog_dtypes: dict[str, np.dtype], classes: list[str], metad
     fields = [pa.field(ROW, pa.int64())]
     for name, dtype in catalog_dtypes.items():
         fields.append(pa.field(name, arrow_type(dtype)))
-    fields += [pa.field(f"p_{c}", pa.float32()) for c in classes]
+    fields += [pa.field(probability_column(c), pa.float32()) for c in classes]
     fields += [pa.field(name, pa.string()) for name in NEW_COLUMNS]
     if tta:
-        fields += [pa.field(f"p_{c}_std", pa.float32()) for c in classes]
+        fields += [pa.field(spread_column(c), pa.float32()) for c in classes]
     if coverage:
         fields.append(pa.field(COVERAGE, pa.float32()))
     import json
@@ -251,7 +252,7 @@ def _output_frame(rows: pd.DataFrame, probs: np.ndarray, status: np.ndarray, ctx
         out[col] = null_where(rows[col], missing_mask(rows[col], codes[col])) if col in codes else rows[col].array
     classes = np.asarray(ctx.classes, dtype=object)
     for k, name in enumerate(ctx.classes):
-        out[f"p_{name}"] = probs[:, k]
+        out[probability_column(name)] = probs[:, k]
     predicted = np.isin(status, st.PREDICTED)
     label = np.full(len(rows), None, dtype=object)
     if predicted.any():
