@@ -376,9 +376,9 @@ def _select(history: list[dict], options: TrainOptions) -> tuple[int, bool, dict
              f"keeping epoch {best_epoch}, the best of them by that measure. lambda {options.lam:g} is probably too "
              f"large (a collapse towards one class), or train for more epochs")
     if settled["epochs_seen"] < options.settle_window:
-        warn(f"warning: training stopped before it could be seen to settle: {settled['epochs_seen']} epoch(s) at "
-             f"full lambda, fewer than the {options.settle_window} the check needs; the kept epoch {best_epoch} may "
-             f"be a chance one: train for more epochs")
+        warn(f"warning: training had not settled when it stopped: it ran {settled['epochs_seen']} epoch(s) at "
+             f"full lambda, fewer than the {options.settle_window} the check needs to see it settle; the kept epoch "
+             f"{best_epoch} may be a chance one: train for more epochs")
     elif not settled["settled"]:
         warn(f"warning: training had not settled when it stopped: over its last {settled['epochs_seen']} epoch(s) "
              f"at full lambda the validation class share moved by {settled['class_share_swing']:.3f} and the "
