@@ -16,6 +16,8 @@ from relabel.report.figures import report_figure
 CROP_MARGIN = 1.5
 #: Smallest crop half-width in pixels: a point-like galaxy still shows its PSF and some sky.
 MIN_HALF_WIDTH = 8
+#: Width in pixels of the stamp's border frame that measures the sky noise (as the normalisation does).
+SKY_FRAME = 4
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
@@ -82,12 +84,23 @@ def crop_to_galaxy(image: np.ndarray) -> np.ndarray:
     >>> small = np.exp(-(xx**2 + yy**2) / 8.0)[None] + np.random.default_rng(0).normal(0, 0.01, (1, 64, 64))
     >>> crop_to_galaxy(small).shape[1] < 32
     True
+    >>> large = np.exp(-np.hypot(xx, yy) / 20.0)[None] + np.random.default_rng(0).normal(0, 0.01, (1, 64, 64))
+    >>> crop_to_galaxy(large).shape[1]  # larger than its stamp: shown whole
+    64
     """
     from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float64)
     red = ndimage.uniform_filter(np.nan_to_num(image[-1]), size=3)
     h, w = red.shape
+    # A galaxy larger than its stamp fills the border frame with its light (its median well above the
+    # frame's noise): show it whole. Otherwise the whole stamp's median would be galaxy light and only
+    # the core would pass the isophote below.
+    border = np.ones((h, w), dtype=bool)
+    border[SKY_FRAME:-SKY_FRAME, SKY_FRAME:-SKY_FRAME] = False
+    frame = red[border]
+    if np.median(frame) > 2 * (1.4826 * np.median(np.abs(frame - np.median(frame))) or 1e-12):
+        return image
     sky = np.median(red)
     sigma = 1.4826 * np.median(np.abs(red - sky)) or 1e-12
     regions, _ = ndimage.label(red - sky > 2 * sigma)
