@@ -98,7 +98,7 @@ def describe_catalog(catalog) -> str:
     Parameters
     ----------
     catalog : str, Path, pandas.DataFrame, astropy.table.Table or Catalog
-        A catalog as the commands accept it.
+        As for :func:`in_memory`; a table is named by its kind and length, never printed.
 
     Returns
     -------
@@ -126,7 +126,7 @@ def catalog_folder(catalog) -> Path:
     Parameters
     ----------
     catalog : str, Path, pandas.DataFrame, astropy.table.Table or Catalog
-        A catalog as the commands accept it.
+        As for :func:`in_memory`.
 
     Returns
     -------
