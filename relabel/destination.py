@@ -68,8 +68,9 @@ def check_output_dir(path: str | Path, overwrite: bool = False, what: str = "out
     Raises
     ------
     OutputError
-        ``path`` is a file, is a non-empty folder without ``overwrite``, or its parent is missing,
-        not a folder or not writable.
+        ``path`` is a file, is a non-empty folder without ``overwrite``, or its nearest existing
+        ancestor is a file or not writable. Missing parent folders are not an error: the output
+        folder is made with them.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -81,8 +82,20 @@ def check_output_dir(path: str | Path, overwrite: bool = False, what: str = "out
         if not os.access(path, os.W_OK | os.X_OK):
             raise OutputError(f"{what} {path} is not writable")
         return path
-    _check_parent(path, what)
+    _check_ancestor(path, what)
     return path
+
+
+def _check_ancestor(path: Path, what: str) -> None:
+    """A folder that does not exist yet is made with its missing parents (``mkdir -p``, as users
+    expect of an output folder); its nearest existing ancestor must be a writable folder."""
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{what} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: folder {ancestor} is not writable")
 
 
 def _check_parent(path: Path, what: str) -> None:

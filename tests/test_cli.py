@@ -50,7 +50,7 @@ def _bad_inputs(root: Path, model: Path) -> list[tuple[list[str], str]]:
     return [
         (["simulate", str(root / "a_file"), "--n", "10"], "is a file"),
         (["simulate", str(root / "full"), "--n", "10"], "not empty"),
-        (["simulate", str(root / "no" / "such" / "dir"), "--n", "10"], "does not exist"),
+        (["simulate", str(root / "a_file" / "such" / "dir"), "--n", "10"], "is a file, not a folder"),
         (["bias", str(root / "missing.fits")], "missing.fits does not exist"),
         (["bias", cat], "needs labels"),
         (["bias", cat, "--config", str(root / "missing.yaml")], "missing.yaml"),
@@ -204,3 +204,11 @@ def test_ctrl_c_to_the_process_group_prints_one_line_and_no_worker_traceback(tmp
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert [line for line in err.splitlines() if line.startswith("relabel:")] == [
         "relabel: interrupted; files already written are complete (rerun with --resume to go on)"]
+
+
+def test_output_folders_are_made_with_their_missing_parents(tmp_path, capsys):
+    # `relabel simulate DIR/base` with DIR not there yet: made, as users (and scripts) expect of an output folder;
+    # a checkpoint file's missing folder stays an error (the bad-input walk above).
+    target = tmp_path / "new" / "deeper" / "survey"
+    assert main(["simulate", str(target), "--n", "12", "--no-progress"]) == 0
+    assert (target / "catalog.fits").is_file() and (target / "workflow.yaml").is_file()

@@ -73,7 +73,7 @@ def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir
         "comparison": comparison_table(frame, wf, classes, predicted),
         "truth_trends": truth_trends(frame, wf, classes, predicted),
     }
-    report_dir.mkdir(exist_ok=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
     pages = []
     for obs in wf.observables:
         name = f"fraction_{obs.column.lower()}.png"
