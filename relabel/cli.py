@@ -81,7 +81,27 @@ def _setup_logging(level: int) -> None:
         logger.addHandler(handler)
     logger.propagate = False
     logger.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(level, logging.ERROR if level < 0 else logging.DEBUG))
-    logging.captureWarnings(True)
+    _show_warnings_through(logger)
+
+
+def _show_warnings_through(logger) -> None:
+    """Warnings as one ``relabel: WARNING:`` line each on stderr.
+
+    Not ``logging.captureWarnings``: libraries give its ``py.warnings`` logger a NullHandler,
+    which silently swallowed every warning (a -9999 redshift used as a real value, a model
+    that had not settled) in the command's output.
+    """
+    import warnings
+
+    from relabel.errors import RelabelWarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, RelabelWarning):
+            logger.warning(str(message))
+        else:  # another library's: say whose, and where
+            logger.warning(f"{category.__name__}: {message} ({filename}:{lineno})")
+
+    warnings.showwarning = show
 
 
 def build_parser() -> argparse.ArgumentParser:

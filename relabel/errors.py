@@ -33,6 +33,10 @@ class RelabelWarning(UserWarning):
     """Base class of relabel's warnings (filter them with ``warnings.filterwarnings``)."""
 
 
+class DataWarning(RelabelWarning):
+    """A catalog value looks wrong but is used as given (e.g. an undeclared missing-value code like -9999)."""
+
+
 class ModelWarning(RelabelWarning):
     """A checkpoint is usable but suspect (e.g. it failed its collapse guard in training)."""
 

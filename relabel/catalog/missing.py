@@ -10,13 +10,14 @@ out of bias and training and counted by column (each row once in the total);
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from relabel.errors import ConfigError
+from relabel.errors import ConfigError, DataWarning
 
 
 def parse_missing_codes(value: Any, where: str = "workflow") -> dict[str, list]:
@@ -123,7 +124,61 @@ def drop_missing(frame: pd.DataFrame, columns: Sequence[str], codes: Mapping[str
         if bad.any():
             counts[f"missing {column}"] = int(bad.sum())
             keep &= ~bad
-    return frame[keep], counts
+    kept = frame[keep]
+    _warn_about_suspect_codes(kept, columns, codes)
+    return kept, counts
+
+
+#: Values that catalogs (SDSS, Galaxy Zoo, VizieR tables) use to mean "missing" in numeric columns.
+COMMON_CODES = (-99999, -9999, -999, -99, 99, 999, 9999, 99999)
+
+
+def suspect_codes(values: pd.Series) -> dict[float, int]:
+    """Common missing-value codes that a numeric column holds at its minimum or maximum.
+
+    A real measurement can equal -99 or 9999 by chance, but a code used for missing values
+    sits at the end of the column's range (below or above every real value), where it
+    silently becomes the best or worst bin of an observable.
+
+    Parameters
+    ----------
+    values : pandas.Series
+        One numeric column (missing values already removed).
+
+    Returns
+    -------
+    dict
+        Code -> number of rows holding it; empty when there is none.
+
+    Examples
+    --------
+    >>> suspect_codes(pd.Series([0.05, 0.1, -9999.0, 0.2, -9999.0]))
+    {-9999.0: 2}
+    >>> suspect_codes(pd.Series([-120.0, -99.0, 3.0]))  # -99 inside the range: a value like any other
+    {}
+    """
+    if values.dtype.kind not in "iuf" or len(values) == 0:
+        return {}
+    array = values.to_numpy()
+    low, high = array.min(), array.max()
+    found = {}
+    for code in COMMON_CODES:
+        if code in (low, high):
+            count = int((array == code).sum())
+            if count:
+                found[float(code)] = count
+    return found
+
+
+def _warn_about_suspect_codes(frame: pd.DataFrame, columns: Sequence[str], codes: Mapping[str, Sequence]) -> None:
+    for column in dict.fromkeys(columns):
+        if column in codes:
+            continue  # declared: the user has said what the codes of this column are
+        for code, count in suspect_codes(frame[column]).items():
+            warnings.warn(f"column {column} holds {count} value(s) of {code:g} at the end of its range, a common "
+                          f"missing-value code; they are used as real values. If they mean missing, declare them "
+                          f"in the workflow: catalog: {{missing: {{{column}: [{code:g}]}}}}", DataWarning,
+                          stacklevel=3)
 
 
 def as_numpy_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

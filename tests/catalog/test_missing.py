@@ -171,3 +171,50 @@ def test_missing_codes_config_is_checked():
         parse_missing_codes([-9999], "w.yaml")
     with pytest.raises(ConfigError, match="catalog.missing.Z"):
         parse_missing_codes({"Z": [None]}, "w.yaml")
+
+
+def test_undeclared_missing_value_codes_at_a_column_end_are_warned_about(tmp_path, capsys):
+    import warnings
+
+    import fitsio
+    import yaml
+
+    from relabel.bias.table import bias_of_table
+    from relabel.cli import main
+    from relabel.errors import DataWarning
+
+    rng = np.random.default_rng(3)
+    n = 400
+    data = np.zeros(n, dtype=[("OBJID", ">i8"), ("P_EL", ">f4"), ("P_CS", ">f4"), ("ABS_MAG", ">f4"),
+                              ("REDSHIFT", ">f4")])
+    data["OBJID"] = np.arange(n)
+    data["P_CS"] = rng.uniform(0, 1, n)
+    data["P_EL"] = 1 - data["P_CS"]
+    data["ABS_MAG"] = rng.normal(-20, 1, n)
+    data["ABS_MAG"][:5] = -99.0  # inside the range of nothing: -99 mag is below every real value
+    data["REDSHIFT"] = rng.uniform(0.01, 0.2, n)
+    data["REDSHIFT"][10:31] = -9999.0
+    fitsio.write(str(tmp_path / "c.fits"), data)
+    wf = {"catalog": {"path": "c.fits", "id": "OBJID"},
+          "labels": {"probabilities": [{"column": "P_EL", "class": "elliptical", "threshold": 0.5},
+                                       {"column": "P_CS", "class": "spiral", "threshold": 0.5}]},
+          "intrinsic": ["ABS_MAG"], "observables": [{"column": "REDSHIFT", "best": "low"}],
+          "bias": {"log2_bins_int": 1, "bins_obs": 3, "n_boot": 0, "n_null": 0}}
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(wf))
+    with pytest.warns(DataWarning) as caught:
+        bias_of_table(tmp_path / "c.fits", tmp_path / "wf.yaml")
+    said = sorted(str(w.message).split(" at ")[0] for w in caught)
+    assert said == ["column ABS_MAG holds 5 value(s) of -99", "column REDSHIFT holds 21 value(s) of -9999"]
+
+    wf["catalog"]["missing"] = {"REDSHIFT": [-9999], "ABS_MAG": [-99]}
+    (tmp_path / "declared.yaml").write_text(yaml.safe_dump(wf))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # declared codes: nothing to warn about
+        result = bias_of_table(tmp_path / "c.fits", tmp_path / "declared.yaml")
+    assert result.dropped["missing REDSHIFT"] == 21 and result.dropped["missing ABS_MAG"] == 5
+
+    # through the command line: one warning line each, on stderr
+    assert main(["bias", str(tmp_path / "c.fits"), "--config", str(tmp_path / "wf.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "relabel: WARNING: column REDSHIFT holds 21 value(s) of -9999" in err
+    assert "catalog: {missing: {REDSHIFT: [-9999]}}" in err
