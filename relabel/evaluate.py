@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from relabel import status as st
-from relabel.bias.metric import bias_with_errors
+from relabel.bias.metric import BiasError, bias_with_errors
 from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.reader import catalog_folder, describe_catalog
 from relabel.config import Workflow
@@ -78,8 +78,11 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
         The checkpoint is unreadable or does not fit the workflow's cutouts.
     CatalogError
         Missing columns; truth without the id or ``TRUE_CLASS`` column.
-    BiasError
-        Too few objects for the bins.
+
+    Notes
+    -----
+    Too few objects for the bins does not raise: the L fields are then None and
+    ``L_<set>_error`` says why, so the accuracies are still reported.
     """
     model, meta = load_checkpoint(model_path, choose_device(device))
     how = "the checkpoint's recorded root, relative to the catalog's real folder" if workflow is None else ""
@@ -160,14 +163,27 @@ def _evaluated_rows(catalog_path, model_path, model, meta, workflow: Workflow, a
 
 def _bias_fields(table: pd.DataFrame, workflow: Workflow, rows: np.ndarray, labels: np.ndarray,
                  n_classes: int | None, names: list[str]) -> dict:
-    """L, its null and their errors for one label set on ``rows``, with the workflow's bins and repetitions."""
-    params = workflow.bias
-    result = bias_with_errors(table[workflow.intrinsic][rows], table[workflow.observable_columns][rows], labels,
-                              n_classes, params["log2_bins_int"], params["bins_obs"],
-                              [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
-                              n_null=params["n_null"], classes=names)
+    """L, its null and their errors for one label set on ``rows``, with the workflow's bins and repetitions.
+
+    Too few objects for the bins is not a reason to withhold the accuracies: L is then None and
+    ``error`` says why (and what to change).
+    """
+    try:
+        result = _bias_of_rows(table, workflow, rows, labels, n_classes, names)
+    except BiasError as exc:
+        return {"error": str(exc)}
     return {"L": result.L, "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
             "excess": result.excess}
+
+
+def _bias_of_rows(table: pd.DataFrame, workflow: Workflow, rows: np.ndarray, labels: np.ndarray,
+                  n_classes: int | None, names: list[str]):
+    """:func:`relabel.bias.metric.bias_with_errors` of one label set on ``rows``, with the workflow's bins."""
+    params = workflow.bias
+    return bias_with_errors(table[workflow.intrinsic][rows], table[workflow.observable_columns][rows], labels,
+                            n_classes, params["log2_bins_int"], params["bins_obs"],
+                            [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
+                            n_null=params["n_null"], classes=names)
 
 
 def _truth_fields(truth, table: pd.DataFrame, workflow: Workflow, classes: list[str], codes: np.ndarray,
@@ -228,6 +244,8 @@ def format_evaluation(result: dict) -> str:
         f"L model soft  {num('L_model_soft')} (null {num('null_L_model_soft')}, excess {num('excess_L_model_soft')})",
         f"accuracy vs labels {num('accuracy_labels')}",
     ]
+    errors = list(dict.fromkeys(v for k, v in result.items() if k.endswith("_error") and v))
+    lines += [f"L n/a: {text}" for text in errors]
     if result.get("accuracy_truth") is not None:
         lines.append(f"L truth (confident subset) {num('L_truth_confident')} (null {num('null_L_truth_confident')})")
         lines.append(f"accuracy vs truth {num('accuracy_truth')} (labels' own: {num('accuracy_truth_labels')})")
@@ -248,6 +266,8 @@ def _put(out: dict, name: str, values: dict | None) -> None:
     out[f"null_L_{name}"] = values.get("null_L")
     out[f"null_L_{name}_std"] = values.get("null_L_std")
     out[f"excess_L_{name}"] = values.get("excess")
+    if "error" in values:
+        out[f"L_{name}_error"] = values["error"]
 
 
 def _recode(codes: np.ndarray, label_classes: list[str], classes: list[str]) -> np.ndarray:

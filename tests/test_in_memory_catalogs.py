@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,3 +72,18 @@ def test_how_a_catalog_is_named_and_where_its_paths_resolve(tmp_path, monkeypatc
     (tmp_path / "sub" / "c.fits").write_bytes(b"")
     (tmp_path / "link.fits").symlink_to(tmp_path / "sub" / "c.fits")
     assert catalog_folder(tmp_path / "link.fits") == tmp_path / "sub", "a linked catalog finds its real folder"
+
+
+def test_evaluate_on_too_few_objects_for_the_bins_still_gives_the_accuracies(toy, tmp_path, monkeypatch):
+    from relabel.evaluate import format_evaluation
+
+    root, workflow, table = toy
+    monkeypatch.chdir(root)
+    model = train_model(root / "catalog.fits", workflow, "biased", tmp_path / "m.pt", epochs=1, width=8,
+                        progress=False)
+    fine = copy.deepcopy(workflow)
+    fine.bias.update(log2_bins_int=4, bins_obs=5)  # 16 x 5 bins: ~40 held-out galaxies cannot fill them
+    result = evaluate_model(table.to_pandas().iloc[:120], model.path, workflow=fine)
+    assert result["L_labels"] is None and "observable bins it needs" in result["L_labels_error"]
+    assert 0.0 <= result["accuracy_labels"] <= 1.0 and result["n"] > 0
+    assert "L n/a: intrinsic leaf" in format_evaluation(result)
