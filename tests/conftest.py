@@ -82,7 +82,7 @@ def tiny_survey(tmp_path: Path):
 
 
 def write_untrained_checkpoint(path: Path, size: int = 16, seed: int = 0, workflow: dict | None = None,
-                               metrics: dict | None = None) -> Path:
+                               metrics: dict | None = None, method: str = "biased") -> Path:
     """A small untrained network saved as a real checkpoint: pipeline tests need a model, not a good one."""
     import torch
     import yaml
@@ -96,6 +96,7 @@ def write_untrained_checkpoint(path: Path, size: int = 16, seed: int = 0, workfl
         classes=["elliptical", "spiral"], bands=["r"], size=size,
         normalisation={"name": "arcsinh", "offset": [0.0], "scale": [1.0]}, architecture=arch,
         workflow=workflow if workflow is not None else yaml.safe_load(WORKFLOW_YAML), metrics=metrics or {},
+        method=method,
     )
     save_checkpoint(net, meta, path)
     return path

@@ -202,6 +202,8 @@ def _warn_about_training(model: Path, meta, echo) -> None:
         "settled": (f"{model} had not settled when its training stopped (its validation class balance or accuracy "
                     f"still moved between epochs; lambda {meta.lam:g}): its labels may depend on the epoch kept"),
     }
+    if meta.method != "debiased":
+        doubts.pop("settled")  # the settlement check watches the de-biasing penalty's feedback loop
     for metric, text in doubts.items():
         if meta.metrics.get(metric) is False:
             warnings.warn(text, ModelWarning, stacklevel=3)

@@ -375,7 +375,9 @@ def _select(history: list[dict], options: TrainOptions) -> tuple[int, bool, dict
              f"within {options.accuracy_tolerance:g} of the best ({max(h[GUARD_METRIC] for h in history):.4f}); "
              f"keeping epoch {best_epoch}, the best of them by that measure. lambda {options.lam:g} is probably too "
              f"large (a collapse towards one class), or train for more epochs")
-    if settled["epochs_seen"] < options.settle_window:
+    if options.method != "debiased":
+        pass  # settlement guards the penalty's feedback loop; it is recorded, not warned about, for biased runs
+    elif settled["epochs_seen"] < options.settle_window:
         warn(f"warning: training had not settled when it stopped: it ran {settled['epochs_seen']} epoch(s) at "
              f"full lambda, fewer than the {options.settle_window} the check needs to see it settle; the kept epoch "
              f"{best_epoch} may be a chance one: train for more epochs")
