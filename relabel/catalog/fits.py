@@ -96,6 +96,30 @@ class FitsCatalog(Catalog):
         for c in readable:
             self._dtypes[c], self._shapes[c] = _element_type(sample[c])
 
+    def require(self, columns: Sequence[str], numeric: Sequence[str] = (), what: str = "the workflow") -> None:
+        """As :meth:`Catalog.require`; also refuses variable-length array columns (TFORM ``rPt(e)``, ``rQt(e)``).
+
+        Their rows hold arrays of different lengths, which a reader of fixed-size cells pads
+        with zeros indistinguishable from real values; relabel refuses them up front instead.
+
+        Parameters
+        ----------
+        columns, numeric, what
+            As for :meth:`Catalog.require`.
+
+        Raises
+        ------
+        CatalogError
+            Also naming a variable-length array column and its TFORM.
+        """
+        super().require(columns, numeric, what)
+        for column in dict.fromkeys(columns):
+            plan = self.plans[column]
+            if plan.tform.lstrip("0123456789")[:1] in ("P", "Q"):
+                raise CatalogError(f"{self.path}: column {column} is a variable-length array (TFORM {plan.tform}), "
+                                   f"whose rows differ in length; {what} cannot use it: leave it out (for "
+                                   "catalog.passthrough, pass fixed-size vector columns only)")
+
     def read(self, columns: Sequence[str], start: int = 0, stop: int | None = None) -> pd.DataFrame:
         """Rows ``start:stop`` of ``columns``, decoded from the FITS binary table (see :meth:`Catalog.read`).
 

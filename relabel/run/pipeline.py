@@ -402,6 +402,10 @@ def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
     if wf.cutouts.layout == "tiles":
         numeric.append(wf.cutouts.index_column)
     cat.require(catalog_columns(wf), numeric=numeric, what=f"workflow {wf.source or wf.name}")
+    complex_columns = [c for c in wf.catalog.passthrough if getattr(cat.dtype(c), "kind", "O") == "c"]
+    if complex_columns:
+        raise CatalogError(f"{cat.path}: passthrough column(s) {', '.join(complex_columns)} hold complex numbers, "
+                           "which Parquet cannot store; leave them out of catalog.passthrough")
     ids_seen = []
     prob_cols = wf.labels.columns if wf.labels.probabilities else []
     for chunk in cat.iter_chunks([wf.catalog.id, *prob_cols]):

@@ -259,3 +259,30 @@ def test_scattered_rows_read_alone_in_any_order(tmp_path):
     table = _oracle(path)[rows.tolist()]
     _assert_same_as_astropy(frame.reset_index(drop=True), table[["SNULL", "SCALEDI", "TEXT", "VEC", "LONG"]],
                             slice(None))
+
+
+def test_variable_length_and_complex_columns_read_right_or_are_refused_by_name(tmp_path):
+    import pytest
+    from astropy.io import fits
+
+    from relabel.catalog import open_catalog
+    from relabel.errors import CatalogError
+
+    n = 5
+    cols = [fits.Column(name="OBJID", format="K", array=np.arange(n)),
+            fits.Column(name="CPLX", format="C", array=np.arange(n) * (1 + 2j)),
+            fits.Column(name="VLA", format="PE()",
+                        array=np.array([np.arange(i + 1, dtype=np.float32) for i in range(n)], dtype=object)),
+            fits.Column(name="QLA", format="QD()",
+                        array=np.array([np.arange(i, dtype=np.float64) for i in range(n)], dtype=object))]
+    fits.BinTableHDU.from_columns(cols).writeto(tmp_path / "odd.fits")
+    cat = open_catalog(tmp_path / "odd.fits")
+    # complex values come back as astropy reads them
+    assert cat.read(["CPLX"], 0, n)["CPLX"].tolist() == [complex(i, 2 * i) for i in range(n)]
+    # variable-length arrays: a fixed-size reader pads them with zeros that look like data; refused, named
+    for name, tform in (("VLA", "PE"), ("QLA", "QD")):
+        with pytest.raises(CatalogError, match=rf"column {name} is a variable-length array \(TFORM {tform}"):
+            cat.read([name], 0, n)
+        with pytest.raises(CatalogError, match=rf"column {name} is a variable-length array"):
+            cat.require(["OBJID", name], what="relabel run")
+    cat.require(["OBJID", "CPLX"])  # the other columns stay usable

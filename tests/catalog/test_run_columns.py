@@ -137,3 +137,17 @@ def test_declared_codes_predicted_and_written_as_null(tmp_path):
     assert [i for i, v in enumerate(table.column("FLAG").to_pylist()) if v is None] == [7, 30]
     summary = pd.read_json(tmp_path / "out" / "_summary.json", typ="series")
     assert summary["null_values"]["FLAG"] == 2 and summary["rows_label_missing"] == 0
+
+
+def test_variable_length_and_complex_passthrough_refused_before_anything_is_written(tmp_path, capsys):
+    vla = np.array([np.arange(i % 3 + 1, dtype=np.float32) for i in range(40)], dtype=object)
+    for name, column, phrase in (
+            ("SPECTRUM", fits.Column(name="SPECTRUM", format="PE()", array=vla), "is a variable-length array"),
+            ("PHASE", fits.Column(name="PHASE", format="C", array=np.arange(40) * 1j), "hold complex numbers")):
+        root = tmp_path / name
+        root.mkdir()
+        _, model = _survey(root, passthrough=("MAG_R", name), extra_columns=[column])
+        assert _run(root, model) == 2
+        err = capsys.readouterr().err
+        assert err.count("relabel: error:") == 1 and name in err and phrase in err, err
+        assert not (root / "out").exists()
