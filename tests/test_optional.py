@@ -29,3 +29,14 @@ def test_simulate_without_galsim_is_one_clear_line(tmp_path):
     assert lines == [lines[0]] and lines[0].startswith("relabel: error: the survey simulator needs")
     assert "pip install 'relabel[sim]'" in lines[0]
     assert not (tmp_path / "survey").exists()
+
+
+def test_a_job_queue_without_dask_jobqueue_is_one_clear_line(tiny_run):
+    root, _, _, model = tiny_run
+    argv = ["run", str(root / "catalog.fits"), "--model", str(model), "--config", str(root / "workflow.yaml"),
+            "--out", str(root / "out"), "--cluster", "slurm", "--dry-run"]
+    code = f"import sys; sys.modules['dask_jobqueue'] = None; from relabel.cli import main; sys.exit(main({argv!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'relabel[queues]'" in done.stderr and "Traceback" not in done.stderr
+    assert not (root / "out").exists()

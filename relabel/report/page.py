@@ -17,6 +17,7 @@ from relabel import status as st
 from relabel.bias.table import run_workflow
 from relabel.destination import check_output_dir
 from relabel.errors import OutputError
+from relabel.optional import require
 from relabel.report import figures as fig
 from relabel.report.gallery import plot_gallery
 from relabel.report.html import write_html
@@ -57,6 +58,7 @@ def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir
     out_dir = Path(out_dir)
     if not (out_dir / RUN_RECORD).is_file():
         raise OutputError(f"{out_dir} is not a relabel run output (no {RUN_RECORD})")
+    require("matplotlib", "report", "relabel report's figures")  # said before anything is read or written
     report_dir = check_output_dir(report_dir or out_dir / "_report", overwrite, "report folder")
     wf, classes = run_workflow(out_dir)
     frame = read_output(out_dir, wf, classes)

@@ -26,6 +26,7 @@ import dask
 
 from relabel import settings
 from relabel.errors import ClusterError, ConfigError, WorkersMissing
+from relabel.optional import require
 from relabel.run.clusters import ClusterHandle, ClusterOptions, connected, wait_for_workers, worker_environment
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,9 @@ def user_config(queue: str) -> dict:
     dict
         Dask-config keys (hyphenated, e.g. ``job-script-prologue``) the user set themselves.
     """
-    import dask_jobqueue
     import yaml
+
+    dask_jobqueue = require("dask_jobqueue", "queues", "--cluster with a job queue")
 
     shipped = yaml.safe_load((Path(dask_jobqueue.__file__).with_name("jobqueue.yaml")).read_text())
     shipped = shipped["jobqueue"].get(queue, {})
@@ -427,8 +429,7 @@ def cluster_class(queue: str):
     type
         The class, imported from dask_jobqueue.
     """
-    import dask_jobqueue
-
+    dask_jobqueue = require("dask_jobqueue", "queues", "--cluster with a job queue")
     return getattr(dask_jobqueue, QUEUES[queue][0])
 
 
