@@ -99,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Simulate if needed, train, evaluate, check the criteria, write json, markdown and figures."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     prepare_survey(args.survey, args.preset, args.simulate, args.survey_seed, args.threads)
@@ -507,14 +508,19 @@ def leaf_residuals(predictions: dict, workflow, truth: Path) -> str:
 
 
 def figures(results: dict, out: Path) -> None:
-    """training_tradeoff.png (against lambda, when several de-biased models) and training_quartiles.png."""
+    """Write training_tradeoff.png and training_quartiles.png to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
+    tradeoff_figure(results, out / "training_tradeoff.png")
+    quartile_figure(results, out / "training_quartiles.png")
+
+
+def tradeoff_figure(results: dict, path: Path) -> None:
+    """Excess L and true accuracy of the de-biased models against lambda, the biased model as lines."""
     import matplotlib.pyplot as plt
 
     biased = results["biased"]["evaluation"]
-    quartile_label = f"{biased['quartile_observable']} quartile (1 = worst observed)"
     deb = [(r["lambda"], r["evaluation"]) for r in results.values() if r["method"] == "debiased"]
     deb.sort(key=lambda item: item[0])
     lams = [lam for lam, _ in deb]
@@ -536,9 +542,16 @@ def figures(results: dict, out: Path) -> None:
     ax2.set_ylabel("accuracy against the true classes")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "training_tradeoff.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+def quartile_figure(results: dict, path: Path) -> None:
+    """True accuracy and spiral fraction per quartile of the first observable: truth, labels, every model."""
+    import matplotlib.pyplot as plt
+
+    biased = results["biased"]["evaluation"]
+    quartile_label = f"{biased['quartile_observable']} quartile (1 = worst observed)"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     q = np.arange(1, 5)
     ax2.plot(q, biased["true_fraction_by_quartile"]["spiral"], "k-", lw=3, alpha=0.4, label="true classes")
@@ -555,7 +568,7 @@ def figures(results: dict, out: Path) -> None:
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "training_quartiles.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
