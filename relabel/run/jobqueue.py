@@ -101,8 +101,9 @@ def user_config(queue: str) -> dict:
     import yaml
 
     dask_jobqueue = require("dask_jobqueue", "queues", "--cluster with a job queue")
-
-    shipped = yaml.safe_load((Path(dask_jobqueue.__file__).with_name("jobqueue.yaml")).read_text())
+    package_file = dask_jobqueue.__file__
+    assert package_file is not None  # an installed package, not a namespace: it ships jobqueue.yaml
+    shipped = yaml.safe_load((Path(package_file).with_name("jobqueue.yaml")).read_text())
     shipped = shipped["jobqueue"].get(queue, {})
     current = dask.config.get(f"jobqueue.{queue}", {}) or {}
     return {k: v for k, v in current.items() if v is not None and v != shipped.get(k)}
