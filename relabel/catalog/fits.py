@@ -3,9 +3,10 @@
 fitsio (cfitsio) is fast and right for plain columns and for the unsigned-integer
 conventions, but misreads a scaled integer column (TSCALn != 1 or a TZEROn other
 than the unsigned offsets): the values come back as garbage and the columns read
-with it shift. It also leaves TNULLn values and blank ASCII fields as numbers.
+with it shift. It also leaves TNULLn values and blank ASCII fields as numbers, and an undefined
+logical value as False.
 So each column gets a *route* from the header: plain columns go through fitsio,
-scaled or null-declaring binary columns through ``astropy.io.fits`` (which
+scaled, null-declaring and logical binary columns through ``astropy.io.fits`` (which
 applies TSCAL/TZERO), and ASCII tables through their field text, parsed here so
 that blank fields and TNULL strings become missing (astropy reads both as 0).
 
@@ -65,7 +66,9 @@ def plan_columns(header, ascii_table: bool) -> list[ColumnPlan]:
         else:
             letter = tform.lstrip("0123456789")[:1]
             native_offset = scale == 1.0 and zero == NATIVE_OFFSETS.get(letter, 0)
-            route = "fitsio" if (native_offset or (scale == 1.0 and zero == 0.0)) and tnull is None else "astropy"
+            plain = (native_offset or (scale == 1.0 and zero == 0.0)) and tnull is None
+            # fitsio reads a logical's undefined value (byte 0) as False: read its stored bytes instead.
+            route = "fitsio" if plain and letter != "L" else "astropy"
         plans.append(ColumnPlan(name, route, tform, tnull, scale, zero))
     return plans
 
@@ -253,12 +256,14 @@ def _read_astropy(sub, plan: ColumnPlan, n: int):
     raw = np.asarray(sub.view(np.ndarray)[plan.name] if n else np.zeros(0, sub.dtype[plan.name] if sub is not None
                                                                          else np.int64))
     raw = raw.astype(raw.dtype.newbyteorder("="), copy=False)
+    letter = plan.tform.lstrip("0123456789")[:1]
+    if letter == "L":
+        return _logical(raw)
     mask = None
     if plan.tnull is not None:
         mask = raw == int(plan.tnull)
         if mask.ndim > 1:
             mask = mask.any(axis=tuple(range(1, mask.ndim)))
-    letter = plan.tform.lstrip("0123456789")[:1]
     if plan.scale == 1.0 and plan.zero == NATIVE_OFFSETS.get(letter, 0) and plan.zero != 0:
         # flip the sign bit: the exact integer, in the other signedness (FITS 4.0 table 19)
         unsigned = np.dtype(f"u{raw.dtype.itemsize}")
@@ -269,6 +274,23 @@ def _read_astropy(sub, plan: ColumnPlan, n: int):
     else:
         values = raw.astype(np.float64) * plan.scale + plan.zero
     return finish_values(values, mask, nullable=plan.tnull is not None)
+
+
+def _logical(raw: np.ndarray):
+    """A logical (TFORM L) column from its stored bytes: ``T``, ``F``, or 0 for undefined (FITS 4.0, 7.3.3.1).
+
+    Scalar columns with an undefined value become pandas' nullable boolean; vector
+    ones give one array per row, ``None`` for undefined elements.
+    """
+    undefined = raw == 0
+    values = raw == ord("T")
+    if values.ndim > 1:
+        if not undefined.any():
+            return _rows_of(values)
+        rows = values.astype(object)
+        rows[undefined] = None
+        return _rows_of(rows)
+    return pd.arrays.BooleanArray(values, undefined) if undefined.any() else values
 
 
 def _read_ascii(sub, plan: ColumnPlan, n: int):

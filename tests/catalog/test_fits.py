@@ -130,12 +130,12 @@ def test_scaled_64bit_integer_matches_astropy_fits_rec(tmp_path):
     assert (frame["AFTER"] == 1).all()
 
 
-def test_scaled_and_null_columns_take_the_astropy_route(tmp_path):
+def test_scaled_null_and_logical_columns_take_the_astropy_route(tmp_path):
     path = tmp_path / "all.fits"
     _write_binary(path)
     plans = {p.name: p.route for p in plan_columns(fits.getheader(path, 1), ascii_table=False)}
     assert {n for n, r in plans.items() if r == "astropy"} == {
-        "SNULL", "JNULL", "KNULL", "BNULL", "SCALEDI", "SCALEDJ", "OFFSETJ", "SCALEDNUL"}
+        "LOGIC", "SNULL", "JNULL", "KNULL", "BNULL", "SCALEDI", "SCALEDJ", "OFFSETJ", "SCALEDNUL"}
     assert plans["USHORT"] == plans["ULONG"] == plans["SBYTE"] == plans["TEXT"] == "fitsio"
 
 
@@ -286,3 +286,40 @@ def test_variable_length_and_complex_columns_read_right_or_are_refused_by_name(t
         with pytest.raises(CatalogError, match=rf"column {name} is a variable-length array"):
             cat.require(["OBJID", name], what="relabel run")
     cat.require(["OBJID", "CPLX"])  # the other columns stay usable
+
+
+def _write_logicals(path):
+    """Scalar and vector logical columns with undefined (byte 0) values poked into the stored rows."""
+    flags = np.array([True, False, True, False, True])
+    pairs = np.array([[True, False], [False, False], [True, True], [False, True], [True, False]])
+    hdu = fits.BinTableHDU.from_columns([
+        fits.Column(name="ID", format="K", array=np.arange(5)),
+        fits.Column(name="FLAG", format="L", array=flags),
+        fits.Column(name="PAIR", format="2L", array=pairs),
+    ])
+    hdu.writeto(path)
+    raw = bytearray(path.read_bytes())
+    start = 2880 * 2  # primary header, table header: the rows follow (8 + 1 + 2 bytes each)
+    raw[start + 2 * 11 + 8] = 0  # FLAG of row 2
+    raw[start + 4 * 11 + 10] = 0  # second PAIR element of row 4
+    path.write_bytes(bytes(raw))
+
+
+def test_undefined_logical_values_are_missing_not_false(tmp_path):
+    # fitsio and astropy both read an undefined logical as False (FITS 4.0, 7.3.3.1: byte 0 is undefined)
+    path = tmp_path / "logical.fits"
+    _write_logicals(path)
+    frame = open_catalog(path).read(["ID", "FLAG", "PAIR"])
+    assert frame["FLAG"].isna().tolist() == [False, False, True, False, False]
+    assert frame["FLAG"].dropna().astype(bool).tolist() == [True, False, False, True]
+    assert [list(v) for v in frame["PAIR"][:4]] == [[True, False], [False, False], [True, True], [False, True]]
+    assert list(frame["PAIR"][4]) == [True, None]
+    scattered = open_catalog(path).read_rows(["FLAG"], np.array([2, 0]))
+    assert scattered["FLAG"].isna().tolist() == [True, False]
+
+
+def test_logical_without_undefined_values_stays_plain_bool(tmp_path):
+    path = tmp_path / "plain.fits"
+    Table({"FLAG": np.array([True, False, True])}).write(path)
+    values = open_catalog(path).read(["FLAG"])["FLAG"]
+    assert values.dtype == bool and values.tolist() == [True, False, True]

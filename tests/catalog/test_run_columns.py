@@ -65,6 +65,28 @@ def test_tnull_passthrough_written_as_null_and_ints_kept(tmp_path):
     assert str(table.schema.field("BIG").type) == "uint64" and table.column("BIG").to_pylist()[0] == 2**64 - 1
 
 
+def test_undefined_logical_passthrough_written_as_null(tmp_path):
+    # a FITS logical's undefined value (stored byte 0) is neither True nor False
+    flags = np.arange(40) % 3 == 0
+    _, model = _survey(tmp_path, passthrough=("MAG_R", "STAR"), extra_columns=[
+        fits.Column(name="STAR", format="L", array=flags)])
+    path = tmp_path / "catalog.fits"
+    with fits.open(path) as hdul:
+        width, where = hdul[1].header["NAXIS1"], hdul[1].columns.names.index("STAR")
+        offset = sum(hdul[1].columns[i].dtype.itemsize for i in range(where))
+        start = hdul[1].fileinfo()["datLoc"]
+    raw = bytearray(path.read_bytes())
+    for row in (6, 7):
+        raw[start + row * width + offset] = 0
+    path.write_bytes(bytes(raw))
+    assert _run(tmp_path, model) == 0
+    table = pq.read_table(tmp_path / "out").sort_by("row")
+    assert str(table.schema.field("STAR").type) == "bool"
+    expected = [None if i in (6, 7) else bool(flags[i]) for i in range(40)]
+    assert table.column("STAR").to_pylist() == expected
+    assert set(table.column("status").to_pylist()) == {"ok"}
+
+
 def test_vector_passthrough_becomes_a_list_column(tmp_path):
     # shared case vector-passthrough: a 5E column of magnitudes carried to the output
     mags = np.arange(200, dtype=np.float32).reshape(40, 5)
