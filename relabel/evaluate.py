@@ -291,11 +291,20 @@ def _fractions(codes: np.ndarray, quartile: np.ndarray, names: list[str]) -> dic
 
 
 def _truth_classes(truth, ids: pd.Series, id_column: str) -> np.ndarray:
+    from relabel.catalog.ids import match_by_id
+
     if not isinstance(truth, pd.DataFrame):
         path = Path(truth)
         if not path.exists():
             raise CatalogError(f"truth table {path} does not exist")
-        truth = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        if path.suffix.lower() == ".csv":
+            truth = pd.read_csv(path)
+        else:  # FITS or Parquet, read as every catalog is (nulls, ids of any type)
+            from relabel.catalog.reader import open_catalog
+
+            table = open_catalog(path)
+            wanted = [c for c in (id_column, "OBJID", TRUTH_CLASS_COLUMN) if c in table.columns]
+            truth = table.read_all(list(dict.fromkeys(wanted)))
         where = str(path)
     else:
         where = "the truth table"
@@ -303,8 +312,7 @@ def _truth_classes(truth, ids: pd.Series, id_column: str) -> np.ndarray:
     if key not in truth.columns or TRUTH_CLASS_COLUMN not in truth.columns:
         raise CatalogError(f"{where} needs columns {id_column} (or OBJID) and {TRUTH_CLASS_COLUMN}; "
                            f"it has {', '.join(map(str, truth.columns))}")
-    lookup = truth.set_index(key)[TRUTH_CLASS_COLUMN]
-    found = ids.map(lookup)
+    found = match_by_id(ids, truth[key], truth[TRUTH_CLASS_COLUMN], where, id_column)
     missing = int(found.isna().sum())
     if missing:
         raise CatalogError(f"{where} has no {TRUTH_CLASS_COLUMN} for {missing} of the {len(ids)} evaluated objects "

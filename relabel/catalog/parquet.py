@@ -121,12 +121,14 @@ def _element_dtype(kind) -> np.dtype:
         return _element_dtype(kind.value_type)
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return pd.ArrowDtype(kind)  # variable length: the Arrow type itself, so output keeps it
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind):
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
+            pa.types.is_dictionary(kind) and pa.types.is_string(kind.value_type)):
         return np.dtype(object)
-    try:
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         return np.dtype(kind.to_pandas_dtype())
-    except (NotImplementedError, TypeError):
-        return np.dtype(object)
+    # Timestamps, dates, decimals, binary, structs, maps, other dictionaries: the Arrow type itself, so
+    # a passthrough column is written back exactly as the catalog holds it.
+    return pd.ArrowDtype(kind)
 
 
 def _list_shape(kind) -> tuple:

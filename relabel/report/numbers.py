@@ -13,7 +13,7 @@ from relabel.bias.metric import bias_with_errors, fraction_curves
 from relabel.bias.table import bias_of_run
 from relabel.catalog.missing import drop_missing
 from relabel.config import Workflow
-from relabel.errors import OutputError, RelabelError
+from relabel.errors import CatalogError, OutputError, RelabelError
 from relabel.output_columns import probability_column
 from relabel.quartiles import observable_quartiles
 from relabel.run.output import SUMMARY
@@ -72,6 +72,7 @@ def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: s
     OutputError
         It lacks the id or truth column, or has no truth for some output rows.
     """
+    from relabel.catalog.ids import match_by_id
     from relabel.catalog.reader import open_catalog
 
     table = open_catalog(truth)
@@ -80,12 +81,12 @@ def join_truth(frame: pd.DataFrame, truth: Path, id_column: str, truth_column: s
         raise OutputError(f"truth table {truth} lacks column(s) {', '.join(missing)}; "
                           f"it has {', '.join(table.columns[:20])}")
     values = table.read_all([id_column, truth_column]).rename(columns={truth_column: "true_label"})
-    values["true_label"] = values["true_label"].astype(str).str.rstrip()
     try:
-        merged = frame.merge(values, on=id_column, how="left", validate="many_to_one")
-    except (ValueError, pd.errors.MergeError) as exc:
-        raise OutputError(f"truth table {truth}: its {id_column} column cannot be matched to the output "
-                          f"({exc})") from None
+        found = match_by_id(frame[id_column], values[id_column], values["true_label"], f"truth table {truth}",
+                            id_column)
+    except CatalogError as exc:
+        raise OutputError(str(exc)) from None
+    merged = frame.assign(true_label=[None if v is None or pd.isna(v) else str(v).rstrip() for v in found])
     lost = int(merged["true_label"].isna().sum())
     if lost:
         raise OutputError(f"truth table {truth} has no {truth_column} for {lost} output rows")

@@ -115,3 +115,45 @@ def test_repeated_text_ids_refused_before_the_run_writes(tmp_path):
         from relabel.config import load_workflow
 
         read_table(tmp_path / "catalog.fits", load_workflow(tmp_path / "workflow.yaml"))
+
+
+# --- matching another table (a truth table) by id, whatever type each table stores it in ---------------------
+
+def test_ids_match_across_integer_text_bytes_and_padding():
+    from relabel.catalog.ids import match_by_id
+
+    big = np.uint64(2**64 - 1)
+    catalog = pd.Series(["7", "NGC 1300  ", str(big), "42"], index=[10, 11, 12, 13])
+    table_ids = pd.Series([b"NGC 1300", 42, big, np.int16(7)], dtype=object)
+    values = pd.Series(["spiral", "elliptical", "spiral", "elliptical"])
+    found = match_by_id(catalog, table_ids, values, "truth.parquet", "OBJID")
+    assert found.index.tolist() == [10, 11, 12, 13]
+    assert found.tolist() == ["elliptical", "spiral", "spiral", "elliptical"]
+    nullable = pd.array([42, 7], dtype="UInt64")
+    assert match_by_id(pd.Series(nullable), pd.Series(["7 ", "42"]), pd.Series(["a", "b"]), "t", "ID").tolist() \
+        == ["b", "a"]
+
+
+def test_unmatched_and_repeated_ids_are_named():
+    from relabel.catalog.ids import match_by_id
+
+    with pytest.raises(CatalogError, match=r"t.fits has no row for 1 of the 3 galaxies \(e.g. OBJID 9\)$"):
+        match_by_id(pd.Series([1, 2, 9]), pd.Series([1, 2]), pd.Series(["a", "b"]), "t.fits", "OBJID")
+    with pytest.raises(CatalogError, match=r"no id matches at all: the ids are int64 here and (object|str) there "
+                                           r"\(e.g. 1 and 'J0001'\)"):
+        match_by_id(pd.Series([1, 2]), pd.Series(["J0001", "J0002"]), pd.Series(["a", "b"]), "t.fits", "OBJID")
+    with pytest.raises(CatalogError, match=r"repeats 1 id\(s\) \(e.g. '5'\)"):
+        match_by_id(pd.Series([5]), pd.Series([5, "5 "], dtype=object), pd.Series(["a", "b"]), "t.fits", "OBJID")
+
+
+def test_report_and_evaluate_match_a_truth_table_with_text_ids_to_integer_ids(tmp_path):
+    from relabel.evaluate import _truth_classes
+    from relabel.report.numbers import join_truth
+
+    truth = pd.DataFrame({"OBJID": ["3", "1", "2"], "TRUE_CLASS": ["spiral ", "elliptical", "spiral"]})
+    truth.to_parquet(tmp_path / "truth.parquet")
+    frame = pd.DataFrame({"OBJID": np.array([1, 2, 3], dtype=np.int64)})
+    joined = join_truth(frame, tmp_path / "truth.parquet", "OBJID", "TRUE_CLASS")
+    assert joined["true_label"].tolist() == ["elliptical", "spiral", "spiral"]
+    assert _truth_classes(tmp_path / "truth.parquet", frame["OBJID"], "OBJID").tolist() == \
+        ["elliptical", "spiral", "spiral"]

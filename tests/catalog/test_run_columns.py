@@ -138,6 +138,49 @@ def test_parquet_dataset_run_keeps_nulls_ids_and_lists(tmp_path):
     assert set(out.column("status").to_pylist()) == {"ok"}
 
 
+def test_parquet_passthrough_of_every_arrow_type_written_back_as_it_was(tmp_path):
+    # time stamps, dates, decimals, bytes, structs, nullable booleans and dictionary-encoded text, as
+    # catalogs exported from databases hold them; the cutout paths dictionary-encoded, the ids large_string
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+
+    extra = {
+        "WHEN": pa.array([datetime.datetime(2021, 3, 1, i % 24, tzinfo=datetime.timezone.utc) for i in range(40)],
+                         type=pa.timestamp("ms", tz="UTC")),
+        "NIGHT": pa.array([datetime.date(2021, 3, 1 + i % 28) for i in range(40)], type=pa.date32()),
+        "ZP": pa.array([None if i == 3 else decimal.Decimal(f"{25 + i / 100:.2f}") for i in range(40)],
+                       type=pa.decimal128(6, 2)),
+        "RAW": pa.array([bytes([i, 0, 255]) for i in range(40)], type=pa.binary()),
+        "SHAPE": pa.array([{"a": float(i), "b": f"s{i}"} for i in range(40)]),
+        "STAR": pa.array([None if i % 7 == 0 else i % 2 == 0 for i in range(40)], type=pa.bool_()),
+        "SURVEY": pa.array(["des", "hsc"] * 20).dictionary_encode(),
+    }
+    data, model = _survey(tmp_path, passthrough=("MAG_R", *extra))
+    frame = pd.DataFrame({n: data[n].astype(data.dtype[n].newbyteorder("=")) if data.dtype[n].kind != "S"
+                          else data[n].astype(str) for n in data.dtype.names})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.set_column(0, "OBJID", pa.array([f"J{i:04d}" for i in range(40)], type=pa.large_string()))
+    where = table.schema.get_field_index("TILE")
+    table = table.set_column(where, "TILE", table.column("TILE").combine_chunks().dictionary_encode())
+    for name, values in extra.items():
+        table = table.append_column(name, values)
+    pq.write_table(table, tmp_path / "catalog.parquet", row_group_size=16)
+    assert main(["run", str(tmp_path / "catalog.parquet"), "--model", str(model), "--config",
+                 str(tmp_path / "workflow.yaml"), "--out", str(tmp_path / "out"), "--cluster", "none",
+                 "--no-progress", "--shard-size", "16"]) == 0
+    out = pq.read_table(tmp_path / "out").sort_by("row")
+    assert set(out.column("status").to_pylist()) == {"ok"}
+    assert out.column("OBJID").to_pylist() == [f"J{i:04d}" for i in range(40)]
+    for name, values in extra.items():
+        if name == "SURVEY":  # dictionary-encoded text is written as plain text, same values
+            assert out.column(name).to_pylist() == values.to_pylist()
+            continue
+        assert out.schema.field(name).type == values.type, name
+        assert out.column(name).to_pylist() == values.to_pylist(), name
+
+
 def test_declared_codes_predicted_and_written_as_null(tmp_path):
     # shared case sentinel-values, run part: REDSHIFT -9999 and FLAG 99 declared missing; rows still predicted
     data = write_tiny_catalog(tmp_path / "x.fits")
