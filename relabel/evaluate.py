@@ -351,7 +351,7 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     dict
         ``rows``: one dict per method (``method``, ``n``, ``coverage``, ``L``, ``null_L``,
         ``excess_L``, ``accuracy``, ``accuracy_by_quartile``, ``fraction_by_quartile``,
-        ``fraction_error``, ``ece``), ``true_fraction_by_quartile``, ``reliability``
+        ``fraction_error``, ``ece``, ``ece_by_quartile``), ``true_fraction_by_quartile``, ``reliability``
         (method -> :func:`relabel.model.calibration.reliability_diagram`), ``quartile_edges``,
         ``quartile_observable``, ``classes``, ``n``, ``bins``. Plain data; see
         :func:`comparison_frame` for a table.
@@ -445,7 +445,7 @@ def comparison_frame(result: dict) -> pd.DataFrame:
     pandas.DataFrame
         Indexed by method (plus a ``truth`` row of true fractions): ``n``, ``coverage``,
         ``excess_L``, ``L``, ``null_L``, ``accuracy``, ``fraction_error``, ``ece``,
-        ``accuracy_q1..q4`` and ``<class>_q1..q4`` (quartile 1 is the worst observed).
+        ``accuracy_q1..q4``, ``ece_q1..q4`` and ``<class>_q1..q4`` (quartile 1 is the worst observed).
     """
     records = []
     for row in result["rows"]:
@@ -453,6 +453,8 @@ def comparison_frame(result: dict) -> pd.DataFrame:
                                       "fraction_error", "ece")}
         for q, value in enumerate(row["accuracy_by_quartile"]):
             record[f"accuracy_q{q + 1}"] = value
+        for q, value in enumerate(row.get("ece_by_quartile") or []):
+            record[f"ece_q{q + 1}"] = value
         for name, values in row["fraction_by_quartile"].items():
             for q, value in enumerate(values):
                 record[f"{name}_q{q + 1}"] = value
@@ -491,5 +493,7 @@ def _method_row(name, probs, hard, truth_codes, quartile, true_fractions, table,
     row = {"method": name, "n": int(labelled.sum()), "coverage": float(labelled.mean()), "L": result.L,
            "null_L": result.null_L, "excess_L": result.excess, "accuracy": float(right[labelled].mean()),
            "accuracy_by_quartile": [float(right[(quartile == q) & labelled].mean()) for q in range(4)],
-           "fraction_by_quartile": fractions, "fraction_error": float(error), "ece": diagram["ece"]}
+           "fraction_by_quartile": fractions, "fraction_error": float(error), "ece": diagram["ece"],
+           "ece_by_quartile": [reliability_diagram(probs[quartile == q], truth_codes[quartile == q], ece_bins)["ece"]
+                               for q in range(4)]}
     return row, diagram
