@@ -190,7 +190,7 @@ def markdown(report: dict) -> str:
              + " | ".join(f"ECE Q{q}" for q in range(1, 5)) + " |",
              "|---" * 18 + "|"]
     for method, row in frame.iterrows():
-        def f(key, digits=3):
+        def f(key, digits=3, row=row):
             value = row.get(key)
             return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
         lines.append(f"| {method} | {f('coverage', 2)} | {f('excess_L', 4)} | {f('accuracy')} | "
@@ -199,7 +199,8 @@ def markdown(report: dict) -> str:
                      + f" | {f('fraction_error')} | {f('ece')} | "
                      + " | ".join(f(f"ece_q{q}") for q in range(1, 5)) + " |")
     lines += ["", "| criterion | measured | passed |", "|---|---|---|"]
-    lines += [f"| {c['criterion']} | {c['measured']} | {'yes' if c['passed'] else 'NO'} |" for c in report["acceptance"]]
+    lines += [f"| {c['criterion']} | {c['measured']} | {'yes' if c['passed'] else 'NO'} |"
+              for c in report["acceptance"]]
     d, t = report["costs"]["degrade"], report["costs"]["tta"]
     lines += ["", f"Degradation: {d['degrade_cpu_ms']:.0f} ms CPU per batch of {d['batch']} "
               f"({d['share_degraded']:.0%} of the images degraded) vs {d['step_cpu_ms']:.0f} ms for a training step; "

@@ -467,6 +467,28 @@ def comparison_frame(result: dict) -> pd.DataFrame:
     return pd.DataFrame.from_records(records).set_index("method")
 
 
+def format_comparison(result: dict) -> str:
+    """:func:`compare_methods`' table as text: a line per method, the truth's fractions last.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`compare_methods` returned.
+
+    Returns
+    -------
+    str
+        A header line and a fixed-width table (quartiles worst observed first).
+    """
+    target = result["classes"][-1]
+    columns = ["coverage", "excess_L", "accuracy", *[f"accuracy_q{q}" for q in range(1, 5)],
+               *[f"{target}_q{q}" for q in range(1, 5)], "fraction_error", "ece"]
+    frame = comparison_frame(result).reindex(columns=columns)
+    return (f"{result['n']} held-out galaxies, {result['bins']} bins; quartiles of {result['quartile_observable']} "
+            f"(q1 worst observed); accuracy, fractions and ece against the truth\n"
+            + frame.to_string(float_format=lambda v: f"{v:.3f}", na_rep=""))
+
+
 def _normalised(p: np.ndarray) -> np.ndarray:
     total = p.sum(axis=1, keepdims=True)
     return np.divide(p, total, out=np.full_like(p, 1.0 / p.shape[1]), where=total > 0)
