@@ -193,7 +193,10 @@ def markdown(report: dict) -> str:
         def f(key, digits=3, row=row):
             value = row.get(key)
             return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
-        lines.append(f"| {method} | {f('coverage', 2)} | {f('excess_L', 4)} | {f('accuracy')} | "
+        stds = [np.nan if row.get(k) is None else float(row.get(k)) for k in ("L_std", "null_L_std")]
+        spread = np.hypot(*stds)  # the bootstrap stds of L and of the null L, added in quadrature
+        excess = f('excess_L', 4) + (f" ± {spread:.4f}" if np.isfinite(spread) else "")
+        lines.append(f"| {method} | {f('coverage', 2)} | {excess} | {f('accuracy')} | "
                      + " | ".join(f(f"accuracy_q{q}") for q in range(1, 5)) + " | "
                      + " | ".join(f(f"{classes[-1]}_q{q}") for q in range(1, 5))
                      + f" | {f('fraction_error')} | {f('ece')} | "

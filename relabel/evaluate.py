@@ -349,7 +349,7 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     Returns
     -------
     dict
-        ``rows``: one dict per method (``method``, ``n``, ``coverage``, ``L``, ``null_L``,
+        ``rows``: one dict per method (``method``, ``n``, ``coverage``, ``L``, ``L_std``, ``null_L``, ``null_L_std``,
         ``excess_L``, ``accuracy``, ``accuracy_by_quartile``, ``fraction_by_quartile``,
         ``fraction_error``, ``ece``, ``ece_by_quartile``), ``true_fraction_by_quartile``, ``reliability``
         (method -> :func:`relabel.model.calibration.reliability_diagram`), ``quartile_edges``,
@@ -444,13 +444,13 @@ def comparison_frame(result: dict) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by method (plus a ``truth`` row of true fractions): ``n``, ``coverage``,
-        ``excess_L``, ``L``, ``null_L``, ``accuracy``, ``fraction_error``, ``ece``,
+        ``excess_L``, ``L``, ``L_std``, ``null_L``, ``null_L_std``, ``accuracy``, ``fraction_error``, ``ece``,
         ``accuracy_q1..q4``, ``ece_q1..q4`` and ``<class>_q1..q4`` (quartile 1 is the worst observed).
     """
     records = []
     for row in result["rows"]:
-        record = {k: row[k] for k in ("method", "n", "coverage", "excess_L", "L", "null_L", "accuracy",
-                                      "fraction_error", "ece")}
+        record = {k: row.get(k) for k in ("method", "n", "coverage", "excess_L", "L", "L_std", "null_L",
+                                          "null_L_std", "accuracy", "fraction_error", "ece")}
         for q, value in enumerate(row["accuracy_by_quartile"]):
             record[f"accuracy_q{q + 1}"] = value
         for q, value in enumerate(row.get("ece_by_quartile") or []):
@@ -513,7 +513,8 @@ def _method_row(name, probs, hard, truth_codes, quartile, true_fractions, table,
     error = max(abs(f - t) for cls in classes for f, t in zip(fractions[cls], true_fractions[cls]) if f is not None)
     diagram = reliability_diagram(probs, truth_codes, ece_bins)
     row = {"method": name, "n": int(labelled.sum()), "coverage": float(labelled.mean()), "L": result.L,
-           "null_L": result.null_L, "excess_L": result.excess, "accuracy": float(right[labelled].mean()),
+           "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
+           "excess_L": result.excess, "accuracy": float(right[labelled].mean()),
            "accuracy_by_quartile": [float(right[(quartile == q) & labelled].mean()) for q in range(4)],
            "fraction_by_quartile": fractions, "fraction_error": float(error), "ece": diagram["ece"],
            "ece_by_quartile": [reliability_diagram(probs[quartile == q], truth_codes[quartile == q], ece_bins)["ece"]
