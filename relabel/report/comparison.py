@@ -106,7 +106,8 @@ def plot_comparison(comparison: dict, path: Path) -> str:
             f"a probability of p is right a fraction p of the time); the labels' and the catalog-level "
             f"correction's probabilities are their vote fractions normalised over the classes, the models' are "
             f"calibrated by their checkpoint's temperature. Bottom right: excess L (L minus the null L of shuffled "
-            f"observables: 0 is the noise floor) and the expected calibration error (ECE) against the truth.")
+            f"observables: 0 is the noise floor; error bars: the bootstrap spreads of L and of the null L in "
+            f"quadrature) and the expected calibration error (ECE) against the truth.")
 
 
 def _excess_and_ece(ax, rows: list[dict], colours: dict) -> None:
@@ -114,8 +115,10 @@ def _excess_and_ece(ax, rows: list[dict], colours: dict) -> None:
     import numpy as np
 
     y = np.arange(len(rows))
+    # The bootstrap spreads of L and of the null L, in quadrature (absent from comparisons made before they existed).
+    spread = np.hypot(_numbers([r.get("L_std") for r in rows]), _numbers([r.get("null_L_std") for r in rows]))
     ax.barh(y - 0.2, _numbers([r["excess_L"] for r in rows]), height=0.38, color=[colours[r["method"]] for r in rows],
-            label="excess L")
+            xerr=np.nan_to_num(spread), capsize=3, label="excess L (bootstrap spread)")
     ax.barh(y + 0.2, _numbers([r["ece"] for r in rows]), height=0.38, color="white", hatch="//",
             edgecolor=[colours[r["method"]] for r in rows], label="ECE vs truth")
     ax.set_yticks(y, [r["method"] for r in rows])
