@@ -156,7 +156,7 @@ def fit_validation_temperature(model: torch.nn.Module, data, rows: np.ndarray, w
 
     Why: a de-biased network's accuracy hardly depends on resolution while its
     confidence falls with it, so a T fitted on the best-observed galaxies alone (where
-    it is over-confident) softens it everywhere, where it is under-confident; see
+    it is over-confident) softens it everywhere, also where it is under-confident; see
     docs/baselines.md, "Calibration". Without the workflow's degradation columns
     (``train.degrade_psf_column``, ``train.degrade_resolution_column``) the galaxies
     are used as observed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -151,4 +152,7 @@ def test_validation_temperature_seen_at_the_survey_conditions_calibrates_the_who
     assert ece_survey < ece_oracle + 0.02
     # The same draws give the same temperature; labels are unchanged.
     assert fit_validation_temperature(model, data, rows, workflow, 1, 4) == survey
+    # Without a PSF column to degrade to, the galaxies are used as observed.
+    no_psf = dataclasses.replace(data, observables=data.observables.rename(columns={"PSF_FWHM": "SEEING"}))
+    assert fit_validation_temperature(model, no_psf, rows, workflow, 1, 4) == best_only
     assert (apply_temperature(logits, survey).argmax(1) == logits.argmax(1)).all()
