@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints instead of training")
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
+    load_start = os.getloadavg()
     paths = _survey(args.survey, args.simulate, args.seed)
     workflow = load_workflow(paths.workflow)
     options = workflow.train
@@ -69,12 +71,14 @@ def main(argv=None) -> int:
         print(f"{name}: {training[name]}", flush=True)
 
     models = {name: args.models / f"{name}.pt" for name in MODELS}
+    models.update(calibration_variants(models["de-biased"], data, workflow))
     comparison = compare_methods(paths.catalog, models, paths.truth, workflow=workflow, device="cpu")
     costs = {"degrade": degrade_cost(data, workflow), "tta": tta_cost(models["de-biased"], data)}
     report = {"survey": str(paths.root), "n_galaxies": int(len(data)) , "epochs": args.epochs,
               "platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "training": training, "comparison": comparison, "costs": costs,
-              "acceptance": acceptance(comparison, costs), "minutes": (time.perf_counter() - t_start) / 60}
+              "acceptance": acceptance(comparison, costs), "minutes": (time.perf_counter() - t_start) / 60,
+              "load_average": {"start": load_start, "end": os.getloadavg()}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_baselines.json").write_text(json.dumps(report, indent=1, default=float))
     (args.out / "bench_baselines.md").write_text(markdown(report))
@@ -92,6 +96,23 @@ def _survey(root: Path, n: int, seed: int):
     paths = simulate_survey(root, n=n, seed=seed, progress=False)
     print(f"simulated {n} galaxies in {time.perf_counter() - t0:.0f} s", flush=True)
     return paths
+
+
+def calibration_variants(path: Path, data, workflow) -> dict[str, Path]:
+    """Copies of a checkpoint with T = 1 and with T fitted on the best-observed galaxies as observed only."""
+    from relabel.model.calibration import fit_validation_temperature
+    from relabel.model.checkpoint import save_checkpoint
+
+    net, meta = load_checkpoint(path, "cpu")
+    bias = workflow.bias
+    variants = {"T = 1": 1.0, "T best-observed only": fit_validation_temperature(
+        net, data, np.flatnonzero(data.is_val), workflow, bias["log2_bins_int"], bias["bins_obs"], draws=0)}
+    out = {}
+    for label, temperature in variants.items():
+        meta.temperature = temperature
+        out[f"de-biased, {label}"] = path.with_name(f"{path.stem}_{label.replace(' ', '_').replace('=', '')}.pt")
+        save_checkpoint(net, meta, out[f"de-biased, {label}"])
+    return out
 
 
 def degrade_cost(data, workflow, batch: int = 256, repeats: int = 10) -> dict:
@@ -165,24 +186,32 @@ def markdown(report: dict) -> str:
     lines = [f"On {comparison['n']} held-out galaxies, {comparison['bins']} bins; quartiles of "
              f"{comparison['quartile_observable']}, worst first.", "",
              "| method | coverage | excess L | accuracy | acc. Q1 | acc. Q2 | acc. Q3 | acc. Q4 | "
-             + " | ".join(f"{classes[-1]} Q{q}" for q in range(1, 5)) + " | max fraction error | ECE |",
-             "|---" * 15 + "|"]
+             + " | ".join(f"{classes[-1]} Q{q}" for q in range(1, 5)) + " | max fraction error | ECE | "
+             + " | ".join(f"ECE Q{q}" for q in range(1, 5)) + " |",
+             "|---" * 18 + "|"]
     for method, row in frame.iterrows():
-        def f(key, digits=3):
+        def f(key, digits=3, row=row):
             value = row.get(key)
             return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
-        lines.append(f"| {method} | {f('coverage', 2)} | {f('excess_L', 4)} | {f('accuracy')} | "
+        stds = [np.nan if row.get(k) is None else float(row.get(k)) for k in ("L_std", "null_L_std")]
+        spread = np.hypot(*stds)  # the bootstrap stds of L and of the null L, added in quadrature
+        excess = f('excess_L', 4) + (f" ± {spread:.4f}" if np.isfinite(spread) else "")
+        lines.append(f"| {method} | {f('coverage', 2)} | {excess} | {f('accuracy')} | "
                      + " | ".join(f(f"accuracy_q{q}") for q in range(1, 5)) + " | "
                      + " | ".join(f(f"{classes[-1]}_q{q}") for q in range(1, 5))
-                     + f" | {f('fraction_error')} | {f('ece')} |")
+                     + f" | {f('fraction_error')} | {f('ece')} | "
+                     + " | ".join(f(f"ece_q{q}") for q in range(1, 5)) + " |")
     lines += ["", "| criterion | measured | passed |", "|---|---|---|"]
-    lines += [f"| {c['criterion']} | {c['measured']} | {'yes' if c['passed'] else 'NO'} |" for c in report["acceptance"]]
+    lines += [f"| {c['criterion']} | {c['measured']} | {'yes' if c['passed'] else 'NO'} |"
+              for c in report["acceptance"]]
     d, t = report["costs"]["degrade"], report["costs"]["tta"]
     lines += ["", f"Degradation: {d['degrade_cpu_ms']:.0f} ms CPU per batch of {d['batch']} "
               f"({d['share_degraded']:.0%} of the images degraded) vs {d['step_cpu_ms']:.0f} ms for a training step; "
               f"TTA: {t['tta_cpu_ms_per_galaxy']:.2f} vs {t['plain_cpu_ms_per_galaxy']:.2f} ms CPU per galaxy "
               f"({t['ratio']:.2f}x); temperatures {comparison['temperatures']}; "
-              f"whole benchmark {report['minutes']:.1f} min."]
+              f"whole benchmark {report['minutes']:.1f} min; load average (1, 5, 15 min) at the start "
+              f"{', '.join(f'{v:.1f}' for v in report['load_average']['start'])}, at the end "
+              f"{', '.join(f'{v:.1f}' for v in report['load_average']['end'])}."]
     return "\n".join(lines) + "\n"
 
 

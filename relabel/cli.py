@@ -309,18 +309,67 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--config", type=Path, help="workflow file (default: the mapping recorded in the checkpoint)")
     p.add_argument("--all", dest="all_rows", action="store_true", help="every row, not only the held-out ones")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=MODEL", type=_named_checkpoint,
+                   help="another checkpoint of the same split, compared on the same held-out galaxies with --model "
+                        "(named after its file), the catalog's labels and the catalog-level correction (repeatable; "
+                        "needs --truth; --json output is what `relabel report --comparison` reads)")
+    p.add_argument("--figure", type=Path, metavar="PNG",
+                   help="draw the comparison figure (accuracy and class fractions per quartile, reliability "
+                        "diagrams, excess L and ECE) to this file (needs --truth)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --figure file")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _named_checkpoint(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` as (name, path)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL (e.g. debiased=model.pt), got {text!r}")
+    return name.strip(), Path(path)
 
 
 def _evaluate(args) -> int:
     from relabel.evaluate import evaluate_model, format_evaluation
 
+    if args.compare or args.figure:
+        return _evaluate_comparison(args)
     result = evaluate_model(args.catalog, args.model, truth=args.truth, all_rows=args.all_rows,
                             workflow=args.config, device=args.device)
     if args.json:
         _print_json(result)
     else:
         print(format_evaluation(result))
+    return 0
+
+
+def _evaluate_comparison(args) -> int:
+    from relabel.destination import check_output_file
+    from relabel.errors import ConfigError
+    from relabel.evaluate import compare_methods, format_comparison
+    from relabel.optional import require
+
+    if args.truth is None:
+        raise ConfigError("--compare and --figure need --truth: the comparison is against the true classes")
+    if args.all_rows:
+        raise ConfigError("--compare measures every method on the models' held-out rows; drop --all")
+    models = {args.model.stem: args.model}
+    for name, path in args.compare:
+        if name in models:
+            raise ConfigError(f"two models named {name!r} in the comparison: give each --compare a new NAME")
+        models[name] = path
+    if args.figure:  # checked before the models run, so that a bad path fails at once
+        require("matplotlib", "report", "the comparison figure")
+        check_output_file(args.figure, overwrite=args.overwrite, what="figure")
+    result = compare_methods(args.catalog, models, args.truth, workflow=args.config, device=args.device)
+    if args.figure:
+        from relabel.report.comparison import plot_comparison
+
+        result["figure"] = str(args.figure)
+        result["caption"] = plot_comparison(result, args.figure)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_comparison(result) + (f"\nfigure: {args.figure}" if args.figure else ""))
     return 0
 
 
@@ -443,6 +492,8 @@ def _add_report(sub) -> None:
                    help="column of --truth with the true class (default TRUE_CLASS)")
     p.add_argument("--out", type=Path, help="report folder (default OUT_DIR/_report)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    p.add_argument("--comparison", type=Path, metavar="JSON",
+                   help="show the comparison with the baselines: the output of `relabel evaluate --compare ... --json`")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object on stdout")
 
 
@@ -450,7 +501,7 @@ def _report(args) -> int:
     from relabel.report.page import make_report
 
     numbers = make_report(args.out_dir, truth=args.truth, report_dir=args.out, truth_column=args.truth_column,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, comparison=args.comparison)
     if args.json:
         _print_json(numbers)
     else:

@@ -357,9 +357,9 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     Returns
     -------
     dict
-        ``rows``: one dict per method (``method``, ``n``, ``coverage``, ``L``, ``null_L``,
+        ``rows``: one dict per method (``method``, ``n``, ``coverage``, ``L``, ``L_std``, ``null_L``, ``null_L_std``,
         ``excess_L``, ``accuracy``, ``accuracy_by_quartile``, ``fraction_by_quartile``,
-        ``fraction_error``, ``ece``), ``true_fraction_by_quartile``, ``reliability``
+        ``fraction_error``, ``ece``, ``ece_by_quartile``), ``true_fraction_by_quartile``, ``reliability``
         (method -> :func:`relabel.model.calibration.reliability_diagram`), ``quartile_edges``,
         ``quartile_observable``, ``classes``, ``n``, ``bins``. Plain data; see
         :func:`comparison_frame` for a table.
@@ -452,15 +452,17 @@ def comparison_frame(result: dict) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by method (plus a ``truth`` row of true fractions): ``n``, ``coverage``,
-        ``excess_L``, ``L``, ``null_L``, ``accuracy``, ``fraction_error``, ``ece``,
-        ``accuracy_q1..q4`` and ``<class>_q1..q4`` (quartile 1 is the worst observed).
+        ``excess_L``, ``L``, ``L_std``, ``null_L``, ``null_L_std``, ``accuracy``, ``fraction_error``, ``ece``,
+        ``accuracy_q1..q4``, ``ece_q1..q4`` and ``<class>_q1..q4`` (quartile 1 is the worst observed).
     """
     records = []
     for row in result["rows"]:
-        record = {k: row[k] for k in ("method", "n", "coverage", "excess_L", "L", "null_L", "accuracy",
-                                      "fraction_error", "ece")}
+        record = {k: row.get(k) for k in ("method", "n", "coverage", "excess_L", "L", "L_std", "null_L",
+                                          "null_L_std", "accuracy", "fraction_error", "ece")}
         for q, value in enumerate(row["accuracy_by_quartile"]):
             record[f"accuracy_q{q + 1}"] = value
+        for q, value in enumerate(row.get("ece_by_quartile") or []):
+            record[f"ece_q{q + 1}"] = value
         for name, values in row["fraction_by_quartile"].items():
             for q, value in enumerate(values):
                 record[f"{name}_q{q + 1}"] = value
@@ -471,6 +473,28 @@ def comparison_frame(result: dict) -> pd.DataFrame:
             truth.update({f"{name}_q{q + 1}": v for q, v in enumerate(values)})
     records.append(truth)
     return pd.DataFrame.from_records(records).set_index("method")
+
+
+def format_comparison(result: dict) -> str:
+    """:func:`compare_methods`' table as text: a line per method, the truth's fractions last.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`compare_methods` returned.
+
+    Returns
+    -------
+    str
+        A header line and a fixed-width table (quartiles worst observed first).
+    """
+    target = result["classes"][-1]
+    columns = ["coverage", "excess_L", "accuracy", *[f"accuracy_q{q}" for q in range(1, 5)],
+               *[f"{target}_q{q}" for q in range(1, 5)], "fraction_error", "ece"]
+    frame = comparison_frame(result).reindex(columns=columns)
+    return (f"{result['n']} held-out galaxies, {result['bins']} bins; quartiles of {result['quartile_observable']} "
+            f"(q1 worst observed); accuracy, fractions and ece against the truth\n"
+            + frame.to_string(float_format=lambda v: f"{v:.3f}", na_rep=""))
 
 
 def _normalised(p: np.ndarray) -> np.ndarray:
@@ -497,7 +521,10 @@ def _method_row(name, probs, hard, truth_codes, quartile, true_fractions, table,
     error = max(abs(f - t) for cls in classes for f, t in zip(fractions[cls], true_fractions[cls]) if f is not None)
     diagram = reliability_diagram(probs, truth_codes, ece_bins)
     row = {"method": name, "n": int(labelled.sum()), "coverage": float(labelled.mean()), "L": result.L,
-           "null_L": result.null_L, "excess_L": result.excess, "accuracy": float(right[labelled].mean()),
+           "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
+           "excess_L": result.excess, "accuracy": float(right[labelled].mean()),
            "accuracy_by_quartile": [float(right[(quartile == q) & labelled].mean()) for q in range(4)],
-           "fraction_by_quartile": fractions, "fraction_error": float(error), "ece": diagram["ece"]}
+           "fraction_by_quartile": fractions, "fraction_error": float(error), "ece": diagram["ece"],
+           "ece_by_quartile": [reliability_diagram(probs[quartile == q], truth_codes[quartile == q], ece_bins)["ece"]
+                               for q in range(4)]}
     return row, diagram

@@ -3,9 +3,11 @@
 Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks",
 ICML, section 4.2) divides the logits by one scalar T > 0 fitted by minimising the
 negative log-likelihood on held-out objects; the argmax, hence every label, is
-unchanged. relabel fits T on the validation split's confident labels in the
-best-observed bins, where the labels are nearest the truth, records it in the
-checkpoint, and applies it at inference. The expected calibration error is the
+unchanged. relabel fits T, without any truth, on the validation split's confident
+labels in the best-observed bins (where the labels are nearest the truth), each
+galaxy also seen at observing conditions drawn from the survey's (degraded as
+:mod:`relabel.train.augment` does), records it in the checkpoint, and applies it
+at inference. The expected calibration error is the
 top-label ECE of Naeini et al. 2015 (AAAI) as Guo et al. use it: equal-width
 confidence bins, sum over bins of (bin share) x |accuracy - mean confidence|.
 """
@@ -134,14 +136,30 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_
     return reliability_diagram(probabilities, labels, n_bins)["ece"]
 
 
-def fit_validation_temperature(model: torch.nn.Module, data, rows: np.ndarray, workflow, log2_bins_int: int,
-                               bins_obs: int) -> float:
-    """Temperature fitted on the confident labels of the validation rows in the best-observed bins.
+#: Observing conditions drawn per best-observed galaxy when the temperature is fitted.
+CONDITION_DRAWS = 8
 
-    The best-observed bins are L's reference bins (the best end of each observable,
-    inside each intrinsic leaf, binned on the validation rows); an object counts when
-    it is in the reference bin of the first observable. Falls back to all confident
-    validation rows when the bins cannot be formed or hold fewer than 20 of them.
+
+def fit_validation_temperature(model: torch.nn.Module, data, rows: np.ndarray, workflow, log2_bins_int: int,
+                               bins_obs: int, draws: int = CONDITION_DRAWS) -> float:
+    """Temperature fitted on the best-observed validation galaxies, seen at the survey's observing conditions.
+
+    No truth is used. The galaxies are the validation rows with a confident label in
+    the best-observed bins (L's reference bin of the first observable, inside each
+    intrinsic leaf, binned on the validation rows; all confident validation rows when
+    the bins cannot be formed or hold fewer than 20): there the labels are nearest the
+    truth. Each is then shown ``draws`` times at the observing conditions of a
+    validation galaxy drawn at random (the survey's own distribution), degraded as
+    :mod:`relabel.train.augment` degrades (wider PSF, smaller, sky noise) when that
+    galaxy is worse resolved, and keeps its label, as a galaxy keeps its class however
+    it is observed. T minimises the negative log-likelihood over all these views.
+
+    Why: a de-biased network's accuracy hardly depends on resolution while its
+    confidence falls with it, so a T fitted on the best-observed galaxies alone (where
+    it is over-confident) softens it everywhere, also where it is under-confident; see
+    docs/baselines.md, "Calibration". Without the workflow's degradation columns
+    (``train.degrade_psf_column``, ``train.degrade_resolution_column``) the galaxies
+    are used as observed.
 
     Parameters
     ----------
@@ -151,15 +169,37 @@ def fit_validation_temperature(model: torch.nn.Module, data, rows: np.ndarray, w
         The validation rows of ``data``.
     workflow : relabel.config.Workflow
     log2_bins_int, bins_obs : int
+        L's bins (the reference bin).
+    draws : int
+        Observing conditions per galaxy; 0: the galaxies only as observed (T of the best-observed bins).
 
     Returns
     -------
     float
+        T; 1.0 without confident validation labels.
     """
+    from relabel.model.predict import predict_proba
+
+    rows = np.asarray(rows)
+    chosen = _best_observed_rows(data, rows, workflow, log2_bins_int, bins_obs)
+    if len(chosen) == 0:
+        return 1.0
+    degrader = _condition_sampler(data, rows, chosen, workflow, seed=data.seed)
+    images = torch.from_numpy(np.ascontiguousarray(data.images[chosen]))
+    log_p = []
+    as_observed = degrader is None or draws == 0
+    for _ in range(1 if as_observed else draws):
+        views = images if as_observed else degrader(images, chosen)
+        # log p differs from the logits by one constant per row, which softmax(. / T) ignores.
+        log_p.append(np.log(np.clip(predict_proba(model, views), 1e-300, None)))
+    return fit_temperature(np.concatenate(log_p), np.tile(data.codes[chosen], len(log_p)))
+
+
+def _best_observed_rows(data, rows: np.ndarray, workflow, log2_bins_int: int, bins_obs: int) -> np.ndarray:
+    """The confident validation rows in the reference bin of the first observable (all confident ones if < 20)."""
     from relabel.bias.metric import BiasError
     from relabel.train.penalty import penalty_cells
 
-    rows = np.asarray(rows)
     confident = data.codes[rows] >= 0
     ends = [o.best for o in workflow.observables]
     try:
@@ -171,9 +211,22 @@ def fit_validation_temperature(model: torch.nn.Module, data, rows: np.ndarray, w
     chosen = rows[confident & reference]
     if len(chosen) < 20:
         chosen = rows[confident]
-    from relabel.model.predict import predict_proba
+    return np.sort(chosen)
 
-    chosen = np.sort(chosen)
-    probabilities = predict_proba(model, torch.from_numpy(np.ascontiguousarray(data.images[chosen])))
-    # log p differs from the logits by one constant per row, which softmax(. / T) ignores.
-    return fit_temperature(np.log(np.clip(probabilities, 1e-300, None)), data.codes[chosen])
+
+def _condition_sampler(data, rows: np.ndarray, chosen: np.ndarray, workflow, seed: int):
+    """A :class:`relabel.train.augment.Degrader` giving each ``chosen`` galaxy a random validation galaxy's
+    conditions (when worse resolved), or None when the workflow has no PSF and resolution observables."""
+    from relabel.train.augment import Degrader
+
+    options = workflow.train
+    psf = options.get("degrade_psf_column", "PSF_FWHM")
+    resolution = options.get("degrade_resolution_column", "RESOLUTION")
+    if psf not in data.observables.columns or resolution not in data.observables.columns:
+        return None
+    source = np.zeros(len(data), dtype=bool)
+    source[chosen] = True
+    degrader = Degrader(data.observables[psf].to_numpy(), data.observables[resolution].to_numpy(), source, rows,
+                        workflow.cutouts.pixel_scale, seed=seed, probability=1.0)
+    degrader.source = source  # every chosen galaxy, whatever the median resolution of the donors
+    return degrader

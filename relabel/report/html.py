@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 
 from relabel.report.columns import DEFINITIONS, axis_label
+from relabel.report.comparison import comparison_html
 
 STYLE = ("body{font-family:Georgia,serif;font-size:17px;line-height:1.45;max-width:1150px;margin:auto;padding:1em}"
          "table{border-collapse:collapse;margin:0.5em 0}td,th{padding:3px 10px;text-align:right;"
@@ -95,6 +96,7 @@ def write_html(path: Path, numbers: dict, figures: list[tuple[str, str, str]], r
         "<h2>Original labels, new labels and the truth on the same galaxies</h2>",
         *_comparison(numbers["comparison"]),
         *_trends(numbers.get("truth_trends") or [], numbers["classes"][-1]),
+        *comparison_html(numbers.get("methods")),
         "<h2>Columns</h2><ul>",
         *[f"<li>{html.escape(axis_label(c))}</li>" for c in numbers["columns"]],
         "</ul>",

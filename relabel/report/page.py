@@ -19,6 +19,7 @@ from relabel.destination import check_output_dir
 from relabel.errors import OutputError
 from relabel.optional import require
 from relabel.report import figures as fig
+from relabel.report.comparison import plot_comparison, read_comparison
 from relabel.report.gallery import plot_gallery
 from relabel.report.html import write_html
 from relabel.report.numbers import bias_numbers, comparison_table, join_truth, read_output, status_counts, truth_trends
@@ -28,7 +29,8 @@ __all__ = ["make_report"]
 
 
 def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir: str | Path | None = None,
-                truth_column: str = "TRUE_CLASS", overwrite: bool = False) -> dict:
+                truth_column: str = "TRUE_CLASS", overwrite: bool = False,
+                comparison: str | Path | None = None) -> dict:
     """Write the report of run ``out_dir`` into ``report_dir``; return its numbers.
 
     Parameters
@@ -41,6 +43,9 @@ def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir
         Where the page, figures and ``report.json`` go (default ``OUT_DIR/_report``).
     overwrite : bool
         Replace the files of an existing non-empty ``report_dir``.
+    comparison : str or Path, optional
+        JSON of ``relabel evaluate --compare ... --truth T --json``: the page then shows the
+        comparison with the field's baselines (:mod:`relabel.report.comparison`), table and figure.
 
     Returns
     -------
@@ -60,6 +65,7 @@ def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir
         raise OutputError(f"{out_dir} is not a relabel run output (no {RUN_RECORD})")
     require("matplotlib", "report", "relabel report's figures")  # said before anything is read or written
     report_dir = check_output_dir(report_dir or out_dir / "_report", overwrite, "report folder")
+    methods = read_comparison(comparison) if comparison is not None else None
     wf, classes = run_workflow(out_dir)
     frame = read_output(out_dir, wf, classes)
     if truth is not None:
@@ -83,6 +89,10 @@ def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir
         pages.append((f"{classes[-1]} fraction against {obs.column}", name, caption))
     pages.append(("Labeling bias L", "bias.png", fig.plot_bias(numbers["labeling_bias"], report_dir / "bias.png")))
     pages.append(("Rows per status", "status.png", fig.plot_status(numbers["status"], report_dir / "status.png")))
+    if methods is not None:
+        numbers["methods"] = methods
+        pages.append(("Comparison with the field's baselines", "comparison.png",
+                      plot_comparison(methods, report_dir / "comparison.png")))
     gallery = plot_gallery(frame, wf, classes, predicted, report_dir / "examples.png")
     if gallery:
         pages.append(("Example cutouts", "examples.png", gallery))

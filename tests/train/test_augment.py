@@ -91,8 +91,8 @@ def test_train_augment_degrade_from_the_command_line(small_survey, tmp_path):
                  "--out", str(out), "--epochs", "1", "--width", "4", "--no-progress", "--augment", "degrade"]) == 0
     _, meta = load_checkpoint(out)
     assert meta.augment == "degrade"
-    # Fitted on the validation split, not left at its default.
-    assert 0.05 < meta.temperature < 20 and meta.temperature != 1.0
+    # Fitted on the validation split, not left at its default (a 1-epoch model may sit at the search's bound, e^3).
+    assert 0.05 <= meta.temperature <= 20.1 and meta.temperature != 1.0
 
 
 def test_degrade_needs_the_psf_and_resolution_observables(small_survey, tmp_path):
