@@ -62,7 +62,7 @@ def per_object_files(paths) -> tuple[Path, Path]:
                 fitsio.write(str(root / "cutouts" / f"{objid}.fits"), image, clobber=True)
     table = table.drop(columns=["TILE", "TILE_INDEX"])
     table["CUTOUT"] = [f"cutouts/{o}.fits" for o in table["OBJID"]]
-    fitsio.write(str(catalog), table.to_records(index=False), extname="CATALOG", clobber=True)
+    write_catalog(table, catalog)
     raw = yaml.safe_load(paths.workflow.read_text())
     raw["cutouts"] = {**raw["cutouts"], "layout": "files", "path_column": "CUTOUT", "root": "."}
     workflow.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -102,6 +102,167 @@ def survey_images(paths, image_size: int = 2048) -> tuple[Path, Path]:
                       "bands": list(wf.cutouts.bands), "pixel_scale": wf.cutouts.pixel_scale}
     workflow.write_text(yaml.safe_dump(raw, sort_keys=False))
     return catalog, workflow
+
+
+def write_catalog(table: pd.DataFrame, path: Path) -> None:
+    """A FITS catalog whose text columns are fixed-width (fitsio writes object columns as variable-length arrays,
+    which a catalog read refuses)."""
+    import fitsio
+
+    records = table.to_records(index=False)
+    text = {name: f"U{max(1, max(len(str(v)) for v in table[name]))}" for name in table.columns
+            if records.dtype[name].kind == "O"}
+    fitsio.write(str(path), records.astype([(n, text.get(n, records.dtype[n])) for n in records.dtype.names]),
+                 extname="CATALOG", clobber=True)
+
+
+def stamp_files(paths, suffix: str) -> tuple[Path, Path]:
+    """The per-object FITS files again as 8-bit RGB PNG or JPEG stamps (g in R, r in G, B empty), with a workflow."""
+    import yaml
+    from PIL import Image
+
+    from relabel.catalog import open_catalog
+
+    files_catalog, files_workflow = per_object_files(paths)
+    root = paths.root / f"files-{suffix}"
+    catalog, workflow = root / "catalog.fits", root / "workflow.yaml"
+    if workflow.exists():
+        return catalog, workflow
+    import fitsio
+
+    (root / "cutouts").mkdir(parents=True, exist_ok=True)
+    table = open_catalog(files_catalog).read_all(open_catalog(files_catalog).columns)
+    for name in table["CUTOUT"]:
+        image = fitsio.read(str(files_catalog.parent / name))  # (bands, size, size)
+        scaled = np.clip(np.arcsinh(image / 0.05) * 40.0, 0, 255).astype(np.uint8)
+        rgb = np.zeros(scaled.shape[1:] + (3,), dtype=np.uint8)
+        rgb[..., :len(scaled)] = np.moveaxis(scaled, 0, -1)
+        Image.fromarray(rgb).save(root / Path(name).with_suffix(f".{suffix}"), quality=90)
+    table["CUTOUT"] = [str(Path(c).with_suffix(f".{suffix}")) for c in table["CUTOUT"]]
+    write_catalog(table, catalog)
+    raw = yaml.safe_load(files_workflow.read_text())
+    workflow.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return catalog, workflow
+
+
+def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, profiled: bool = True) -> dict:
+    """cProfile of the cutout source alone over the plan's shards: microseconds per stamp, total and by function.
+
+    ``keep(shard)`` picks shards (e.g. only the compressed images). One process, one thread
+    (no read-ahead pool), so the figures are CPU time per stamp without the forward pass.
+    """
+    import cProfile
+    import pstats
+
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+    from relabel.run.plan import plan_shards
+
+    wf = load_workflow(workflow)
+    cat = open_catalog(catalog)
+    columns = list(dict.fromkeys([wf.catalog.ra, wf.catalog.dec, *wf.cutouts.columns]))
+    shards = [s for s in plan_shards(cat, wf, 2048) if keep is None or keep(s)]
+    batches = []
+    for shard in shards:
+        rows = cat.read_rows(columns, shard.row_numbers())
+        batches.append((shard, [rows.iloc[i:i + batch_size] for i in range(0, len(rows), batch_size)]))
+    done, profile = 0, cProfile.Profile()
+    t0 = time.perf_counter()
+    if profiled:
+        profile.enable()
+    for shard, parts in batches:
+        with open_cutout_source(wf, image=shard.image) as source:
+            source.read_threads = 1
+            for part in parts:
+                done += len(source.read(part).status)
+    profile.disable()
+    seconds = time.perf_counter() - t0
+    if not profiled:
+        return {"stamps": done, "us_per_stamp": 1e6 * seconds / max(done, 1)}
+    stats = pstats.Stats(profile)
+    rows = sorted(((v[2], f"{Path(k[0]).name}:{k[1]}({k[2]})") for k, v in stats.stats.items()), reverse=True)
+    return {"stamps": done, "us_per_stamp": 1e6 * seconds / max(done, 1),
+            "by_function_us": [(name, round(1e6 * t / max(done, 1), 1)) for t, name in rows[:top]]}
+
+
+def profile_run(catalog, workflow, model, out, batch_size: int, top: int = 10) -> dict:
+    """A whole `relabel run` in this process (no cluster, torch on 1 thread): microseconds per galaxy by stage,
+    and a cProfile of the main thread (all but the cutting, which runs in the read-ahead thread)."""
+    import cProfile
+    import pstats
+
+    import torch
+
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    torch.set_num_threads(1)
+    profile = cProfile.Profile()
+    t0 = time.perf_counter()
+    profile.enable()
+    result = run_catalog(catalog, model, out, workflow=workflow, batch_size=batch_size, overwrite=True,
+                         progress=False, bias=False, echo=lambda s: None, cluster=ClusterOptions(kind="none"))
+    profile.disable()
+    seconds = time.perf_counter() - t0
+    n = result.summary["rows_out"]
+    stages: dict[str, float] = {}
+    for shard in result.shard_results:
+        for key, value in shard["seconds"].items():
+            stages[key] = stages.get(key, 0.0) + value
+    stats = pstats.Stats(profile)
+    rows = sorted(((v[2], f"{Path(k[0]).name}:{k[1]}({k[2]})") for k, v in stats.stats.items()), reverse=True)
+    return {"rows": n, "shards": len(result.shard_results), "us_per_galaxy": 1e6 * seconds / n,
+            "stages_us": {k: round(1e6 * v / n, 1) for k, v in stages.items()},
+            "main_thread_us": [(name, round(1e6 * t / n, 1)) for t, name in rows[:top]]}
+
+
+def profile_layouts(args) -> dict:
+    """Where the microseconds per stamp go when cutting, per layout, against the forward pass per galaxy."""
+    paths = sd.survey(args.n)
+    model = sd.checkpoint(paths, args.width)
+    files_catalog, files_workflow = per_object_files(paths)
+    images_catalog, images_workflow = survey_images(paths)
+    png = stamp_files(paths, "png")
+    jpeg = stamp_files(paths, "jpg")
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+
+    wf = load_workflow(paths.workflow)
+    with open_cutout_source(wf) as source:
+        sample = source.read(open_catalog(paths.catalog).read(list(wf.cutouts.columns), 0, args.batch_size)).images
+    res = {"forward_us_1thread": 1e6 / sd.forward_rate(model, sample, args.batch_size, threads=1, seconds=4.0)}
+    cases = {
+        "tiles": (paths.catalog, paths.workflow, None),
+        "images_plain": (images_catalog, images_workflow, lambda s: not s.image.endswith(".fz")),
+        "images_rice": (images_catalog, images_workflow, lambda s: s.image.endswith(".fz")),
+        "files_fits": (files_catalog, files_workflow, None),
+        "files_png": (*png, None),
+        "files_jpeg": (*jpeg, None),
+    }
+    for name, (catalog, workflow, keep) in cases.items():
+        res[name] = profile_reads(catalog, workflow, args.batch_size, keep)
+    scratch = sd.DATA / "runs"
+    for name, (catalog, workflow, _) in cases.items():
+        if name != "images_rice":  # one run covers both kinds of image
+            res[f"run_{name}"] = profile_run(catalog, workflow, model, scratch / f"profile-{name}", args.batch_size)
+    print(f"forward pass, 1 thread: {res['forward_us_1thread']:.0f} us a galaxy")
+    for name in cases:
+        r = res[name]
+        print(f"{name:14}{r['us_per_stamp']:7.0f} us a stamp (cProfile on), of which:")
+        for fn, us in r["by_function_us"]:
+            print(f"    {us:7.1f}  {fn}")
+    for name in cases:
+        if f"run_{name}" in res:
+            r = res[f"run_{name}"]
+            print(f"relabel run in-process, {name}: {r['us_per_galaxy']:.0f} us a galaxy, {r['shards']} shards; "
+                  f"stages (us a galaxy): {r['stages_us']}")
+            for fn, us in r["main_thread_us"]:
+                print(f"    {us:7.1f}  {fn}")
+    sd.RESULTS.mkdir(exist_ok=True)
+    (sd.RESULTS / "profile_layouts.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
 
 
 def read_rate(catalog, workflow, batch_size: int, read_threads: int | None = None) -> float:
@@ -278,6 +439,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--layouts", action="store_true", help="compare the cutout layouts (tiles, images, files)")
+    parser.add_argument("--profile", action="store_true", help="profile cutting alone, per layout, in microseconds")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
@@ -285,6 +447,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.layouts:
         compare_layouts(args)
+        return
+    if args.profile:
+        profile_layouts(args)
         return
 
     paths = sd.survey(args.n)

@@ -22,19 +22,19 @@ from relabel import status as st
 STAMP_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def is_stamp(path: Path) -> bool:
+def is_stamp(path: str | Path) -> bool:
     """True for a PNG or JPEG file name (any case).
 
     Parameters
     ----------
-    path : pathlib.Path
+    path : str or pathlib.Path
         A file name.
 
     Returns
     -------
     bool
     """
-    return path.suffix.lower() in STAMP_SUFFIXES
+    return str(path).lower().endswith(STAMP_SUFFIXES)
 
 
 def default_channels(n_bands: int) -> list[str]:
@@ -54,12 +54,12 @@ def default_channels(n_bands: int) -> list[str]:
     return ["L"] if n_bands == 1 else ["R", "G", "B"][:n_bands]
 
 
-def read_stamp(path: Path, channels: list[str]) -> tuple[np.ndarray | None, str | None]:
+def read_stamp(path: str | Path, channels: list[str]) -> tuple[np.ndarray | None, str | None]:
     """One stamp as float32 (bands, H, W) of 0-255 values, in ``channels`` order; or (None, status).
 
     Parameters
     ----------
-    path : Path
+    path : str or Path
         A PNG or JPEG file.
     channels : list of str
         The channel of each band: ``R``, ``G``, ``B`` or ``L`` (grey).
