@@ -130,8 +130,12 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
     A row's image is its ``cutouts.image_column`` value, or, with no column, the image
     whose WCS footprint holds its RA/Dec among the files matching ``cutouts.image_pattern``
     (:func:`relabel.cutouts.images.assign_images`). Rows on no image form shards with
-    ``image=""``; their rows get the status ``outside_image``. An image's rows are cut
-    into shards of at most ``shard_size``, in catalog order.
+    ``image=""``; their rows get the status ``outside_image``. An image's rows are ordered
+    by pixel row (y on the image's WCS; Dec when an image column names the image, which
+    follows y on the usual north-up images) and then cut into shards of at most
+    ``shard_size``: each shard is a strip of its image, so a tile-compressed image is
+    decompressed once over all its shards, not once per shard, and a shard's stamps come
+    in the order its rows of pixels are read.
 
     Parameters
     ----------
@@ -145,27 +149,14 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
     Returns
     -------
     list of Shard
-        Each with its ``image`` (``""`` for rows on no image) and explicit ``rows``.
+        Each with its ``image`` (``""`` for rows on no image) and its rows in pixel-row order
+        (explicit ``rows``, or a range when they happen to be consecutive).
     """
-    from relabel.cutouts.images import assign_images, find_footprints
     from relabel.cutouts.sources import _consecutive
 
-    spec, n = workflow.cutouts, catalog.nrows
-    codes = np.empty(n, dtype=np.int64)
-    names: dict[str, int] = {}
-    footprints = None if spec.image_column else find_footprints(spec)
-    columns = [spec.image_column] if spec.image_column else [workflow.catalog.ra, workflow.catalog.dec]
-    for chunk in catalog.iter_chunks(columns, PLAN_CHUNK_ROWS):
-        if footprints is None:
-            images = np.array([str(v).rstrip() for v in chunk[spec.image_column].to_numpy()], dtype=object)
-        else:
-            images = assign_images(footprints, chunk[columns[0]].to_numpy(np.float64),
-                                   chunk[columns[1]].to_numpy(np.float64))
-        uniq, inverse = np.unique(images.astype(str), return_inverse=True)
-        mapping = np.array([names.setdefault(str(u), len(names)) for u in uniq], dtype=np.int64)
-        codes[chunk.index[0]:chunk.index[-1] + 1] = mapping[inverse]
-    image_of = {code: name for name, code in names.items()}
-    order = np.argsort(codes, kind="stable")
+    codes, pixel_row, image_of = _rows_by_image(catalog, workflow)
+    order = np.lexsort((pixel_row, codes))  # by image, then by row of pixels (NaN last); stable
+    n = catalog.nrows
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(codes[order])) + 1, [n]])
     shards: list[Shard] = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -177,3 +168,29 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
             else:
                 shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, tuple(int(r) for r in rows), image))
     return shards
+
+
+def _rows_by_image(catalog: Catalog, workflow: Workflow) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Per row: the code of its image, its pixel row there (or its Dec), and code -> image name."""
+    from relabel.cutouts.images import assign_images, find_footprints
+
+    spec, n = workflow.cutouts, catalog.nrows
+    ra, dec = workflow.catalog.ra, workflow.catalog.dec
+    codes = np.empty(n, dtype=np.int64)
+    pixel_row = np.empty(n, dtype=np.float32)  # only an ordering: float32 keeps 50M rows at 200 MB
+    names: dict[str, int] = {}
+    footprints = None if spec.image_column else find_footprints(spec)
+    columns = [spec.image_column, dec] if spec.image_column else [ra, dec]
+    for chunk in catalog.iter_chunks(columns, PLAN_CHUNK_ROWS):
+        where = slice(chunk.index[0], chunk.index[-1] + 1)
+        decs = chunk[dec].to_numpy(np.float64, na_value=np.nan)
+        if footprints is None:
+            images = np.array([str(v).rstrip() for v in chunk[spec.image_column].to_numpy()], dtype=object)
+            pixel_row[where] = decs
+        else:
+            images, pixel_row[where] = assign_images(footprints, chunk[ra].to_numpy(np.float64, na_value=np.nan),
+                                                     decs, pixel_rows=True)
+        uniq, inverse = np.unique(images.astype(str), return_inverse=True)
+        mapping = np.array([names.setdefault(str(u), len(names)) for u in uniq], dtype=np.int64)
+        codes[where] = mapping[inverse]
+    return codes, pixel_row, {code: name for name, code in names.items()}
