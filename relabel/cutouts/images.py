@@ -262,7 +262,7 @@ def _parsed_header(path: Path, hdu) -> tuple:
     Each caller gets its own copy of the WCS: astropy's WCS objects are not safe to share between threads.
     """
     stat = path.stat()
-    key = (str(path.resolve()), hdu.get_extnum(), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), hdu.get_extnum(), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key in _HEADERS:
         _HEADERS.move_to_end(key)
         wcs, map_dtype, block_rows = _HEADERS[key]

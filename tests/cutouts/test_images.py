@@ -111,6 +111,51 @@ def test_compressed_image_gives_the_decompressed_pixels(tmp_path):
         np.testing.assert_array_equal(got.images[k, 0], expect)
 
 
+@pytest.mark.parametrize("name, block_pixels", [("img.fits", None), ("img.fits.fz", 2**18), ("img.fits.fz", 700),
+                                                 ("img.fits.fz", 8000)])
+def test_stamps_within_across_and_off_blocks_equal_the_image_slices(tmp_path, monkeypatch, name, block_pixels):
+    # Blocks of 3 and 40 rows (a stamp is 16: within one block and across two) and all 300; a memory map is one.
+    from relabel.cutouts import images
+
+    if block_pixels is not None:
+        monkeypatch.setattr(images, "BLOCK_PIXELS", block_pixels)
+    wcs = make_wcs(crpix=(100, 150))
+    rng = np.random.default_rng(4)
+    data = rng.normal(0, 1, (300, 200)).astype(np.float32)
+    kwargs = {"compress": "gzip", "qlevel": None} if name.endswith(".fz") else {}
+    write_image(tmp_path / name, data, wcs, **kwargs)
+    xy = np.column_stack([rng.uniform(-5, 205, 400), rng.uniform(-5, 305, 400)])
+    spec = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["r"], image_column="IMAGE")
+    with ImageSource(spec) as source:
+        got = source.read(rows_at(wcs, xy, name))
+        survey = source._open[name][0]
+        assert (survey.memmap is None) == name.endswith(".fz")
+        if name.endswith(".fz"):  # gzip row tiles: a block is a whole number of rows, ~block_pixels of them
+            assert survey.block_rows == max(1, block_pixels // 200)
+    x0, y0, inside = stamp_corners(wcs, *wcs.all_pix2world(xy[:, 0], xy[:, 1], 0), 16, data.shape)
+    padded = np.pad(data, 16)
+    assert inside.sum() > 300 and (~inside).sum() > 5
+    for k in np.flatnonzero(inside):
+        np.testing.assert_array_equal(got.images[k, 0], padded[y0[k] + 16:y0[k] + 32, x0[k] + 16:x0[k] + 32])
+    assert (got.images[~inside] == 0).all()
+
+
+def test_a_rewritten_image_is_read_with_its_new_header(tmp_path):
+    # Headers are cached per process; a file written again (new WCS) must not be cut with the old one.
+    import os
+
+    data = blobs((100, 100), [(30.0, 40.0)])
+    write_image(tmp_path / "img.fits", data, make_wcs(crpix=(50.5, 50.5)))
+    spec = CutoutSpec(layout="images", root=tmp_path, size=8, bands=["r"], image_column="IMAGE")
+    where = rows_at(make_wcs(crpix=(50.5, 50.5)), [(30.0, 40.0)], "img.fits")
+    with ImageSource(spec) as source:
+        assert source.read(where).images[0, 0, 3:5, 3:5].min() > 0.5
+    write_image(tmp_path / "img.fits", data, make_wcs(crpix=(70.5, 50.5)))  # same size: the sky moved 20 px
+    os.utime(tmp_path / "img.fits", ns=(1_000_000_000, 1_000_000_000))
+    with ImageSource(spec) as source:
+        assert source.read(where).images[0, 0].max() < 1e-3  # now 20 px from the galaxy
+
+
 def test_bands_in_separate_files_are_aligned_by_each_files_wcs(tmp_path):
     wcs_r = make_wcs(crpix=(200.5, 150.5))
     centres = [(50.0, 60.0), (150.2, 100.7), (10.0, 140.0)]
