@@ -45,9 +45,10 @@ BAND_FIELD = "{band}"
 
 #: Pixels of a compressed image decompressed per section read (one block of full-width rows,
 #: a whole number of compression tiles high). fitsio holds the GIL while it decompresses
-#: (about 30 ns a pixel for RICE_1 with dithered quantisation), so a block is kept short
-#: (~8 ms) for the read-ahead thread to interleave with the forward pass.
-BLOCK_PIXELS = 2**18
+#: (about 25 ns a pixel for RICE_1 with dithered quantisation), and the forward pass needs
+#: it between its operations, so a block is kept short (~2 ms) for the read-ahead thread
+#: to interleave with the network; smaller section reads cost no more per pixel.
+BLOCK_PIXELS = 2**16
 
 #: Decompressed blocks kept per open image: the planner orders a shard's rows by pixel row,
 #: so blocks are mostly used in turn; the cache covers rows that arrive out of order (a
@@ -348,15 +349,16 @@ def coverage(x0: np.ndarray, y0: np.ndarray, size: int, shape: tuple[int, int]) 
 class ImageSource(CutoutSource):
     """Stamps cut from survey images, one file per band, located by RA/Dec and each file's WCS.
 
-    Each row's image is ``image`` (the whole read's, e.g. its shard's), else the row's
-    ``cutouts.image_column``, else the image whose footprint holds it among the files
-    matching ``cutouts.image_pattern``. Image names are path templates with ``{band}``.
+    Each row's image is ``image`` (the whole read's, e.g. its shard's; or a Series giving
+    each row's, indexed like the rows read), else the row's ``cutouts.image_column``, else
+    the image whose footprint holds it among the files matching ``cutouts.image_pattern``.
+    Image names are path templates with ``{band}``.
     """
 
     max_open = 8
 
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None,
-                 ra: str = "RA", dec: str = "DEC", image: str | None = None):
+                 ra: str = "RA", dec: str = "DEC", image: str | pd.Series | None = None):
         super().__init__(spec, size, n_bands)
         self.ra, self.dec, self.image = ra, dec, image
         self.columns = (ra, dec, *spec.columns)
@@ -391,6 +393,8 @@ class ImageSource(CutoutSource):
         return out
 
     def _images_of(self, rows: pd.DataFrame, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        if isinstance(self.image, pd.Series):
+            return self.image.loc[rows.index].to_numpy(dtype=object)
         if self.image is not None:
             return np.full(len(rows), self.image, dtype=object)
         if self.spec.image_column:

@@ -286,10 +286,11 @@ class FileSource(CutoutSource):
 
 
 def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int | None = None,
-                       image: str | None = None) -> CutoutSource:
+                       image: str | pd.Series | None = None) -> CutoutSource:
     """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's.
 
-    ``image`` (layout "images"): the survey image every row read lies on, e.g. its shard's.
+    ``image`` (layout "images"): the survey image every row read lies on, e.g. its shard's;
+    or each row's image, by catalog row number (a shard packing several images).
 
     Parameters
     ----------
@@ -299,8 +300,9 @@ def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int
         Cutout side, pixels (e.g. the checkpoint's input size).
     n_bands : int, optional
         Bands to read, the first ``n_bands`` of ``cutouts.bands``.
-    image : str, optional
-        Layout "images": the image path template every row lies on.
+    image : str or pandas.Series, optional
+        Layout "images": the image path template every row lies on, or a Series of them
+        indexed by catalog row number (the index of the rows read).
 
     Returns
     -------

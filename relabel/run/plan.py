@@ -23,7 +23,9 @@ PLAN_CHUNK_ROWS = 2_000_000
 class Shard:
     """Rows ``start:stop`` of the catalog, or the explicit ``rows`` (sorted by tile) when given.
 
-    ``image`` (layout "images"): the survey image all the shard's rows lie on ("" for none).
+    Layout "images": ``image`` is the survey image all the shard's rows lie on ("" for
+    none); a shard packing several small images has ``image`` None and ``images``, the
+    runs ``(image, number of rows)`` in the order of its rows.
     """
 
     id: int
@@ -31,6 +33,21 @@ class Shard:
     stop: int
     rows: tuple[int, ...] | None = None
     image: str | None = None
+    images: tuple[tuple[str, int], ...] | None = None
+
+    @property
+    def image_names(self) -> list[str]:
+        """Every survey image the shard's rows lie on (layout "images"; empty otherwise)."""
+        if self.images is not None:
+            return [name for name, _ in self.images]
+        return [self.image] if self.image is not None else []
+
+    def row_images(self) -> np.ndarray:
+        """The image of each of :meth:`row_numbers`, object array (layout "images")."""
+        if self.images is None:
+            return np.full(self.n_rows, self.image or "", dtype=object)
+        names, counts = zip(*self.images)
+        return np.repeat(np.array(names, dtype=object), counts)
 
     @property
     def n_rows(self) -> int:
@@ -132,10 +149,13 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
     (:func:`relabel.cutouts.images.assign_images`). Rows on no image form shards with
     ``image=""``; their rows get the status ``outside_image``. An image's rows are ordered
     by pixel row (y on the image's WCS; Dec when an image column names the image, which
-    follows y on the usual north-up images) and then cut into shards of at most
-    ``shard_size``: each shard is a strip of its image, so a tile-compressed image is
-    decompressed once over all its shards, not once per shard, and a shard's stamps come
-    in the order its rows of pixels are read.
+    follows y on the usual north-up images). An image with more rows than ``shard_size``
+    is cut into shards that are strips of it, so a tile-compressed image is decompressed
+    once over all its shards, not once per shard, and a shard's stamps come in the order
+    its rows of pixels are read. Images with fewer rows are packed whole into shards of up
+    to ``shard_size`` rows (``Shard.images``), as tiles are: a bright-galaxy catalog has a
+    few dozen rows per survey image, and a shard per image would pay a task, a Parquet
+    file and a padded forward batch for each.
 
     Parameters
     ----------
@@ -149,24 +169,24 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
     Returns
     -------
     list of Shard
-        Each with its ``image`` (``""`` for rows on no image) and its rows in pixel-row order
-        (explicit ``rows``, or a range when they happen to be consecutive).
+        Each with its ``image`` (``""`` for rows on no image), or its ``images`` when it packs
+        several, and its rows in pixel-row order (explicit ``rows``, or a range when they
+        happen to be consecutive).
     """
     from relabel.cutouts.sources import _consecutive
 
     codes, pixel_row, image_of = _rows_by_image(catalog, workflow)
     order = np.lexsort((pixel_row, codes))  # by image, then by row of pixels (NaN last); stable
-    n = catalog.nrows
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(codes[order])) + 1, [n]])
+    sorted_codes = codes[order]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_codes)) + 1, [catalog.nrows]])
     shards: list[Shard] = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        image = image_of[int(codes[order[lo]])]
-        for s in range(int(lo), int(hi), shard_size):
-            rows = order[s:min(s + shard_size, int(hi))]
-            if _consecutive(rows):
-                shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, image=image))
-            else:
-                shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, tuple(int(r) for r in rows), image))
+    for piece in _cut_runs(bounds, shard_size):
+        rows, here = order[piece.start:piece.stop], sorted_codes[piece.start:piece.stop]
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(here)) + 1, [len(here)]])
+        runs = tuple((image_of[int(here[c])], int(k)) for c, k in zip(cuts[:-1], np.diff(cuts)))
+        image, images = (runs[0][0], None) if len(runs) == 1 else (None, runs)
+        listed = None if _consecutive(rows) else tuple(int(r) for r in rows)
+        shards.append(Shard(len(shards), int(rows.min()), int(rows.max()) + 1, listed, image, images))
     return shards
 
 

@@ -290,3 +290,29 @@ def test_footprint_mode_plans_one_image_per_shard_and_cuts_without_a_column(tmp_
         cut = source.read(pd.DataFrame({"RA": ra, "DEC": dec}))
     assert list(cut.status) == [st.OK, st.OK, st.OK, st.OUTSIDE_IMAGE, st.OK, st.OK]
     assert cut.images[:, 0, 4, 4].tolist() == [1.0, 2.0, 1.0, 0.0, 2.0, 1.0]
+
+
+def test_run_checks_the_pixel_scale_of_every_image_of_a_packed_shard(tmp_path):
+    import yaml
+
+    from conftest import WORKFLOW_YAML, write_untrained_checkpoint
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    good, bad = make_wcs(cd=[[-0.396 / 3600, 0], [0, 0.396 / 3600]]), make_wcs()  # bad: 0.26 arcsec pixels
+    write_image(tmp_path / "a_r.fits", np.zeros((50, 50), np.float32), good)
+    write_image(tmp_path / "b_r.fits", np.zeros((50, 50), np.float32), bad)
+    table = pd.concat([rows_at(good, [(20, 20), (30, 30)], "a_{band}.fits"), rows_at(bad, [(25, 25)], "b_{band}.fits")])
+    table["OBJID"] = np.arange(3) + 1
+    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
+        table[col] = np.float32(0.5)
+    table.to_parquet(tmp_path / "catalog.parquet")
+    raw = yaml.safe_load(WORKFLOW_YAML)
+    raw["cutouts"] = {"layout": "images", "root": ".", "image_column": "IMAGE", "size": 16, "bands": ["r"],
+                      "pixel_scale": 0.396}
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(raw))
+    model = write_untrained_checkpoint(tmp_path / "model.pt", workflow=raw)
+    with pytest.raises(ConfigError, match=r"b_r.fits has pixels of 0.2600 x 0.2600 arcsec"):
+        run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                    cluster=ClusterOptions(kind="none"), shard_size=100, bias=False, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -191,3 +191,87 @@ def test_reordered_image_rows_keep_their_statuses_pixels_and_catalog_rows(tmp_pa
     expect = predict_proba(net, preprocess(alone.images[usable], meta))
     np.testing.assert_allclose(out[["p_elliptical", "p_spiral"]].to_numpy()[usable], expect, atol=1e-5)
     assert out.loc[~usable, "p_spiral"].isna().all()
+
+
+def test_small_images_are_packed_whole_into_shards_and_large_ones_cut_into_strips(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(14)
+    sizes = {"a": 3, "b": 3, "c": 2, "d": 11, "e": 3}  # d: more rows than a shard
+    image = np.array([f"{k}_{{band}}.fits" for k, m in sizes.items() for _ in range(m)], dtype=object)
+    image = image[rng.permutation(len(image))]
+    dec = 2.0 + rng.uniform(-0.01, 0.01, len(image))
+    pd.DataFrame({"RA": 150.0, "DEC": dec, "IMAGE": image.astype(str)}).to_parquet(tmp_path / "c.parquet")
+    wf = _images_workflow(tmp_path, {"image_column": "IMAGE"})
+    shards = plan_shards(open_catalog(tmp_path / "c.parquet"), wf, shard_size=8)
+    assert sorted(_rows(shards).tolist()) == list(range(len(image)))
+    owners: dict[str, set] = {}
+    for s in shards:
+        assert s.n_rows <= 8
+        rows, images = s.row_numbers(), s.row_images()
+        np.testing.assert_array_equal(images, image[rows])  # each row's image, as the source will be told
+        for name in s.image_names:
+            owners.setdefault(name, set()).add(s.id)
+            mine = rows[images == name]
+            np.testing.assert_array_equal(dec[mine], np.sort(dec[mine]))  # pixel-row (Dec) order within an image
+        assert (s.image is None) == (s.images is not None and len(s.images) > 1)
+    # Every small image sits whole in one shard; the large one is cut into strips of at most 8.
+    assert all(len(owners[f"{k}_{{band}}.fits"]) == 1 for k in "abce")
+    assert len(owners["d_{band}.fits"]) == 2
+    assert any(s.images is not None for s in shards)  # small images really were packed
+    assert len(shards) == 4  # a+b (6), c (2, then d's strips) ... packed like tiles: no shard of one small image
+
+
+def test_packed_shards_in_footprint_mode_give_each_row_its_own_image(tmp_path):
+    """Three small images side by side, no image column: packed into shards of several images, each row is cut
+    from the image whose footprint holds it (as a read with no plan finds it), rows off every image flagged."""
+    import pandas as pd
+    import yaml
+
+    from conftest import WORKFLOW_YAML, write_untrained_checkpoint
+    from relabel.cutouts.images import ImageSource
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    rng = np.random.default_rng(15)
+    (tmp_path / "img").mkdir()
+    wcss = []
+    for k in range(3):
+        wcs = _tan_wcs(angle_deg=15.0 * k, crpix=(30.5 - 70 * k, 30.5))
+        fitsio.write(str(tmp_path / "img" / f"f{k}_r.fits"), rng.normal(k, 1, (60, 60)).astype(np.float32),
+                     header=[{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards
+                             if c.keyword and c.keyword not in ("DATEREF", "MJDREF")], clobber=True)
+        wcss.append(wcs)
+    ra, dec = [], []
+    for k, wcs in enumerate(wcss):
+        r, d = wcs.all_pix2world(rng.uniform(12, 48, 5), rng.uniform(12, 48, 5), 0)
+        ra += list(r)
+        dec += list(d)
+    r, d = wcss[0].all_pix2world([30.0], [400.0], 0)  # on no image
+    ra, dec = np.array(ra + list(r)), np.array(dec + list(d))
+    order = rng.permutation(len(ra))
+    table = pd.DataFrame({"RA": ra[order], "DEC": dec[order], "OBJID": np.arange(16) + 1})
+    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
+        table[col] = rng.uniform(0, 1, 16).astype(np.float32)
+    table.to_parquet(tmp_path / "catalog.parquet")
+    raw = yaml.safe_load(WORKFLOW_YAML)
+    raw["cutouts"] = {"layout": "images", "root": ".", "image_pattern": "img/*_{band}.fits", "size": 16,
+                      "bands": ["r"], "pixel_scale": 0.396}
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(raw))
+    model = write_untrained_checkpoint(tmp_path / "model.pt", workflow=raw)
+    wf = load_workflow(tmp_path / "images.yaml")
+    shards = plan_shards(open_catalog(tmp_path / "catalog.parquet"), wf, 11)
+    assert [s.image_names for s in shards] == [["", "img/f0_{band}.fits", "img/f1_{band}.fits"], ["img/f2_{band}.fits"]]
+
+    run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                cluster=ClusterOptions(kind="none"), shard_size=11, bias=False, progress=False)
+    out = pd.read_parquet(tmp_path / "out").set_index("row").sort_index()
+    np.testing.assert_array_equal(out["OBJID"].to_numpy(), table["OBJID"].to_numpy())
+    with ImageSource(wf.cutouts, ra="RA", dec="DEC") as source:  # no plan: images found by footprint per row
+        alone = source.read(table)
+    assert out["status"].tolist() == list(alone.status)
+    assert (alone.status == "outside_image").sum() == 1 and (alone.status == "ok").sum() == 15
+    # Each image's sky level is its number: the right image was cut for every row.
+    assert out.loc[alone.usable, "status"].eq("ok").all()
+    levels = np.round(alone.images[alone.usable].mean(axis=(1, 2, 3)))
+    np.testing.assert_array_equal(levels, (order[order < 15] // 5).astype(float))
