@@ -145,7 +145,8 @@ def stamp_files(paths, suffix: str) -> tuple[Path, Path]:
     return catalog, workflow
 
 
-def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, profiled: bool = True) -> dict:
+def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, profiled: bool = True,
+                  read_threads: int = 1) -> dict:
     """cProfile of the cutout source alone over the plan's shards: microseconds per stamp, total and by function.
 
     ``keep(shard)`` picks shards (e.g. only the compressed images). One process, one thread
@@ -173,7 +174,7 @@ def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, p
         profile.enable()
     for shard, parts in batches:
         with open_cutout_source(wf, image=shard.image) as source:
-            source.read_threads = 1
+            source.read_threads = read_threads
             for part in parts:
                 done += len(source.read(part).status)
     profile.disable()

@@ -196,8 +196,11 @@ class TileSource(CutoutSource):
 class FileSource(CutoutSource):
     """One file per galaxy: FITS, an image (size, size) or (bands, size, size) in its first image HDU; or PNG/JPEG."""
 
-    #: Threads reading files at once (environment RELABEL_READ_THREADS): opening many small
-    #: files is latency, not CPU, and fitsio and Pillow release the GIL while they read and decode.
+    #: Threads decoding PNG/JPEG stamps at once (environment RELABEL_READ_THREADS): Pillow
+    #: releases the GIL while it decodes. FITS files are read in the calling thread (itself
+    #: ahead of the network, see :func:`relabel.run.inference.predict_rows`): fitsio holds
+    #: the GIL through every open and read, so more threads only queue for it (measured:
+    #: 0.95x of one thread end to end) and keep the forward pass waiting between operations.
     read_threads = int(os.environ.get("RELABEL_READ_THREADS", 4))
 
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
@@ -206,7 +209,8 @@ class FileSource(CutoutSource):
         self._pool: ThreadPoolExecutor | None = None
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
-        """Read the rows' files, ``read_threads`` parts at once (in row order within each part).
+        """Read the rows' files: PNG/JPEG stamps ``read_threads`` parts at once (in row order within each part),
+        FITS files one after the other.
 
         Parameters
         ----------
@@ -218,7 +222,11 @@ class FileSource(CutoutSource):
         Cutouts
             As :meth:`CutoutSource.read`.
         """
-        if self.read_threads <= 1 or len(rows) < 4 * self.read_threads:
+        from relabel.cutouts.stamps import is_stamp
+
+        names = rows[self.spec.path_column].to_numpy()
+        if self.read_threads <= 1 or len(rows) < 4 * self.read_threads or \
+                2 * sum(is_stamp(str(name)) for name in names) < len(names):
             return self._read_files(rows)
         from concurrent.futures import ThreadPoolExecutor
 
