@@ -18,9 +18,16 @@ compares the cutout layouts on the same galaxies, in alternation, 1 and 2 worker
   tiles      the tile cubes
   images     the same stamps pasted into 2048^2 survey images (g and r files with
              their own WCS, every other image RICE-compressed), cut at run time
-  files      one FITS file per galaxy, read one by one (RELABEL_READ_THREADS=1)
-             and with the read-ahead thread pool (the default, 4 threads)
-and the bare forward limit; ratios are taken within each repetition.
+  files      one FITS file per galaxy
+  jpeg       the same stamps as 8-bit RGB JPEGs (g in R, r in G), one file per galaxy
+and the bare forward limit, plus the cutting alone (stamps/s and CPU microseconds a
+stamp, one thread, survey images also split into uncompressed and RICE-compressed);
+ratios are taken within each repetition.
+
+    python benchmarks/bench_pipeline.py --profile [--n 4000]
+
+profiles the cutting alone per layout with cProfile (microseconds a stamp, by function)
+and a whole in-process `relabel run` per layout (by stage, and the main thread's profile).
 """
 
 from __future__ import annotations
@@ -149,9 +156,11 @@ def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, p
                   read_threads: int = 1) -> dict:
     """cProfile of the cutout source alone over the plan's shards: microseconds per stamp, total and by function.
 
-    ``keep(shard)`` picks shards (e.g. only the compressed images). One process, one thread
-    (no read-ahead pool), so the figures are CPU time per stamp without the forward pass.
+    ``keep(rows)`` picks rows (e.g. those on compressed images). One process, one thread
+    (``read_threads`` 1: no pool), so the figures are the cutting alone, without the forward pass.
     """
+    import pandas as pd
+
     import cProfile
     import pstats
 
@@ -163,17 +172,20 @@ def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, p
     wf = load_workflow(workflow)
     cat = open_catalog(catalog)
     columns = list(dict.fromkeys([wf.catalog.ra, wf.catalog.dec, *wf.cutouts.columns]))
-    shards = [s for s in plan_shards(cat, wf, 2048) if keep is None or keep(s)]
     batches = []
-    for shard in shards:
+    for shard in plan_shards(cat, wf, 2048):
         rows = cat.read_rows(columns, shard.row_numbers())
-        batches.append((shard, [rows.iloc[i:i + batch_size] for i in range(0, len(rows), batch_size)]))
+        # getattr: the same script measures commits from before shards could pack several images
+        image = shard.image if getattr(shard, "images", None) is None else \
+            pd.Series(shard.row_images(), index=shard.row_numbers())
+        rows = rows[keep(rows)] if keep is not None else rows
+        batches.append((image, [rows.iloc[i:i + batch_size] for i in range(0, len(rows), batch_size)]))
     done, profile = 0, cProfile.Profile()
     t0, cpu0 = time.perf_counter(), time.process_time()
     if profiled:
         profile.enable()
-    for shard, parts in batches:
-        with open_cutout_source(wf, image=shard.image) as source:
+    for image, parts in batches:
+        with open_cutout_source(wf, image=image) as source:
             source.read_threads = read_threads
             for part in parts:
                 done += len(source.read(part).status)
@@ -236,8 +248,8 @@ def profile_layouts(args) -> dict:
     res = {"forward_us_1thread": 1e6 / sd.forward_rate(model, sample, args.batch_size, threads=1, seconds=4.0)}
     cases = {
         "tiles": (paths.catalog, paths.workflow, None),
-        "images_plain": (images_catalog, images_workflow, lambda s: not s.image.endswith(".fz")),
-        "images_rice": (images_catalog, images_workflow, lambda s: s.image.endswith(".fz")),
+        "images_plain": (images_catalog, images_workflow, lambda rows: ~rows["IMAGE"].str.rstrip().str.endswith(".fz")),
+        "images_rice": (images_catalog, images_workflow, lambda rows: rows["IMAGE"].str.rstrip().str.endswith(".fz")),
         "files_fits": (files_catalog, files_workflow, None),
         "files_png": (*png, None),
         "files_jpeg": (*jpeg, None),
@@ -264,28 +276,6 @@ def profile_layouts(args) -> dict:
     sd.RESULTS.mkdir(exist_ok=True)
     (sd.RESULTS / "profile_layouts.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
-
-
-def read_rate(catalog, workflow, batch_size: int, read_threads: int | None = None) -> float:
-    """Stamps/s of the cutout source alone, in this process: the shards of the plan, batch by batch."""
-    from relabel.catalog import open_catalog
-    from relabel.config import load_workflow
-    from relabel.cutouts import open_cutout_source
-    from relabel.run.plan import plan_shards
-
-    wf = load_workflow(workflow)
-    cat = open_catalog(catalog)
-    columns = list(dict.fromkeys([wf.catalog.ra, wf.catalog.dec, *wf.cutouts.columns]))
-    done, t0 = 0, time.perf_counter()
-    for shard in plan_shards(cat, wf, 2048):
-        rows = cat.read_rows(columns, shard.row_numbers()) if shard.rows is not None else \
-            cat.read(columns, shard.start, shard.stop)
-        with open_cutout_source(wf, image=shard.image) as source:
-            if read_threads is not None:
-                source.read_threads = read_threads
-            for start in range(0, len(rows), batch_size):
-                done += int(source.read(rows.iloc[start:start + batch_size]).usable.sum())
-    return done / (time.perf_counter() - t0)
 
 
 def relabel_rate(catalog, workflow, model, out, batch_size, workers, env: dict | None = None,
@@ -375,10 +365,11 @@ def baseline_rate(catalog, model, out, batch_size, workers) -> dict:
 
 
 def compare_layouts(args) -> dict:
-    """Tiles, survey images and per-object files (with and without read-ahead) on the same galaxies, 1 and 2 workers."""
+    """Tiles, survey images, per-object FITS files and JPEG stamps on the same galaxies, 1 and 2 workers."""
     paths = sd.survey(args.n)
     model = sd.checkpoint(paths, args.width)
     files_catalog, files_workflow = per_object_files(paths)
+    jpeg_catalog, jpeg_workflow = stamp_files(paths, "jpg")
     t0 = time.perf_counter()
     images_catalog, images_workflow = survey_images(paths)
     print(f"survey images ready in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -393,44 +384,39 @@ def compare_layouts(args) -> dict:
     with open_cutout_source(wf) as source:
         sample = source.read(open_catalog(paths.catalog).read(list(wf.cutouts.columns), 0, args.batch_size)).images
     edge = ("ok", "partial_edge")  # the images put some galaxies on the edges: those are predicted too
-    runs = {
-        "tiles": lambda w: relabel_rate(paths.catalog, paths.workflow, model, scratch / "tiles", args.batch_size, w),
-        "images": lambda w: relabel_rate(images_catalog, images_workflow, model, scratch / "images", args.batch_size,
-                                         w, statuses=edge),
-        "files_serial": lambda w: relabel_rate(files_catalog, files_workflow, model, scratch / "files",
-                                               args.batch_size, w, env={"RELABEL_READ_THREADS": "1"}),
-        "files": lambda w: relabel_rate(files_catalog, files_workflow, model, scratch / "files", args.batch_size, w),
-    }
+    layouts = {"tiles": (paths.catalog, paths.workflow, ("ok",)), "images": (images_catalog, images_workflow, edge),
+               "files": (files_catalog, files_workflow, ("ok",)), "jpeg": (jpeg_catalog, jpeg_workflow, ("ok",))}
+    cutting = {**{k: v[:2] + (None,) for k, v in layouts.items()},
+               "images_plain": (images_catalog, images_workflow, lambda rows: ~rows["IMAGE"].str.rstrip().str.endswith(".fz")),
+               "images_rice": (images_catalog, images_workflow, lambda rows: rows["IMAGE"].str.rstrip().str.endswith(".fz"))}
     reps = []
     for _ in range(args.repeats):
         rep = {"limit": sd.forward_rate(model, sample, args.batch_size, threads=args.workers),
-               "read_tiles": read_rate(paths.catalog, paths.workflow, args.batch_size),
-               "read_images": read_rate(images_catalog, images_workflow, args.batch_size),
-               "read_files_serial": read_rate(files_catalog, files_workflow, args.batch_size, read_threads=1),
-               "read_files": read_rate(files_catalog, files_workflow, args.batch_size)}
+               "load": os.getloadavg()[0]}
+        for name, (catalog, workflow, keep) in cutting.items():  # cutting alone, one process, one thread
+            got = profile_reads(catalog, workflow, args.batch_size, keep, profiled=False)
+            rep[f"cut_{name}"], rep[f"cpu_{name}"] = 1e6 / got["us_per_stamp"], got["cpu_us_per_stamp"]
         for workers in sorted({1, args.workers}):
-            for name, run in runs.items():
-                rep[f"{name}_{workers}w"] = run(workers)["rate"]
+            for name, (catalog, workflow, statuses) in layouts.items():
+                rep[f"run_{name}_{workers}w"] = relabel_rate(catalog, workflow, model, scratch / name, args.batch_size,
+                                                             workers, statuses=statuses)["rate"]
         reps.append(rep)
         print("  repetition: " + ", ".join(f"{k} {v:.0f}" for k, v in rep.items()), flush=True)
     res = {"machine": sd.machine(), "n": args.n, "batch_size": args.batch_size, "width": args.width,
            "repetitions": reps}
     print(f"\n{args.n} galaxies, 64x64, batch {args.batch_size}, width {args.width}; {res['machine']}")
-    print("images/s (median over repetitions) and ratios taken within each repetition (median):")
-    for key in reps[0]:
-        rates = sorted(r[key] for r in reps)
-        line = f"  {key:18}{rates[len(rates) // 2]:8.0f} img/s"
-        if key.startswith("read_"):
-            line += f"   vs reading tiles {np.median([r[key] / r['read_tiles'] for r in reps]):.2f}"
-        elif key != "limit":
-            line += f"   vs limit {np.median([r[key] / r['limit'] for r in reps]):.2f}"
-        if key.startswith("images_"):
-            w = key.split("_")[1]
-            line += f"   vs tiles {np.median([r[key] / r[f'tiles_{w}'] for r in reps]):.2f}"
-        if key.startswith("files_") and not key.startswith("files_serial"):
-            w = key.split("_")[1]
-            line += f"   vs serial files {np.median([r[key] / r[f'files_serial_{w}'] for r in reps]):.2f}"
-        print(line)
+    print("median over repetitions; ratios taken within each repetition, then their median:")
+    med = lambda key: float(np.median([r[key] for r in reps]))  # noqa: E731
+    ratio = lambda a, b: float(np.median([r[a] / r[b] for r in reps]))  # noqa: E731
+    print(f"  forward limit {med('limit'):.0f} images/s; load average {[round(r['load'], 1) for r in reps]}")
+    for name in cutting:
+        print(f"  cutting alone, {name:13}{med(f'cut_{name}'):7.0f} stamps/s  {med(f'cpu_{name}'):6.0f} us CPU a stamp"
+              f"   vs tiles {ratio(f'cut_{name}', 'cut_tiles'):.2f}")
+    for workers in sorted({1, args.workers}):
+        for name in layouts:
+            key = f"run_{name}_{workers}w"
+            print(f"  relabel run, {workers} worker(s), {name:7}{med(key):7.0f} images/s   vs limit "
+                  f"{ratio(key, 'limit'):.2f}   vs tiles {ratio(key, f'run_tiles_{workers}w'):.2f}")
     sd.RESULTS.mkdir(exist_ok=True)
     (sd.RESULTS / "bench_layouts.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
