@@ -159,8 +159,6 @@ def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, p
     ``keep(rows)`` picks rows (e.g. those on compressed images). One process, one thread
     (``read_threads`` 1: no pool), so the figures are the cutting alone, without the forward pass.
     """
-    import pandas as pd
-
     import cProfile
     import pstats
 
@@ -197,6 +195,11 @@ def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, p
     rows = sorted(((v[2], f"{Path(k[0]).name}:{k[1]}({k[2]})") for k, v in stats.stats.items()), reverse=True)
     return {"stamps": done, "us_per_stamp": 1e6 * seconds / max(done, 1),
             "by_function_us": [(name, round(1e6 * t / max(done, 1), 1)) for t, name in rows[:top]]}
+
+
+def _on_compressed(rows: pd.DataFrame) -> pd.Series:
+    """Rows whose survey image is tile-compressed (``.fits.fz``)."""
+    return rows["IMAGE"].str.rstrip().str.endswith(".fz")
 
 
 def profile_run(catalog, workflow, model, out, batch_size: int, top: int = 10) -> dict:
@@ -248,8 +251,8 @@ def profile_layouts(args) -> dict:
     res = {"forward_us_1thread": 1e6 / sd.forward_rate(model, sample, args.batch_size, threads=1, seconds=4.0)}
     cases = {
         "tiles": (paths.catalog, paths.workflow, None),
-        "images_plain": (images_catalog, images_workflow, lambda rows: ~rows["IMAGE"].str.rstrip().str.endswith(".fz")),
-        "images_rice": (images_catalog, images_workflow, lambda rows: rows["IMAGE"].str.rstrip().str.endswith(".fz")),
+        "images_plain": (images_catalog, images_workflow, lambda rows: ~_on_compressed(rows)),
+        "images_rice": (images_catalog, images_workflow, _on_compressed),
         "files_fits": (files_catalog, files_workflow, None),
         "files_png": (*png, None),
         "files_jpeg": (*jpeg, None),
@@ -387,8 +390,8 @@ def compare_layouts(args) -> dict:
     layouts = {"tiles": (paths.catalog, paths.workflow, ("ok",)), "images": (images_catalog, images_workflow, edge),
                "files": (files_catalog, files_workflow, ("ok",)), "jpeg": (jpeg_catalog, jpeg_workflow, ("ok",))}
     cutting = {**{k: v[:2] + (None,) for k, v in layouts.items()},
-               "images_plain": (images_catalog, images_workflow, lambda rows: ~rows["IMAGE"].str.rstrip().str.endswith(".fz")),
-               "images_rice": (images_catalog, images_workflow, lambda rows: rows["IMAGE"].str.rstrip().str.endswith(".fz"))}
+               "images_plain": (images_catalog, images_workflow, lambda rows: ~_on_compressed(rows)),
+               "images_rice": (images_catalog, images_workflow, _on_compressed)}
     reps = []
     for _ in range(args.repeats):
         rep = {"limit": sd.forward_rate(model, sample, args.batch_size, threads=args.workers),

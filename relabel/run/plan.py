@@ -3,7 +3,9 @@
 A shard is a group of catalog rows that a worker processes in one task. For the tile
 layout the rows of one tile stay together, so each worker opens a tile once; a
 catalog sorted by tile gives contiguous row ranges (nothing but two integers in the
-task graph), an unsorted one gives explicit row lists grouped by tile.
+task graph), an unsorted one gives explicit row lists grouped by tile. For survey
+images (layout "images") the rows of an image are ordered by pixel row, so that shards
+are strips of their image, and small images are packed whole into shards.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ class Shard:
         return f"part-{self.id:06d}"
 
     def row_numbers(self) -> np.ndarray:
-        """The shard's 0-based catalog row numbers, in catalog order (int64)."""
+        """The shard's 0-based catalog row numbers (int64), in the order its rows are processed.
+
+        Catalog order for a range; as planned for explicit rows (grouped by tile, or by
+        image and pixel row). Output rows carry their catalog row number (column ``row``).
+        """
         if self.rows is not None:
             return np.asarray(self.rows, dtype=np.int64)
         return np.arange(self.start, self.stop, dtype=np.int64)
