@@ -56,6 +56,10 @@ BLOCK_PIXELS = 2**16
 #: (a whole 2048^2 float32 image is 16 MB; a 10k-wide DES tile keeps ~3000 rows).
 BLOCK_CACHE_BYTES = 128 * 2**20
 
+#: Largest strip of image rows that stamps are gathered from at once (decompressed blocks
+#: are joined into it: a copy): 2048 rows of a 2048-wide float32 image, 400 of a 10k-wide one.
+STRIP_BYTES = 16 * 2**20
+
 #: Parsed headers (WCS, shape, how to read the pixels) kept per process, keyed by file,
 #: size and modification time: parsing a header with astropy costs ~2.4 ms, paid once per
 #: image per worker instead of once per shard and band.
@@ -151,8 +155,11 @@ class SurveyImage:
     def cut(self, x0: np.ndarray, y0: np.ndarray, size: int, out: np.ndarray) -> None:
         """Copy the in-image part of each stamp (lower-left 0-based corner x0, y0) into ``out`` (n, size, size).
 
-        Stamps wholly inside one block (all of a memory-mapped image's inner stamps) are
-        gathered in one NumPy call per block; the others are pasted one by one.
+        Stamps wholly on the image are gathered by NumPy from strips of rows (the memory
+        map itself, or decompressed blocks joined, at most :data:`STRIP_BYTES` at a time),
+        a few calls per batch instead of a Python loop over stamps and blocks: that loop
+        holds the GIL, which the forward pass in the other thread waits for between its
+        operations. Stamps over an edge are pasted one by one.
 
         Parameters
         ----------
@@ -166,19 +173,28 @@ class SurveyImage:
         from numpy.lib.stride_tricks import sliding_window_view
 
         ny, nx = self.shape
-        rows = self.block_rows
-        inside = (x0 >= 0) & (y0 >= 0) & (x0 + size <= nx) & (y0 + size <= ny)
-        first = y0 // rows
-        whole = inside & (first == (y0 + size - 1) // rows)
-        for k in np.unique(first[whole]):
-            pick = np.flatnonzero(whole & (first == k))
-            start, block = self._block_of(int(k))
-            # A view of every size x size window of the block; indexing it copies just the stamps.
-            out[pick] = sliding_window_view(block, (size, size))[y0[pick] - start, x0[pick]]
-        for j in np.flatnonzero(~whole):
+        inside = np.flatnonzero((x0 >= 0) & (y0 >= 0) & (x0 + size <= nx) & (y0 + size <= ny))
+        inside = inside[np.argsort(y0[inside], kind="stable")]
+        most_rows = max(size, STRIP_BYTES // (4 * nx))
+        while len(inside):
+            # The stamps (in y order) whose rows fit one strip of at most most_rows rows.
+            n = int(np.searchsorted(y0[inside], y0[inside[0]] + most_rows - size, side="right"))
+            pick, inside = inside[:n], inside[n:]
+            ys = int(y0[pick[0]])
+            strip = self._rows(ys, int(y0[pick[-1]]) + size)
+            # A view of every size x size window of the strip; indexing it copies just the stamps.
+            out[pick] = sliding_window_view(strip, (size, size))[y0[pick] - ys, x0[pick]]
+        for j in np.flatnonzero(~((x0 >= 0) & (y0 >= 0) & (x0 + size <= nx) & (y0 + size <= ny))):
             ys, ye = max(int(y0[j]), 0), min(int(y0[j]) + size, ny)
             for first_row, block in self._blocks_over(ys, ye):
                 _paste(block, first_row, int(x0[j]), int(y0[j]), size, out[j])
+
+    def _rows(self, ys: int, ye: int) -> np.ndarray:
+        """Image rows ys:ye (all columns): a view of the memory map, or the decompressed blocks joined."""
+        if self.memmap is not None:
+            return self.memmap[ys:ye]
+        pieces = [block[max(ys - first, 0):ye - first] for first, block in self._blocks_over(ys, ye)]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def _blocks_over(self, ys: int, ye: int):
         """(first row, pixels) of the blocks holding rows ys:ye."""

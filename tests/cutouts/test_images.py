@@ -111,14 +111,19 @@ def test_compressed_image_gives_the_decompressed_pixels(tmp_path):
         np.testing.assert_array_equal(got.images[k, 0], expect)
 
 
-@pytest.mark.parametrize("name, block_pixels", [("img.fits", None), ("img.fits.fz", 2**18), ("img.fits.fz", 700),
-                                                 ("img.fits.fz", 8000)])
-def test_stamps_within_across_and_off_blocks_equal_the_image_slices(tmp_path, monkeypatch, name, block_pixels):
+@pytest.mark.parametrize("name, block_pixels, strip_rows", [
+    ("img.fits", None, None), ("img.fits", None, 20), ("img.fits.fz", 2**18, None), ("img.fits.fz", 700, None),
+    ("img.fits.fz", 8000, None), ("img.fits.fz", 700, 20), ("img.fits.fz", 8000, 50)])
+def test_stamps_within_across_and_off_blocks_equal_the_image_slices(tmp_path, monkeypatch, name, block_pixels,
+                                                                    strip_rows):
     # Blocks of 3 and 40 rows (a stamp is 16: within one block and across two) and all 300; a memory map is one.
+    # Stamps are gathered from strips of rows: the whole image, or strips of 20 and 50 rows.
     from relabel.cutouts import images
 
     if block_pixels is not None:
         monkeypatch.setattr(images, "BLOCK_PIXELS", block_pixels)
+    if strip_rows is not None:
+        monkeypatch.setattr(images, "STRIP_BYTES", 4 * 200 * strip_rows)
     wcs = make_wcs(crpix=(100, 150))
     rng = np.random.default_rng(4)
     data = rng.normal(0, 1, (300, 200)).astype(np.float32)
