@@ -18,9 +18,16 @@ compares the cutout layouts on the same galaxies, in alternation, 1 and 2 worker
   tiles      the tile cubes
   images     the same stamps pasted into 2048^2 survey images (g and r files with
              their own WCS, every other image RICE-compressed), cut at run time
-  files      one FITS file per galaxy, read one by one (RELABEL_READ_THREADS=1)
-             and with the read-ahead thread pool (the default, 4 threads)
-and the bare forward limit; ratios are taken within each repetition.
+  files      one FITS file per galaxy
+  jpeg       the same stamps as 8-bit RGB JPEGs (g in R, r in G), one file per galaxy
+and the bare forward limit, plus the cutting alone (stamps/s and CPU microseconds a
+stamp, one thread, survey images also split into uncompressed and RICE-compressed);
+ratios are taken within each repetition.
+
+    python benchmarks/bench_pipeline.py --profile [--n 4000]
+
+profiles the cutting alone per layout with cProfile (microseconds a stamp, by function)
+and a whole in-process `relabel run` per layout (by stage, and the main thread's profile).
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ def per_object_files(paths) -> tuple[Path, Path]:
                 fitsio.write(str(root / "cutouts" / f"{objid}.fits"), image, clobber=True)
     table = table.drop(columns=["TILE", "TILE_INDEX"])
     table["CUTOUT"] = [f"cutouts/{o}.fits" for o in table["OBJID"]]
-    fitsio.write(str(catalog), table.to_records(index=False), extname="CATALOG", clobber=True)
+    write_catalog(table, catalog)
     raw = yaml.safe_load(paths.workflow.read_text())
     raw["cutouts"] = {**raw["cutouts"], "layout": "files", "path_column": "CUTOUT", "root": "."}
     workflow.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -104,8 +111,57 @@ def survey_images(paths, image_size: int = 2048) -> tuple[Path, Path]:
     return catalog, workflow
 
 
-def read_rate(catalog, workflow, batch_size: int, read_threads: int | None = None) -> float:
-    """Stamps/s of the cutout source alone, in this process: the shards of the plan, batch by batch."""
+def write_catalog(table: pd.DataFrame, path: Path) -> None:
+    """A FITS catalog whose text columns are fixed-width (fitsio writes object columns as variable-length arrays,
+    which a catalog read refuses)."""
+    import fitsio
+
+    records = table.to_records(index=False)
+    text = {name: f"U{max(1, max(len(str(v)) for v in table[name]))}" for name in table.columns
+            if records.dtype[name].kind == "O"}
+    fitsio.write(str(path), records.astype([(n, text.get(n, records.dtype[n])) for n in records.dtype.names]),
+                 extname="CATALOG", clobber=True)
+
+
+def stamp_files(paths, suffix: str) -> tuple[Path, Path]:
+    """The per-object FITS files again as 8-bit RGB PNG or JPEG stamps (g in R, r in G, B empty), with a workflow."""
+    import yaml
+    from PIL import Image
+
+    from relabel.catalog import open_catalog
+
+    files_catalog, files_workflow = per_object_files(paths)
+    root = paths.root / f"files-{suffix}"
+    catalog, workflow = root / "catalog.fits", root / "workflow.yaml"
+    if workflow.exists():
+        return catalog, workflow
+    import fitsio
+
+    (root / "cutouts").mkdir(parents=True, exist_ok=True)
+    table = open_catalog(files_catalog).read_all(open_catalog(files_catalog).columns)
+    for name in table["CUTOUT"]:
+        image = fitsio.read(str(files_catalog.parent / name))  # (bands, size, size)
+        scaled = np.clip(np.arcsinh(image / 0.05) * 40.0, 0, 255).astype(np.uint8)
+        rgb = np.zeros(scaled.shape[1:] + (3,), dtype=np.uint8)
+        rgb[..., :len(scaled)] = np.moveaxis(scaled, 0, -1)
+        Image.fromarray(rgb).save(root / Path(name).with_suffix(f".{suffix}"), quality=90)
+    table["CUTOUT"] = [str(Path(c).with_suffix(f".{suffix}")) for c in table["CUTOUT"]]
+    write_catalog(table, catalog)
+    raw = yaml.safe_load(files_workflow.read_text())
+    workflow.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return catalog, workflow
+
+
+def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, profiled: bool = True,
+                  read_threads: int = 1) -> dict:
+    """cProfile of the cutout source alone over the plan's shards: microseconds per stamp, total and by function.
+
+    ``keep(rows)`` picks rows (e.g. those on compressed images). One process, one thread
+    (``read_threads`` 1: no pool), so the figures are the cutting alone, without the forward pass.
+    """
+    import cProfile
+    import pstats
+
     from relabel.catalog import open_catalog
     from relabel.config import load_workflow
     from relabel.cutouts import open_cutout_source
@@ -114,16 +170,115 @@ def read_rate(catalog, workflow, batch_size: int, read_threads: int | None = Non
     wf = load_workflow(workflow)
     cat = open_catalog(catalog)
     columns = list(dict.fromkeys([wf.catalog.ra, wf.catalog.dec, *wf.cutouts.columns]))
-    done, t0 = 0, time.perf_counter()
+    batches = []
     for shard in plan_shards(cat, wf, 2048):
-        rows = cat.read_rows(columns, shard.row_numbers()) if shard.rows is not None else \
-            cat.read(columns, shard.start, shard.stop)
-        with open_cutout_source(wf, image=shard.image) as source:
-            if read_threads is not None:
-                source.read_threads = read_threads
-            for start in range(0, len(rows), batch_size):
-                done += int(source.read(rows.iloc[start:start + batch_size]).usable.sum())
-    return done / (time.perf_counter() - t0)
+        rows = cat.read_rows(columns, shard.row_numbers())
+        # getattr: the same script measures commits from before shards could pack several images
+        image = shard.image if getattr(shard, "images", None) is None else \
+            pd.Series(shard.row_images(), index=shard.row_numbers())
+        rows = rows[keep(rows)] if keep is not None else rows
+        batches.append((image, [rows.iloc[i:i + batch_size] for i in range(0, len(rows), batch_size)]))
+    done, profile = 0, cProfile.Profile()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    if profiled:
+        profile.enable()
+    for image, parts in batches:
+        with open_cutout_source(wf, image=image) as source:
+            source.read_threads = read_threads
+            for part in parts:
+                done += len(source.read(part).status)
+    profile.disable()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if not profiled:  # CPU time too: on a shared machine it moves less than the wall clock
+        return {"stamps": done, "us_per_stamp": 1e6 * seconds / max(done, 1), "cpu_us_per_stamp": 1e6 * cpu / done}
+    stats = pstats.Stats(profile)
+    rows = sorted(((v[2], f"{Path(k[0]).name}:{k[1]}({k[2]})") for k, v in stats.stats.items()), reverse=True)
+    return {"stamps": done, "us_per_stamp": 1e6 * seconds / max(done, 1),
+            "by_function_us": [(name, round(1e6 * t / max(done, 1), 1)) for t, name in rows[:top]]}
+
+
+def _on_compressed(rows: pd.DataFrame) -> pd.Series:
+    """Rows whose survey image is tile-compressed (``.fits.fz``)."""
+    return rows["IMAGE"].str.rstrip().str.endswith(".fz")
+
+
+def profile_run(catalog, workflow, model, out, batch_size: int, top: int = 10) -> dict:
+    """A whole `relabel run` in this process (no cluster, torch on 1 thread): microseconds per galaxy by stage,
+    and a cProfile of the main thread (all but the cutting, which runs in the read-ahead thread)."""
+    import cProfile
+    import pstats
+
+    import torch
+
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    torch.set_num_threads(1)
+    profile = cProfile.Profile()
+    t0 = time.perf_counter()
+    profile.enable()
+    result = run_catalog(catalog, model, out, workflow=workflow, batch_size=batch_size, overwrite=True,
+                         progress=False, bias=False, echo=lambda s: None, cluster=ClusterOptions(kind="none"))
+    profile.disable()
+    seconds = time.perf_counter() - t0
+    n = result.summary["rows_out"]
+    stages: dict[str, float] = {}
+    for shard in result.shard_results:
+        for key, value in shard["seconds"].items():
+            stages[key] = stages.get(key, 0.0) + value
+    stats = pstats.Stats(profile)
+    rows = sorted(((v[2], f"{Path(k[0]).name}:{k[1]}({k[2]})") for k, v in stats.stats.items()), reverse=True)
+    return {"rows": n, "shards": len(result.shard_results), "us_per_galaxy": 1e6 * seconds / n,
+            "stages_us": {k: round(1e6 * v / n, 1) for k, v in stages.items()},
+            "main_thread_us": [(name, round(1e6 * t / n, 1)) for t, name in rows[:top]]}
+
+
+def profile_layouts(args) -> dict:
+    """Where the microseconds per stamp go when cutting, per layout, against the forward pass per galaxy."""
+    paths = sd.survey(args.n)
+    model = sd.checkpoint(paths, args.width)
+    files_catalog, files_workflow = per_object_files(paths)
+    images_catalog, images_workflow = survey_images(paths)
+    png = stamp_files(paths, "png")
+    jpeg = stamp_files(paths, "jpg")
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+
+    wf = load_workflow(paths.workflow)
+    with open_cutout_source(wf) as source:
+        sample = source.read(open_catalog(paths.catalog).read(list(wf.cutouts.columns), 0, args.batch_size)).images
+    res = {"forward_us_1thread": 1e6 / sd.forward_rate(model, sample, args.batch_size, threads=1, seconds=4.0)}
+    cases = {
+        "tiles": (paths.catalog, paths.workflow, None),
+        "images_plain": (images_catalog, images_workflow, lambda rows: ~_on_compressed(rows)),
+        "images_rice": (images_catalog, images_workflow, _on_compressed),
+        "files_fits": (files_catalog, files_workflow, None),
+        "files_png": (*png, None),
+        "files_jpeg": (*jpeg, None),
+    }
+    for name, (catalog, workflow, keep) in cases.items():
+        res[name] = profile_reads(catalog, workflow, args.batch_size, keep)
+    scratch = sd.DATA / "runs"
+    for name, (catalog, workflow, _) in cases.items():
+        if name != "images_rice":  # one run covers both kinds of image
+            res[f"run_{name}"] = profile_run(catalog, workflow, model, scratch / f"profile-{name}", args.batch_size)
+    print(f"forward pass, 1 thread: {res['forward_us_1thread']:.0f} us a galaxy")
+    for name in cases:
+        r = res[name]
+        print(f"{name:14}{r['us_per_stamp']:7.0f} us a stamp (cProfile on), of which:")
+        for fn, us in r["by_function_us"]:
+            print(f"    {us:7.1f}  {fn}")
+    for name in cases:
+        if f"run_{name}" in res:
+            r = res[f"run_{name}"]
+            print(f"relabel run in-process, {name}: {r['us_per_galaxy']:.0f} us a galaxy, {r['shards']} shards; "
+                  f"stages (us a galaxy): {r['stages_us']}")
+            for fn, us in r["main_thread_us"]:
+                print(f"    {us:7.1f}  {fn}")
+    sd.RESULTS.mkdir(exist_ok=True)
+    (sd.RESULTS / "profile_layouts.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
 
 
 def relabel_rate(catalog, workflow, model, out, batch_size, workers, env: dict | None = None,
@@ -213,10 +368,11 @@ def baseline_rate(catalog, model, out, batch_size, workers) -> dict:
 
 
 def compare_layouts(args) -> dict:
-    """Tiles, survey images and per-object files (with and without read-ahead) on the same galaxies, 1 and 2 workers."""
+    """Tiles, survey images, per-object FITS files and JPEG stamps on the same galaxies, 1 and 2 workers."""
     paths = sd.survey(args.n)
     model = sd.checkpoint(paths, args.width)
     files_catalog, files_workflow = per_object_files(paths)
+    jpeg_catalog, jpeg_workflow = stamp_files(paths, "jpg")
     t0 = time.perf_counter()
     images_catalog, images_workflow = survey_images(paths)
     print(f"survey images ready in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -231,44 +387,39 @@ def compare_layouts(args) -> dict:
     with open_cutout_source(wf) as source:
         sample = source.read(open_catalog(paths.catalog).read(list(wf.cutouts.columns), 0, args.batch_size)).images
     edge = ("ok", "partial_edge")  # the images put some galaxies on the edges: those are predicted too
-    runs = {
-        "tiles": lambda w: relabel_rate(paths.catalog, paths.workflow, model, scratch / "tiles", args.batch_size, w),
-        "images": lambda w: relabel_rate(images_catalog, images_workflow, model, scratch / "images", args.batch_size,
-                                         w, statuses=edge),
-        "files_serial": lambda w: relabel_rate(files_catalog, files_workflow, model, scratch / "files",
-                                               args.batch_size, w, env={"RELABEL_READ_THREADS": "1"}),
-        "files": lambda w: relabel_rate(files_catalog, files_workflow, model, scratch / "files", args.batch_size, w),
-    }
+    layouts = {"tiles": (paths.catalog, paths.workflow, ("ok",)), "images": (images_catalog, images_workflow, edge),
+               "files": (files_catalog, files_workflow, ("ok",)), "jpeg": (jpeg_catalog, jpeg_workflow, ("ok",))}
+    cutting = {**{k: v[:2] + (None,) for k, v in layouts.items()},
+               "images_plain": (images_catalog, images_workflow, lambda rows: ~_on_compressed(rows)),
+               "images_rice": (images_catalog, images_workflow, _on_compressed)}
     reps = []
     for _ in range(args.repeats):
         rep = {"limit": sd.forward_rate(model, sample, args.batch_size, threads=args.workers),
-               "read_tiles": read_rate(paths.catalog, paths.workflow, args.batch_size),
-               "read_images": read_rate(images_catalog, images_workflow, args.batch_size),
-               "read_files_serial": read_rate(files_catalog, files_workflow, args.batch_size, read_threads=1),
-               "read_files": read_rate(files_catalog, files_workflow, args.batch_size)}
+               "load": os.getloadavg()[0]}
+        for name, (catalog, workflow, keep) in cutting.items():  # cutting alone, one process, one thread
+            got = profile_reads(catalog, workflow, args.batch_size, keep, profiled=False)
+            rep[f"cut_{name}"], rep[f"cpu_{name}"] = 1e6 / got["us_per_stamp"], got["cpu_us_per_stamp"]
         for workers in sorted({1, args.workers}):
-            for name, run in runs.items():
-                rep[f"{name}_{workers}w"] = run(workers)["rate"]
+            for name, (catalog, workflow, statuses) in layouts.items():
+                rep[f"run_{name}_{workers}w"] = relabel_rate(catalog, workflow, model, scratch / name, args.batch_size,
+                                                             workers, statuses=statuses)["rate"]
         reps.append(rep)
         print("  repetition: " + ", ".join(f"{k} {v:.0f}" for k, v in rep.items()), flush=True)
     res = {"machine": sd.machine(), "n": args.n, "batch_size": args.batch_size, "width": args.width,
            "repetitions": reps}
     print(f"\n{args.n} galaxies, 64x64, batch {args.batch_size}, width {args.width}; {res['machine']}")
-    print("images/s (median over repetitions) and ratios taken within each repetition (median):")
-    for key in reps[0]:
-        rates = sorted(r[key] for r in reps)
-        line = f"  {key:18}{rates[len(rates) // 2]:8.0f} img/s"
-        if key.startswith("read_"):
-            line += f"   vs reading tiles {np.median([r[key] / r['read_tiles'] for r in reps]):.2f}"
-        elif key != "limit":
-            line += f"   vs limit {np.median([r[key] / r['limit'] for r in reps]):.2f}"
-        if key.startswith("images_"):
-            w = key.split("_")[1]
-            line += f"   vs tiles {np.median([r[key] / r[f'tiles_{w}'] for r in reps]):.2f}"
-        if key.startswith("files_") and not key.startswith("files_serial"):
-            w = key.split("_")[1]
-            line += f"   vs serial files {np.median([r[key] / r[f'files_serial_{w}'] for r in reps]):.2f}"
-        print(line)
+    print("median over repetitions; ratios taken within each repetition, then their median:")
+    med = lambda key: float(np.median([r[key] for r in reps]))  # noqa: E731
+    ratio = lambda a, b: float(np.median([r[a] / r[b] for r in reps]))  # noqa: E731
+    print(f"  forward limit {med('limit'):.0f} images/s; load average {[round(r['load'], 1) for r in reps]}")
+    for name in cutting:
+        print(f"  cutting alone, {name:13}{med(f'cut_{name}'):7.0f} stamps/s  {med(f'cpu_{name}'):6.0f} us CPU a stamp"
+              f"   vs tiles {ratio(f'cut_{name}', 'cut_tiles'):.2f}")
+    for workers in sorted({1, args.workers}):
+        for name in layouts:
+            key = f"run_{name}_{workers}w"
+            print(f"  relabel run, {workers} worker(s), {name:7}{med(key):7.0f} images/s   vs limit "
+                  f"{ratio(key, 'limit'):.2f}   vs tiles {ratio(key, f'run_tiles_{workers}w'):.2f}")
     sd.RESULTS.mkdir(exist_ok=True)
     (sd.RESULTS / "bench_layouts.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
@@ -278,6 +429,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--layouts", action="store_true", help="compare the cutout layouts (tiles, images, files)")
+    parser.add_argument("--profile", action="store_true", help="profile cutting alone, per layout, in microseconds")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
@@ -285,6 +437,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.layouts:
         compare_layouts(args)
+        return
+    if args.profile:
+        profile_layouts(args)
         return
 
     paths = sd.survey(args.n)

@@ -43,14 +43,27 @@ if TYPE_CHECKING:
 
 BAND_FIELD = "{band}"
 
-#: Rows of a compressed image decompressed per section read (one block, full width):
-#: fpack's default tiles are single rows, so a block is 256 compression tiles.
-BLOCK_ROWS = 256
+#: Pixels of a compressed image decompressed per section read (one block of full-width rows,
+#: a whole number of compression tiles high). fitsio holds the GIL while it decompresses
+#: (about 25 ns a pixel for RICE_1 with dithered quantisation), and the forward pass needs
+#: it between its operations, so a block is kept short (~2 ms) for the read-ahead thread
+#: to interleave with the network; smaller section reads cost no more per pixel.
+BLOCK_PIXELS = 2**16
 
-#: Decompressed blocks kept per open image: a shard's stamps come in catalog order, not
-#: row order, and every block is then decompressed once per shard, in bounded memory
+#: Decompressed blocks kept per open image: the planner orders a shard's rows by pixel row,
+#: so blocks are mostly used in turn; the cache covers rows that arrive out of order (a
+#: rotated image, rows given by an image column sorted by Dec) in bounded memory
 #: (a whole 2048^2 float32 image is 16 MB; a 10k-wide DES tile keeps ~3000 rows).
 BLOCK_CACHE_BYTES = 128 * 2**20
+
+#: Largest strip of image rows that stamps are gathered from at once (decompressed blocks
+#: are joined into it: a copy): 2048 rows of a 2048-wide float32 image, 400 of a 10k-wide one.
+STRIP_BYTES = 16 * 2**20
+
+#: Parsed headers (WCS, shape, how to read the pixels) kept per process, keyed by file,
+#: size and modification time: parsing a header with astropy costs ~2.4 ms, paid once per
+#: image per worker instead of once per shard and band.
+HEADER_CACHE_SIZE = 256
 
 
 def band_path(image: str, band: str) -> str:
@@ -70,13 +83,15 @@ def band_path(image: str, band: str) -> str:
     return image.replace(BAND_FIELD, band)
 
 
-def header_wcs(hdu):
+def header_wcs(hdu, header=None):
     """The celestial :class:`astropy.wcs.WCS` of a fitsio image HDU (compressed ones included).
 
     Parameters
     ----------
     hdu : fitsio.ImageHDU
         An open image HDU whose header holds the WCS keywords.
+    header : fitsio.FITSHDR, optional
+        Its header, when the caller has read it already.
 
     Returns
     -------
@@ -86,7 +101,8 @@ def header_wcs(hdu):
     from astropy.io import fits
     from astropy.wcs import WCS
 
-    cards = "".join(r["card_string"].ljust(80)[:80] for r in hdu.read_header().records() if r.get("card_string"))
+    header_records = (header if header is not None else hdu.read_header()).records()
+    cards = "".join(r["card_string"].ljust(80)[:80] for r in header_records if r.get("card_string"))
     header = fits.Header.fromstring(cards)
     for key in ("XTENSION", "PCOUNT", "GCOUNT", "TFIELDS"):
         header.remove(key, ignore_missing=True)
@@ -113,7 +129,11 @@ def pixel_scales(wcs) -> np.ndarray:
 
 @dataclass
 class SurveyImage:
-    """One band file: its WCS, shape (ny, nx) and pixels (a memory map, or fitsio HDU sections)."""
+    """One band file: its WCS, shape (ny, nx) and pixels (a memory map, or fitsio HDU sections).
+
+    ``block_rows``: rows per decompressed block of a compressed image (a multiple of its
+    compression tiles' height); the whole image for a memory map.
+    """
 
     path: Path
     wcs: WCS
@@ -121,7 +141,12 @@ class SurveyImage:
     fits: Any  # fitsio.FITS (fitsio ships no type hints)
     hdu: Any  # fitsio.ImageHDU
     memmap: np.ndarray | None
+    block_rows: int = 0
     blocks: OrderedDict = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        if self.memmap is not None or self.block_rows <= 0:
+            self.block_rows = self.shape[0]
 
     def close(self) -> None:
         """Close the image's FITS file."""
@@ -129,6 +154,12 @@ class SurveyImage:
 
     def cut(self, x0: np.ndarray, y0: np.ndarray, size: int, out: np.ndarray) -> None:
         """Copy the in-image part of each stamp (lower-left 0-based corner x0, y0) into ``out`` (n, size, size).
+
+        Stamps wholly on the image are gathered by NumPy from strips of rows (the memory
+        map itself, or decompressed blocks joined, at most :data:`STRIP_BYTES` at a time),
+        a few calls per batch instead of a Python loop over stamps and blocks: that loop
+        holds the GIL, which the forward pass in the other thread waits for between its
+        operations. Stamps over an edge are pasted one by one.
 
         Parameters
         ----------
@@ -139,27 +170,50 @@ class SurveyImage:
         out : numpy.ndarray of float32, shape (n, size, size)
             Filled in place where a stamp lies on the image; other pixels are left as they are.
         """
-        ny = self.shape[0]
-        for j in range(len(x0)):
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        ny, nx = self.shape
+        inside = np.flatnonzero((x0 >= 0) & (y0 >= 0) & (x0 + size <= nx) & (y0 + size <= ny))
+        inside = inside[np.argsort(y0[inside], kind="stable")]
+        most_rows = max(size, STRIP_BYTES // (4 * nx))
+        while len(inside):
+            # The stamps (in y order) whose rows fit one strip of at most most_rows rows.
+            n = int(np.searchsorted(y0[inside], y0[inside[0]] + most_rows - size, side="right"))
+            pick, inside = inside[:n], inside[n:]
+            ys = int(y0[pick[0]])
+            strip = self._rows(ys, int(y0[pick[-1]]) + size)
+            # A view of every size x size window of the strip; indexing it copies just the stamps.
+            out[pick] = sliding_window_view(strip, (size, size))[y0[pick] - ys, x0[pick]]
+        for j in np.flatnonzero(~((x0 >= 0) & (y0 >= 0) & (x0 + size <= nx) & (y0 + size <= ny))):
             ys, ye = max(int(y0[j]), 0), min(int(y0[j]) + size, ny)
             for first_row, block in self._blocks_over(ys, ye):
                 _paste(block, first_row, int(x0[j]), int(y0[j]), size, out[j])
 
-    def _blocks_over(self, ys: int, ye: int):
-        """(first row, pixels) of the blocks holding rows ys:ye: the whole memory map, or decompressed blocks."""
-        if ye <= ys:
-            return
+    def _rows(self, ys: int, ye: int) -> np.ndarray:
+        """Image rows ys:ye (all columns): a view of the memory map, or the decompressed blocks joined."""
         if self.memmap is not None:
-            yield 0, self.memmap
-            return
-        for k in range(ys // BLOCK_ROWS, (ye - 1) // BLOCK_ROWS + 1):
-            yield k * BLOCK_ROWS, self._block(k)
+            return self.memmap[ys:ye]
+        pieces = [block[max(ys - first, 0):ye - first] for first, block in self._blocks_over(ys, ye)]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _blocks_over(self, ys: int, ye: int):
+        """(first row, pixels) of the blocks holding rows ys:ye."""
+        if ye > ys:
+            for k in range(ys // self.block_rows, (ye - 1) // self.block_rows + 1):
+                yield self._block_of(k)
+
+    def _block_of(self, k: int) -> tuple[int, np.ndarray]:
+        """(first row, pixels) of block k: the whole memory map (one block), or rows decompressed once."""
+        if self.memmap is not None:
+            return 0, self.memmap
+        return k * self.block_rows, self._block(k)
 
     def _block(self, k: int) -> np.ndarray:
         if k in self.blocks:
             self.blocks.move_to_end(k)
             return self.blocks[k]
-        block = self.hdu[k * BLOCK_ROWS:min((k + 1) * BLOCK_ROWS, self.shape[0]), :]
+        rows = self.block_rows
+        block = self.hdu[k * rows:min((k + 1) * rows, self.shape[0]), :]
         self.blocks[k] = block
         keep = max(2, BLOCK_CACHE_BYTES // max(block.nbytes, 1))
         while len(self.blocks) > keep:
@@ -203,25 +257,55 @@ def open_survey_image(path: Path) -> tuple[SurveyImage | None, str | None]:
             fits.close()
             return None, st.EMPTY_HDU
         dims = tuple(hdu.get_dims())
-        wcs = header_wcs(hdu)
+        if len(dims) != 2:
+            fits.close()
+            return None, st.WRONG_SHAPE
+        parsed = _parsed_header(path, hdu)
     except (OSError, ValueError):
         return None, st.CORRUPT_FILE
-    if len(dims) != 2:
-        fits.close()
-        return None, st.WRONG_SHAPE
-    return SurveyImage(path, wcs, dims, fits, hdu, _memory_map(path, hdu, dims)), None
+    wcs, map_dtype, block_rows = parsed
+    memmap = None
+    if map_dtype is not None:
+        memmap = np.memmap(path, dtype=map_dtype, mode="r", offset=hdu.get_offsets()["data_start"], shape=dims)
+    return SurveyImage(path, wcs, dims, fits, hdu, memmap, block_rows), None
 
 
-def _memory_map(path: Path, hdu, dims: tuple[int, int]) -> np.ndarray | None:
-    """A read-only map of an uncompressed float image's pixels; None where fitsio must decode them."""
+_HEADERS: OrderedDict[tuple, tuple] = OrderedDict()
+
+
+def _parsed_header(path: Path, hdu) -> tuple:
+    """(WCS, memory-map dtype or None, block rows) of an image HDU, from the per-process cache when it is current.
+
+    Each caller gets its own copy of the WCS: astropy's WCS objects are not safe to share between threads.
+    """
+    stat = path.stat()
+    key = (str(path.resolve()), hdu.get_extnum(), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _HEADERS:
+        _HEADERS.move_to_end(key)
+        wcs, map_dtype, block_rows = _HEADERS[key]
+        return wcs.deepcopy(), map_dtype, block_rows
     header = hdu.read_header()
+    wcs = header_wcs(hdu, header)
+    parsed = (wcs, _map_dtype(hdu, header), _block_rows(header, int(hdu.get_dims()[1])))
+    _HEADERS[key] = parsed
+    while len(_HEADERS) > HEADER_CACHE_SIZE:
+        _HEADERS.popitem(last=False)
+    return wcs.deepcopy(), *parsed[1:]
+
+
+def _map_dtype(hdu, header) -> str | None:
+    """The dtype to memory-map an uncompressed float image's pixels with; None where fitsio must decode them."""
     if hdu.is_compressed() or header.get("BITPIX") not in (-32, -64):
         return None  # compressed, or integers whose BSCALE/BZERO/BLANK fitsio applies
     if float(header.get("BSCALE", 1.0)) != 1.0 or float(header.get("BZERO", 0.0)) != 0.0:
         return None
-    dtype = ">f4" if header["BITPIX"] == -32 else ">f8"
-    start = hdu.get_offsets()["data_start"]
-    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=dims)
+    return ">f4" if header["BITPIX"] == -32 else ">f8"
+
+
+def _block_rows(header, width: int) -> int:
+    """Rows per decompressed block: about BLOCK_PIXELS, a whole number of compression tiles (ZTILE2) high."""
+    tile = max(1, int(header.get("ZTILE2", 1) or 1))
+    return tile * max(1, BLOCK_PIXELS // max(1, width * tile))
 
 
 def stamp_corners(wcs, ra: np.ndarray, dec: np.ndarray, size: int, shape: tuple[int, int]):
@@ -281,15 +365,16 @@ def coverage(x0: np.ndarray, y0: np.ndarray, size: int, shape: tuple[int, int]) 
 class ImageSource(CutoutSource):
     """Stamps cut from survey images, one file per band, located by RA/Dec and each file's WCS.
 
-    Each row's image is ``image`` (the whole read's, e.g. its shard's), else the row's
-    ``cutouts.image_column``, else the image whose footprint holds it among the files
-    matching ``cutouts.image_pattern``. Image names are path templates with ``{band}``.
+    Each row's image is ``image`` (the whole read's, e.g. its shard's; or a Series giving
+    each row's, indexed like the rows read), else the row's ``cutouts.image_column``, else
+    the image whose footprint holds it among the files matching ``cutouts.image_pattern``.
+    Image names are path templates with ``{band}``.
     """
 
     max_open = 8
 
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None,
-                 ra: str = "RA", dec: str = "DEC", image: str | None = None):
+                 ra: str = "RA", dec: str = "DEC", image: str | pd.Series | None = None):
         super().__init__(spec, size, n_bands)
         self.ra, self.dec, self.image = ra, dec, image
         self.columns = (ra, dec, *spec.columns)
@@ -324,6 +409,8 @@ class ImageSource(CutoutSource):
         return out
 
     def _images_of(self, rows: pd.DataFrame, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        if isinstance(self.image, pd.Series):
+            return self.image.loc[rows.index].to_numpy(dtype=object)
         if self.image is not None:
             return np.full(len(rows), self.image, dtype=object)
         if self.spec.image_column:
@@ -480,7 +567,7 @@ def _separation(ra0, dec0, ra, dec) -> np.ndarray:
     return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))))
 
 
-def assign_images(footprints: list[Footprint], ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+def assign_images(footprints: list[Footprint], ra: np.ndarray, dec: np.ndarray, pixel_rows: bool = False):
     """Each position's image: of the images whose pixels hold it, the one where it lies farthest from an edge.
 
     Overlapping images (dithered tiles, neighbouring bricks) thus give a galaxy the image
@@ -492,14 +579,19 @@ def assign_images(footprints: list[Footprint], ra: np.ndarray, dec: np.ndarray) 
         Candidate images.
     ra, dec : numpy.ndarray of float, shape (n,)
         Positions, degrees (ICRS).
+    pixel_rows : bool
+        Also return each position's pixel row (y) on its image.
 
     Returns
     -------
-    numpy.ndarray of object (str), shape (n,)
+    images : numpy.ndarray of object (str), shape (n,)
         Image path template per position, ``""`` when none holds it.
+    y : numpy.ndarray of float, shape (n,)
+        Only with ``pixel_rows``: 0-based pixel row on that image (NaN on no image).
     """
     best = np.full(len(ra), "", dtype=object)
     margin = np.full(len(ra), -np.inf)
+    rows = np.full(len(ra), np.nan)
     for fp in footprints:
         # A cheap cone first: TAN pixels of far-away points are undefined (or mirrored).
         near = np.flatnonzero(_separation(fp.centre[0], fp.centre[1], ra, dec) <= fp.radius * 1.01)
@@ -513,7 +605,8 @@ def assign_images(footprints: list[Footprint], ra: np.ndarray, dec: np.ndarray) 
         better = (m > 0) & (m > margin[near])
         best[near[better]] = fp.image
         margin[near[better]] = m[better]
-    return best
+        rows[near[better]] = y[better]
+    return (best, rows) if pixel_rows else best
 
 
 def check_pixel_scales(images, spec: CutoutSpec, expected: float, what: str) -> None:

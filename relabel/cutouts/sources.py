@@ -196,8 +196,11 @@ class TileSource(CutoutSource):
 class FileSource(CutoutSource):
     """One file per galaxy: FITS, an image (size, size) or (bands, size, size) in its first image HDU; or PNG/JPEG."""
 
-    #: Threads reading files at once (environment RELABEL_READ_THREADS): opening many small
-    #: files is latency, not CPU, and fitsio and Pillow release the GIL while they read and decode.
+    #: Threads decoding PNG/JPEG stamps at once (environment RELABEL_READ_THREADS): Pillow
+    #: releases the GIL while it decodes. FITS files are read in the calling thread (itself
+    #: ahead of the network, see :func:`relabel.run.inference.predict_rows`): fitsio holds
+    #: the GIL through every open and read, so more threads only queue for it (measured:
+    #: 0.95x of one thread end to end) and keep the forward pass waiting between operations.
     read_threads = int(os.environ.get("RELABEL_READ_THREADS", 4))
 
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
@@ -206,7 +209,8 @@ class FileSource(CutoutSource):
         self._pool: ThreadPoolExecutor | None = None
 
     def read(self, rows: pd.DataFrame) -> Cutouts:
-        """Read the rows' files, ``read_threads`` parts at once (in row order within each part).
+        """Read the rows' files: PNG/JPEG stamps ``read_threads`` parts at once (in row order within each part),
+        FITS files one after the other.
 
         Parameters
         ----------
@@ -218,7 +222,11 @@ class FileSource(CutoutSource):
         Cutouts
             As :meth:`CutoutSource.read`.
         """
-        if self.read_threads <= 1 or len(rows) < 4 * self.read_threads:
+        from relabel.cutouts.stamps import is_stamp
+
+        names = rows[self.spec.path_column].to_numpy()
+        if self.read_threads <= 1 or len(rows) < 4 * self.read_threads or \
+                2 * sum(is_stamp(str(name)) for name in names) < len(names):
             return self._read_files(rows)
         from concurrent.futures import ThreadPoolExecutor
 
@@ -237,54 +245,60 @@ class FileSource(CutoutSource):
             self._pool.shutdown()
             self._pool = None
 
-    def _read_stamp(self, path: Path, i: int, out: Cutouts) -> None:
+    def _read_stamp(self, path: str, target: np.ndarray) -> str | None:
         from relabel.cutouts.stamps import default_channels, read_stamp
 
         image, fault = read_stamp(path, self.spec.channels or default_channels(self.n_bands))
         if fault is None and image is not None:
             fault = self._check_shape(image.shape)
-        if fault is not None:
-            out.status[i] = fault
-            return
-        out.images[i] = image
+        if fault is None:
+            target[...] = image
+        return fault
 
-    def _read_files(self, rows: pd.DataFrame) -> Cutouts:
+    def _read_fits(self, path: str, target: np.ndarray) -> str | None:
+        """Copy one FITS file's image into ``target`` (bands, size, size); its status when it cannot."""
         import fitsio
 
+        try:
+            with fitsio.FITS(path) as fits:
+                hdu = image_hdu(fits)
+                if hdu is None:
+                    return st.EMPTY_HDU
+                fault = self._check_shape(tuple(hdu.get_dims()))
+                if fault is None:
+                    target[...] = read_image(hdu).reshape(target.shape)  # BLANK pixels become NaN
+                return fault
+        except (OSError, ValueError):
+            return st.CORRUPT_FILE
+
+    def _read_files(self, rows: pd.DataFrame) -> Cutouts:
         from relabel.cutouts.stamps import is_stamp
 
         out = self._empty(len(rows))
+        root = str(self.spec.root)
         for i, name in enumerate(rows[self.spec.path_column].to_numpy()):
-            path = self._resolve(str(name))
-            if not path.is_file():
-                out.status[i] = st.MISSING_FILE
-                continue
-            if is_stamp(path):
-                self._read_stamp(path, i, out)
-                continue
-            try:
-                with fitsio.FITS(str(path)) as fits:
-                    hdu = image_hdu(fits)
-                    if hdu is None:
-                        out.status[i] = st.EMPTY_HDU
-                        continue
-                    fault = self._check_shape(tuple(hdu.get_dims()))
-                    if fault is not None:
-                        out.status[i] = fault
-                        continue
-                    image = read_image(hdu)  # BLANK pixels become NaN
-            except (OSError, ValueError):
-                out.status[i] = st.CORRUPT_FILE
-                continue
-            _store(image.reshape(1, self.n_bands, self.size, self.size), np.array([i]), out)
+            # Plain strings, not pathlib: per file, Path objects cost a tenth of reading a stamp.
+            path = os.path.join(root, str(name))  # an absolute name replaces the root, as Path's / does
+            fault = self._read_stamp(path, out.images[i]) if is_stamp(path) else self._read_fits(path, out.images[i])
+            if fault is not None:
+                # Asked only when a file fails: a stat per file costs as much as reading a small stamp's pixels.
+                out.status[i] = st.MISSING_FILE if not os.path.isfile(path) else fault
+                out.images[i] = 0
+        # One pass over the batch for non-finite pixels instead of one per file (NaN statuses as _store gives them).
+        bad = np.flatnonzero(~np.isfinite(out.images).reshape(len(rows), -1).all(axis=1))
+        if len(bad):
+            block = out.images[bad].copy()
+            out.images[bad] = 0
+            _store(block, bad, out)
         return out
 
 
 def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int | None = None,
-                       image: str | None = None) -> CutoutSource:
+                       image: str | pd.Series | None = None) -> CutoutSource:
     """The source for the workflow's cutout layout; ``size``/``n_bands`` default to the workflow's.
 
-    ``image`` (layout "images"): the survey image every row read lies on, e.g. its shard's.
+    ``image`` (layout "images"): the survey image every row read lies on, e.g. its shard's;
+    or each row's image, by catalog row number (a shard packing several images).
 
     Parameters
     ----------
@@ -294,8 +308,9 @@ def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int
         Cutout side, pixels (e.g. the checkpoint's input size).
     n_bands : int, optional
         Bands to read, the first ``n_bands`` of ``cutouts.bands``.
-    image : str, optional
-        Layout "images": the image path template every row lies on.
+    image : str or pandas.Series, optional
+        Layout "images": the image path template every row lies on, or a Series of them
+        indexed by catalog row number (the index of the rows read).
 
     Returns
     -------

@@ -22,19 +22,19 @@ from relabel import status as st
 STAMP_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def is_stamp(path: Path) -> bool:
+def is_stamp(path: str | Path) -> bool:
     """True for a PNG or JPEG file name (any case).
 
     Parameters
     ----------
-    path : pathlib.Path
+    path : str or pathlib.Path
         A file name.
 
     Returns
     -------
     bool
     """
-    return path.suffix.lower() in STAMP_SUFFIXES
+    return str(path).lower().endswith(STAMP_SUFFIXES)
 
 
 def default_channels(n_bands: int) -> list[str]:
@@ -54,19 +54,23 @@ def default_channels(n_bands: int) -> list[str]:
     return ["L"] if n_bands == 1 else ["R", "G", "B"][:n_bands]
 
 
-def read_stamp(path: Path, channels: list[str]) -> tuple[np.ndarray | None, str | None]:
-    """One stamp as float32 (bands, H, W) of 0-255 values, in ``channels`` order; or (None, status).
+def read_stamp(path: str | Path, channels: list[str]) -> tuple[np.ndarray | None, str | None]:
+    """One stamp as uint8 (bands, H, W), in ``channels`` order; or (None, status).
+
+    The caller turns the 0-255 values into float32 as it copies them into its batch: one
+    conversion pass per stamp, not two.
 
     Parameters
     ----------
-    path : Path
+    path : str or Path
         A PNG or JPEG file.
     channels : list of str
         The channel of each band: ``R``, ``G``, ``B`` or ``L`` (grey).
 
     Returns
     -------
-    image : numpy.ndarray or None
+    image : numpy.ndarray of uint8, shape (bands, H, W), or None
+        May be a read-only view (a grey stamp repeated for several bands).
     fault : str or None
         ``corrupt_file`` (unreadable, truncated, or not 8 bits per channel) or
         ``wrong_bands`` (a colour stamp for grey bands, or the reverse).
@@ -90,8 +94,8 @@ def read_stamp(path: Path, channels: list[str]) -> tuple[np.ndarray | None, str 
     if mode == "L":
         if any(c != "L" for c in channels):
             return None, st.WRONG_BANDS
-        return np.repeat(pixels[None].astype(np.float32), len(channels), axis=0), None
+        return np.broadcast_to(pixels, (len(channels), *pixels.shape)), None
     if any(c not in "RGB" for c in channels):
         return None, st.WRONG_BANDS
     index = ["RGB".index(c) for c in channels]
-    return np.moveaxis(pixels[:, :, index], -1, 0).astype(np.float32), None
+    return pixels.transpose(2, 0, 1)[index], None

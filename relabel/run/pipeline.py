@@ -154,7 +154,8 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
         from relabel.cutouts.images import check_pixel_scales
 
         trained = meta.workflow.get("cutouts", {}).get("pixel_scale", wf.cutouts.pixel_scale)
-        check_pixel_scales({s.image for s in shards}, wf.cutouts, float(trained), f"checkpoint {model}")
+        check_pixel_scales({i for s in shards for i in s.image_names}, wf.cutouts, float(trained),
+                           f"checkpoint {model}")
     t_plan = time.perf_counter() - t0
     record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
     if tta:

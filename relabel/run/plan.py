@@ -3,7 +3,9 @@
 A shard is a group of catalog rows that a worker processes in one task. For the tile
 layout the rows of one tile stay together, so each worker opens a tile once; a
 catalog sorted by tile gives contiguous row ranges (nothing but two integers in the
-task graph), an unsorted one gives explicit row lists grouped by tile.
+task graph), an unsorted one gives explicit row lists grouped by tile. For survey
+images (layout "images") the rows of an image are ordered by pixel row, so that shards
+are strips of their image, and small images are packed whole into shards.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ PLAN_CHUNK_ROWS = 2_000_000
 class Shard:
     """Rows ``start:stop`` of the catalog, or the explicit ``rows`` (sorted by tile) when given.
 
-    ``image`` (layout "images"): the survey image all the shard's rows lie on ("" for none).
+    Layout "images": ``image`` is the survey image all the shard's rows lie on ("" for
+    none); a shard packing several small images has ``image`` None and ``images``, the
+    runs ``(image, number of rows)`` in the order of its rows.
     """
 
     id: int
@@ -31,6 +35,21 @@ class Shard:
     stop: int
     rows: tuple[int, ...] | None = None
     image: str | None = None
+    images: tuple[tuple[str, int], ...] | None = None
+
+    @property
+    def image_names(self) -> list[str]:
+        """Every survey image the shard's rows lie on (layout "images"; empty otherwise)."""
+        if self.images is not None:
+            return [name for name, _ in self.images]
+        return [self.image] if self.image is not None else []
+
+    def row_images(self) -> np.ndarray:
+        """The image of each of :meth:`row_numbers`, object array (layout "images")."""
+        if self.images is None:
+            return np.full(self.n_rows, self.image or "", dtype=object)
+        names, counts = zip(*self.images)
+        return np.repeat(np.array(names, dtype=object), counts)
 
     @property
     def n_rows(self) -> int:
@@ -43,7 +62,11 @@ class Shard:
         return f"part-{self.id:06d}"
 
     def row_numbers(self) -> np.ndarray:
-        """The shard's 0-based catalog row numbers, in catalog order (int64)."""
+        """The shard's 0-based catalog row numbers (int64), in the order its rows are processed.
+
+        Catalog order for a range; as planned for explicit rows (grouped by tile, or by
+        image and pixel row). Output rows carry their catalog row number (column ``row``).
+        """
         if self.rows is not None:
             return np.asarray(self.rows, dtype=np.int64)
         return np.arange(self.start, self.stop, dtype=np.int64)
@@ -130,8 +153,15 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
     A row's image is its ``cutouts.image_column`` value, or, with no column, the image
     whose WCS footprint holds its RA/Dec among the files matching ``cutouts.image_pattern``
     (:func:`relabel.cutouts.images.assign_images`). Rows on no image form shards with
-    ``image=""``; their rows get the status ``outside_image``. An image's rows are cut
-    into shards of at most ``shard_size``, in catalog order.
+    ``image=""``; their rows get the status ``outside_image``. An image's rows are ordered
+    by pixel row (y on the image's WCS; Dec when an image column names the image, which
+    follows y on the usual north-up images). An image with more rows than ``shard_size``
+    is cut into shards that are strips of it, so a tile-compressed image is decompressed
+    once over all its shards, not once per shard, and a shard's stamps come in the order
+    its rows of pixels are read. Images with fewer rows are packed whole into shards of up
+    to ``shard_size`` rows (``Shard.images``), as tiles are: a bright-galaxy catalog has a
+    few dozen rows per survey image, and a shard per image would pay a task, a Parquet
+    file and a padded forward batch for each.
 
     Parameters
     ----------
@@ -145,35 +175,48 @@ def plan_image_shards(catalog: Catalog, workflow: Workflow, shard_size: int) -> 
     Returns
     -------
     list of Shard
-        Each with its ``image`` (``""`` for rows on no image) and explicit ``rows``.
+        Each with its ``image`` (``""`` for rows on no image), or its ``images`` when it packs
+        several, and its rows in pixel-row order (explicit ``rows``, or a range when they
+        happen to be consecutive).
     """
-    from relabel.cutouts.images import assign_images, find_footprints
     from relabel.cutouts.sources import _consecutive
 
+    codes, pixel_row, image_of = _rows_by_image(catalog, workflow)
+    order = np.lexsort((pixel_row, codes))  # by image, then by row of pixels (NaN last); stable
+    sorted_codes = codes[order]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_codes)) + 1, [catalog.nrows]])
+    shards: list[Shard] = []
+    for piece in _cut_runs(bounds, shard_size):
+        rows, here = order[piece.start:piece.stop], sorted_codes[piece.start:piece.stop]
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(here)) + 1, [len(here)]])
+        runs = tuple((image_of[int(here[c])], int(k)) for c, k in zip(cuts[:-1], np.diff(cuts)))
+        image, images = (runs[0][0], None) if len(runs) == 1 else (None, runs)
+        listed = None if _consecutive(rows) else tuple(int(r) for r in rows)
+        shards.append(Shard(len(shards), int(rows.min()), int(rows.max()) + 1, listed, image, images))
+    return shards
+
+
+def _rows_by_image(catalog: Catalog, workflow: Workflow) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Per row: the code of its image, its pixel row there (or its Dec), and code -> image name."""
+    from relabel.cutouts.images import assign_images, find_footprints
+
     spec, n = workflow.cutouts, catalog.nrows
+    ra, dec = workflow.catalog.ra, workflow.catalog.dec
     codes = np.empty(n, dtype=np.int64)
+    pixel_row = np.empty(n, dtype=np.float32)  # only an ordering: float32 keeps 50M rows at 200 MB
     names: dict[str, int] = {}
     footprints = None if spec.image_column else find_footprints(spec)
-    columns = [spec.image_column] if spec.image_column else [workflow.catalog.ra, workflow.catalog.dec]
+    columns = [spec.image_column, dec] if spec.image_column else [ra, dec]
     for chunk in catalog.iter_chunks(columns, PLAN_CHUNK_ROWS):
+        where = slice(chunk.index[0], chunk.index[-1] + 1)
+        decs = chunk[dec].to_numpy(np.float64, na_value=np.nan)
         if footprints is None:
             images = np.array([str(v).rstrip() for v in chunk[spec.image_column].to_numpy()], dtype=object)
+            pixel_row[where] = decs
         else:
-            images = assign_images(footprints, chunk[columns[0]].to_numpy(np.float64),
-                                   chunk[columns[1]].to_numpy(np.float64))
+            images, pixel_row[where] = assign_images(footprints, chunk[ra].to_numpy(np.float64, na_value=np.nan),
+                                                     decs, pixel_rows=True)
         uniq, inverse = np.unique(images.astype(str), return_inverse=True)
         mapping = np.array([names.setdefault(str(u), len(names)) for u in uniq], dtype=np.int64)
-        codes[chunk.index[0]:chunk.index[-1] + 1] = mapping[inverse]
-    image_of = {code: name for name, code in names.items()}
-    order = np.argsort(codes, kind="stable")
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(codes[order])) + 1, [n]])
-    shards: list[Shard] = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        image = image_of[int(codes[order[lo]])]
-        for s in range(int(lo), int(hi), shard_size):
-            rows = order[s:min(s + shard_size, int(hi))]
-            if _consecutive(rows):
-                shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, image=image))
-            else:
-                shards.append(Shard(len(shards), int(rows[0]), int(rows[-1]) + 1, tuple(int(r) for r in rows), image))
-    return shards
+        codes[where] = mapping[inverse]
+    return codes, pixel_row, {code: name for name, code in names.items()}

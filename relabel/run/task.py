@@ -181,7 +181,9 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     model, meta = cached_model(ctx.model, ctx.model_hash, ctx.device)
     status = np.full(len(rows), st.OK, dtype=object)
     status[~_valid_coordinates(rows, workflow)] = st.BAD_COORDINATES
-    with open_cutout_source(workflow, meta.size, len(meta.bands), image=shard.image) as source:
+    # A shard packing several survey images tells the source each row's image (by catalog row number).
+    image = shard.image if shard.images is None else pd.Series(shard.row_images(), index=shard.row_numbers())
+    with open_cutout_source(workflow, meta.size, len(meta.bands), image=image) as source:
         pred = predict_rows(rows, source, model, meta, ctx.batch_size, status, tta=ctx.tta)
     t_pred = time.perf_counter()
 

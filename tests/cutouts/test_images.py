@@ -111,6 +111,56 @@ def test_compressed_image_gives_the_decompressed_pixels(tmp_path):
         np.testing.assert_array_equal(got.images[k, 0], expect)
 
 
+@pytest.mark.parametrize("name, block_pixels, strip_rows", [
+    ("img.fits", None, None), ("img.fits", None, 20), ("img.fits.fz", 2**18, None), ("img.fits.fz", 700, None),
+    ("img.fits.fz", 8000, None), ("img.fits.fz", 700, 20), ("img.fits.fz", 8000, 50)])
+def test_stamps_within_across_and_off_blocks_equal_the_image_slices(tmp_path, monkeypatch, name, block_pixels,
+                                                                    strip_rows):
+    # Blocks of 3 and 40 rows (a stamp is 16: within one block and across two) and all 300; a memory map is one.
+    # Stamps are gathered from strips of rows: the whole image, or strips of 20 and 50 rows.
+    from relabel.cutouts import images
+
+    if block_pixels is not None:
+        monkeypatch.setattr(images, "BLOCK_PIXELS", block_pixels)
+    if strip_rows is not None:
+        monkeypatch.setattr(images, "STRIP_BYTES", 4 * 200 * strip_rows)
+    wcs = make_wcs(crpix=(100, 150))
+    rng = np.random.default_rng(4)
+    data = rng.normal(0, 1, (300, 200)).astype(np.float32)
+    kwargs = {"compress": "gzip", "qlevel": None} if name.endswith(".fz") else {}
+    write_image(tmp_path / name, data, wcs, **kwargs)
+    xy = np.column_stack([rng.uniform(-5, 205, 400), rng.uniform(-5, 305, 400)])
+    spec = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["r"], image_column="IMAGE")
+    with ImageSource(spec) as source:
+        got = source.read(rows_at(wcs, xy, name))
+        survey = source._open[name][0]
+        assert (survey.memmap is None) == name.endswith(".fz")
+        if name.endswith(".fz"):  # gzip row tiles: a block is a whole number of rows, ~block_pixels of them
+            assert survey.block_rows == max(1, block_pixels // 200)
+    x0, y0, inside = stamp_corners(wcs, *wcs.all_pix2world(xy[:, 0], xy[:, 1], 0), 16, data.shape)
+    padded = np.pad(data, 16)
+    assert inside.sum() > 300 and (~inside).sum() > 5
+    for k in np.flatnonzero(inside):
+        np.testing.assert_array_equal(got.images[k, 0], padded[y0[k] + 16:y0[k] + 32, x0[k] + 16:x0[k] + 32])
+    assert (got.images[~inside] == 0).all()
+
+
+def test_a_rewritten_image_is_read_with_its_new_header(tmp_path):
+    # Headers are cached per process; a file written again (new WCS) must not be cut with the old one.
+    import os
+
+    data = blobs((100, 100), [(30.0, 40.0)])
+    write_image(tmp_path / "img.fits", data, make_wcs(crpix=(50.5, 50.5)))
+    spec = CutoutSpec(layout="images", root=tmp_path, size=8, bands=["r"], image_column="IMAGE")
+    where = rows_at(make_wcs(crpix=(50.5, 50.5)), [(30.0, 40.0)], "img.fits")
+    with ImageSource(spec) as source:
+        assert source.read(where).images[0, 0, 3:5, 3:5].min() > 0.5
+    write_image(tmp_path / "img.fits", data, make_wcs(crpix=(70.5, 50.5)))  # same size: the sky moved 20 px
+    os.utime(tmp_path / "img.fits", ns=(1_000_000_000, 1_000_000_000))
+    with ImageSource(spec) as source:
+        assert source.read(where).images[0, 0].max() < 1e-3  # now 20 px from the galaxy
+
+
 def test_bands_in_separate_files_are_aligned_by_each_files_wcs(tmp_path):
     wcs_r = make_wcs(crpix=(200.5, 150.5))
     centres = [(50.0, 60.0), (150.2, 100.7), (10.0, 140.0)]
@@ -245,3 +295,29 @@ def test_footprint_mode_plans_one_image_per_shard_and_cuts_without_a_column(tmp_
         cut = source.read(pd.DataFrame({"RA": ra, "DEC": dec}))
     assert list(cut.status) == [st.OK, st.OK, st.OK, st.OUTSIDE_IMAGE, st.OK, st.OK]
     assert cut.images[:, 0, 4, 4].tolist() == [1.0, 2.0, 1.0, 0.0, 2.0, 1.0]
+
+
+def test_run_checks_the_pixel_scale_of_every_image_of_a_packed_shard(tmp_path):
+    import yaml
+
+    from conftest import WORKFLOW_YAML, write_untrained_checkpoint
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    good, bad = make_wcs(cd=[[-0.396 / 3600, 0], [0, 0.396 / 3600]]), make_wcs()  # bad: 0.26 arcsec pixels
+    write_image(tmp_path / "a_r.fits", np.zeros((50, 50), np.float32), good)
+    write_image(tmp_path / "b_r.fits", np.zeros((50, 50), np.float32), bad)
+    table = pd.concat([rows_at(good, [(20, 20), (30, 30)], "a_{band}.fits"), rows_at(bad, [(25, 25)], "b_{band}.fits")])
+    table["OBJID"] = np.arange(3) + 1
+    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
+        table[col] = np.float32(0.5)
+    table.to_parquet(tmp_path / "catalog.parquet")
+    raw = yaml.safe_load(WORKFLOW_YAML)
+    raw["cutouts"] = {"layout": "images", "root": ".", "image_column": "IMAGE", "size": 16, "bands": ["r"],
+                      "pixel_scale": 0.396}
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(raw))
+    model = write_untrained_checkpoint(tmp_path / "model.pt", workflow=raw)
+    with pytest.raises(ConfigError, match=r"b_r.fits has pixels of 0.2600 x 0.2600 arcsec"):
+        run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                    cluster=ClusterOptions(kind="none"), shard_size=100, bias=False, progress=False)
+    assert not (tmp_path / "out").exists()

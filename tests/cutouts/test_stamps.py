@@ -70,6 +70,23 @@ def test_read_ahead_threads_keep_row_order(tmp_path):
     np.testing.assert_array_equal(got.images[:, 0, 0, 0], expect)
 
 
+def test_fits_files_are_read_in_the_calling_thread_and_stamps_by_the_pool(tmp_path):
+    # fitsio holds the GIL through a read: threads would only queue; Pillow releases it while decoding.
+    import fitsio
+
+    for k in range(40):
+        fitsio.write(str(tmp_path / f"{k}.fits"), np.full((16, 16), k, np.float32), clobber=True)
+        Image.fromarray(np.full((16, 16), k, np.uint8)).save(tmp_path / f"{k}.png")
+    spec = CutoutSpec(layout="files", root=tmp_path, size=16, bands=["r"])
+    with FileSource(spec) as source:
+        got = source.read(pd.DataFrame({"CUTOUT": [f"{k}.fits" for k in range(40)]}))
+        assert source._pool is None
+        np.testing.assert_array_equal(got.images[:, 0, 3, 3], np.arange(40, dtype=np.float32))
+        got = source.read(pd.DataFrame({"CUTOUT": [f"{k}.png" for k in range(40)]}))
+        assert source._pool is not None
+        np.testing.assert_array_equal(got.images[:, 0, 3, 3], np.arange(40, dtype=np.float32))
+
+
 def test_eight_bit_stamps_get_the_linear_normalisation():
     images = np.moveaxis(rgb(2)[None], -1, 1).astype(np.float32)
     norm = estimate_normalisation(images)
