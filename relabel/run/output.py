@@ -94,7 +94,9 @@ def prepare_output(out_dir: Path, record: dict, resume: bool, overwrite: bool) -
     done: set[str] = set()
     if resume and (out_dir / RUN_RECORD).exists():
         previous = json.loads((out_dir / RUN_RECORD).read_text())
-        for key in ("model_hash", "workflow_hash", "catalog", "catalog_rows", "shard_size", "n_shards", "tta"):
+        for key in ("model_hash", "workflow_hash", "catalog", "catalog_rows", "shard_size", "n_shards", "tta", "plan"):
+            if key == "plan" and "plan" not in previous:
+                continue  # written before plans had a digest: the shard size and count are what it checked
             if previous.get(key) != record.get(key):
                 raise OutputError(
                     f"cannot --resume into {out_dir}: it was written with {key} = {previous.get(key)!r}, this run has "

@@ -44,7 +44,7 @@ from relabel.run.output import (
     write_json_atomic,
     write_table_atomic,
 )
-from relabel.run.plan import plan_shards
+from relabel.run.plan import plan_digest, plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
 from relabel.run.workflow import resolve_workflow
 
@@ -158,6 +158,7 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
                            f"checkpoint {model}")
     t_plan = time.perf_counter() - t0
     record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
+    record["plan"] = plan_digest(shards)
     if tta:
         record["tta"] = True  # only when set, so that records written before the option still resume
     columns = catalog_columns(wf)

@@ -262,3 +262,32 @@ def test_bit_identical_whatever_workers_and_shard_size(small_survey, small_model
     for col in a.columns:
         assert a[col].to_numpy().tobytes() == b[col].to_numpy().tobytes() or a[col].equals(b[col]), col
     np.testing.assert_array_equal(a["p_spiral"].to_numpy(), b["p_spiral"].to_numpy())
+
+
+def test_resume_under_another_shard_plan_is_refused(small_survey, small_model, tmp_path):
+    # the shard names are positions in a plan: another plan (another relabel's row order or image
+    # packing) under the same names would skip rows and write others twice
+    import json
+
+    _run(small_survey, small_model, tmp_path / "out", shard_size=300)
+    record_path = tmp_path / "out" / "_run.json"
+    record = json.loads(record_path.read_text())
+    assert len(record["plan"]) == 32
+    record["plan"] = "0" * 32
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(OutputError, match="plan"):
+        run_catalog(small_survey.catalog, small_model, tmp_path / "out", cluster=NONE, shard_size=300, resume=True,
+                    bias=False, progress=False)
+    del record["plan"]  # a record from before plans had a digest: resumed on the shard size and count
+    record_path.write_text(json.dumps(record))
+    run_catalog(small_survey.catalog, small_model, tmp_path / "out", cluster=NONE, shard_size=300, resume=True,
+                bias=False, progress=False)
+
+
+def test_plan_digest_tells_row_orders_apart():
+    from relabel.run.plan import Shard, plan_digest
+
+    one = [Shard(0, 0, 3, rows=(0, 1, 2)), Shard(1, 3, 5, rows=(3, 4))]
+    other = [Shard(0, 0, 3, rows=(0, 2, 1)), Shard(1, 3, 5, rows=(3, 4))]
+    assert plan_digest(one) == plan_digest(list(one)) != plan_digest(other)
+    assert plan_digest([Shard(0, 0, 5)]) != plan_digest([Shard(0, 0, 4), Shard(1, 4, 5)])
