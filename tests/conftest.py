@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import fitsio
 import numpy as np
 import pytest
+
+
+def _find_own_slurm() -> None:
+    """Point the SLURM clients at relabel's own SLURM (.ci/slurm-up) when no SLURM_CONF is set.
+
+    .ci/run sources the file .ci/slurm-up writes; a developer who ran ``sudo bash .ci/slurm-up``
+    and then ``python -m pytest`` gets the same controller, instead of skipped SLURM tests.
+    """
+    env = Path(os.environ.get("RELABEL_SLURM_DIR", "/var/tmp/relabel-slurm")) / "env"
+    if "SLURM_CONF" in os.environ or not env.is_file():
+        return
+    line = env.read_text().strip()
+    if line.startswith("export SLURM_CONF=") and Path(line.split("=", 1)[1]).is_file():
+        os.environ["SLURM_CONF"] = line.split("=", 1)[1]
+
+
+_find_own_slurm()
 
 WORKFLOW_YAML = textwrap.dedent(
     """\
