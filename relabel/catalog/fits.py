@@ -100,10 +100,11 @@ class FitsCatalog(Catalog):
             self._dtypes[c], self._shapes[c] = _element_type(sample[c])
 
     def require(self, columns: Sequence[str], numeric: Sequence[str] = (), what: str = "the workflow") -> None:
-        """As :meth:`Catalog.require`; also refuses variable-length array columns (TFORM ``rPt(e)``, ``rQt(e)``).
+        """As :meth:`Catalog.require`; also refuses variable-length numeric columns (TFORM ``rPt(e)``, ``rQt(e)``).
 
         Their rows hold arrays of different lengths, which a reader of fixed-size cells pads
         with zeros indistinguishable from real values; relabel refuses them up front instead.
+        Variable-length text (``rPA(e)``) is read as text.
 
         Parameters
         ----------
@@ -118,7 +119,9 @@ class FitsCatalog(Catalog):
         super().require(columns, numeric, what)
         for column in dict.fromkeys(columns):
             plan = self.plans[column]
-            if plan.tform.lstrip("0123456789")[:1] in ("P", "Q"):
+            kind = plan.tform.lstrip("0123456789")
+            # Variable-length text (rPA(e), what fitsio writes for Python strings) is text of any length: read it.
+            if kind[:1] in ("P", "Q") and kind[1:2] != "A":
                 raise CatalogError(f"{self.path}: column {column} is a variable-length array (TFORM {plan.tform}), "
                                    f"whose rows differ in length; {what} cannot use it: leave it out (for "
                                    "catalog.passthrough, pass fixed-size vector columns only)")
@@ -220,6 +223,10 @@ def finish_values(values: np.ndarray, mask: np.ndarray | None, nullable: bool):
     -------
     numpy.ndarray or pandas array, shape (n,)
     """
+    if values.dtype == object and values.ndim == 1 and len(values) and all(
+            isinstance(v, (str, bytes)) for v in values):
+        # variable-length text (TFORM rPA(e)): one Python string per row
+        values = np.array([v.decode("ascii", "replace") if isinstance(v, bytes) else v for v in values], dtype=str)
     if values.dtype.kind in "SU":
         text = np.char.rstrip(values.astype(str) if values.dtype.kind == "S" else values, " \0")
         obj = text.astype(object)

@@ -323,3 +323,27 @@ def test_logical_without_undefined_values_stays_plain_bool(tmp_path):
     Table({"FLAG": np.array([True, False, True])}).write(path)
     values = open_catalog(path).read(["FLAG"])["FLAG"]
     assert values.dtype == bool and values.tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("writer", ["fitsio", "astropy"])
+def test_variable_length_text_is_read_as_text(tmp_path, writer):
+    # fitsio writes Python strings (e.g. a pandas text column's records) as TFORM 1PA(e)
+    import fitsio
+
+    paths = ["cutouts/1.fits  ", "cutouts/22.fits", "", "x.png"]
+    path = tmp_path / "vla_text.fits"
+    if writer == "fitsio":
+        table = np.zeros(4, dtype=[("OBJID", "i8"), ("CUTOUT", "O")])
+        table["OBJID"], table["CUTOUT"] = np.arange(4), paths
+        fitsio.write(str(path), table)
+    else:
+        fits.BinTableHDU.from_columns([fits.Column(name="OBJID", format="K", array=np.arange(4)),
+                                       fits.Column(name="CUTOUT", format="PA()", array=np.array(paths))
+                                       ]).writeto(path)
+    assert fits.getheader(path, 1)["TFORM2"].lstrip("0123456789").startswith("PA")
+    cat = open_catalog(path)
+    cat.require(["OBJID", "CUTOUT"], what="relabel run")
+    values = cat.read(["CUTOUT"])["CUTOUT"]
+    assert values.isna().tolist() == [False, False, True, False]
+    assert values.dropna().tolist() == ["cutouts/1.fits", "cutouts/22.fits", "x.png"]
+    assert cat.read_rows(["CUTOUT"], np.array([3, 0]))["CUTOUT"].tolist() == ["x.png", "cutouts/1.fits"]
