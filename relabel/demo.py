@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from relabel.destination import check_output_dir
 from relabel.run.clusters import ClusterOptions
@@ -47,7 +48,6 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     from relabel.report.page import make_report
     from relabel.run.pipeline import run_catalog
     from relabel.simulate.survey import simulate_survey
-    from relabel.train.loop import train_model
 
     root = check_output_dir(directory, overwrite, "demo folder")
     n = n or DEMO_N
@@ -59,11 +59,7 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     survey = simulate_survey(root / "survey", n=n, seed=0, progress=progress, overwrite=True)
     if n < SMALL_SURVEY:
         _coarser_bins(survey.workflow)
-    models = {}
-    for method in ("biased", "debiased"):
-        step(f"training the {method} model", f"{epochs} epochs at most")
-        models[method] = train_model(survey.catalog, survey.workflow, method, root / f"{method}.pt", epochs=epochs,
-                                     progress=progress, width=width, overwrite=True).path
+    models = _train_models(survey, root, epochs, width, progress, step)
     step("evaluating both models", "on the held-out galaxies, against the true classes")
     evaluation = {m: evaluate_model(survey.catalog, p, truth=survey.truth) for m, p in models.items()}
     step("re-labelling the survey", "with the de-biased model on a LocalCluster")
@@ -84,6 +80,31 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     for line in headline["lines"]:
         echo("  " + line)
     return headline
+
+
+def _train_models(survey, root: Path, epochs: int, width: int, progress: bool, step) -> dict:
+    """The biased model, then the de-biased one: lambda from the data, the biased model its path's reference.
+
+    Both train on one load of the cutouts (same seed and split)."""
+    from relabel.config import load_workflow
+    from relabel.train.data import load_labelled_cutouts
+    from relabel.train.lambda_path import DEFAULT_PATH, format_path, select_or_train
+    from relabel.train.loop import train_model
+    from relabel.train.options import resolve_options
+
+    workflow = load_workflow(survey.workflow)
+    opts = resolve_options(workflow, "biased")
+    data = load_labelled_cutouts(survey.catalog, workflow, opts.seed, opts.val_fraction, None, progress=progress)
+    common: dict[str, Any] = dict(epochs=epochs, progress=progress, width=width, overwrite=True, data=data)
+    step("training the biased model", f"{epochs} epochs at most")
+    biased = train_model(survey.catalog, workflow, "biased", root / "biased.pt", **common).path
+    step("training the debiased model", f"{epochs} epochs at most per lambda of the path "
+         f"{', '.join(f'{x:g}' for x in DEFAULT_PATH)} (stops at the first rejected)")
+    result = select_or_train(survey.catalog, workflow, "debiased", root / "debiased.pt", reference_model=biased,
+                             **common)
+    if "lambda_selection" in result.meta.metrics:
+        step.echo(format_path(result.meta.metrics))
+    return {"biased": biased, "debiased": result.path}
 
 
 def _coarser_bins(workflow_path: Path) -> None:
