@@ -156,8 +156,8 @@ def run_agreement(frame: pd.DataFrame, wf: Workflow, classes: list[str], predict
         held_out = validation_mask(rows[wf.catalog.id], int(split["seed"]), float(split["val_fraction"]))
         rows, which = rows[held_out], f"the predicted rows the checkpoint held out ({split['val_fraction']:g})"
     rows, _ = drop_missing(rows, [*wf.intrinsic, *wf.observable_columns], wf.catalog.missing)
-    original = pd.Categorical(rows["label_original"], categories=classes).codes.astype(np.int64)
-    new = pd.Categorical(rows["label"], categories=classes).codes.astype(np.int64)
+    code = {name: k for k, name in enumerate(classes)}  # "uncertain" and nulls: -1, not a class
+    original, new = (rows[c].map(code).fillna(-1).to_numpy(np.int64) for c in ("label_original", "label"))
     try:
         result = best_bin_agreement(rows[wf.intrinsic], rows[wf.observable_columns], wf.best_ends, original, new,
                                     wf.bias["log2_bins_int"], wf.bias["bins_obs"])
