@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -15,17 +16,16 @@ from relabel.cli import main
 
 @pytest.fixture(scope="module")
 def two_demos(tmp_path_factory):
-    """The same tiny demo run twice in one process, in two folders: (folder, stdout, stderr) of each.
-
-    (A module fixture cannot use ``capsys``: the output is captured by redirection.)"""
+    """The same tiny demo run twice, each in its own process with its own string-hash seed (set and dict
+    orders of text keys differ between them, as between two real runs): (folder, stdout, stderr) of each."""
     out = []
-    for name in ("first", "second"):
+    for name, hash_seed in (("first", "1"), ("second", "2")):
         folder = tmp_path_factory.mktemp("demo") / name
-        stdout, stderr = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            assert main(["demo", str(folder), "--n", "400", "--epochs", "2", "--dashboard-address",
-                         "127.0.0.1:0", "--no-progress"]) == 0
-        out.append((folder, stdout.getvalue(), stderr.getvalue()))
+        done = subprocess.run([sys.executable, "-m", "relabel.cli", "demo", str(folder), "--n", "400", "--epochs",
+                               "2", "--dashboard-address", "127.0.0.1:0", "--no-progress"], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONHASHSEED": hash_seed}, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out.append((folder, done.stdout, done.stderr))
     return out
 
 

@@ -113,3 +113,29 @@ def test_path_stops_at_the_first_rejected_lambda_and_reuses_the_reference(toy, t
     (agreement,) = table["biased"]["best_bin_agreement"]["by_observable"]
     assert agreement["observable"] == "RESOLUTION" and agreement["agreement"] > 0.9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.pt", "biased.pt"]
+
+
+def test_cli_train_runs_the_path_by_default_with_a_reference_model(toy, tmp_path, capsys):
+    from relabel.cli import main
+
+    common = ["--config", str(toy / "workflow.yaml"), "--epochs", "2", "--width", "4", "--no-progress"]
+    assert main(["train", str(toy / "catalog.fits"), "--method", "biased", "--out", str(tmp_path / "b.pt"),
+                 *common]) == 0
+    workflow = tmp_path / "automatic.yaml"  # the toy's file names lambda 10; without it, the default applies
+    workflow.write_text((toy / "workflow.yaml").read_text().replace("lambda: 10.0, ", "").replace(
+        "root: .", f"root: {toy}").replace("path: catalog.fits", f"path: {toy / 'catalog.fits'}"))
+    common[1] = str(workflow)
+    capsys.readouterr()
+    assert main(["train", str(toy / "catalog.fits"), "--method", "debiased", "--out", str(tmp_path / "d.pt"),
+                 "--reference-model", str(tmp_path / "b.pt"), *common]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen from the path" in printed and "\n  biased   " in printed
+    _, meta = load_checkpoint(tmp_path / "d.pt")
+    table = meta.metrics["lambda_selection"]
+    assert meta.lam == meta.metrics["chosen_lambda"] and str(tmp_path / "b.pt") in table["biased"]["source"]
+    assert [r["lambda"] for r in table["path"]] + table["untried"] == [1.0, 3.0, 10.0]
+    # a number given on the command line wins over the workflow's automatic
+    assert main(["train", str(toy / "catalog.fits"), "--method", "debiased", "--out", str(tmp_path / "d3.pt"),
+                 "--lambda", "3", *common]) == 0
+    _, meta = load_checkpoint(tmp_path / "d3.pt")
+    assert meta.lam == 3.0 and "lambda_selection" not in meta.metrics
