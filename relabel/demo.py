@@ -147,8 +147,27 @@ def _headline(evaluation: dict, report: dict) -> dict:
     bias = report["labeling_bias"]
     if "L" in bias.get("original", {}) and "L" in bias.get("new", {}):
         lines.append(f"whole survey: L original {bias['original']['L']:.4f} -> relabelled {bias['new']['L']:.4f}")
+    lines += _training_lines(report.get("training") or {})
     out["lines"] = lines
     return out
+
+
+def _training_lines(training: dict) -> list[str]:
+    """The de-biased model's lambda and the report's over-correction check, from the report's numbers."""
+    if "lambda" not in training:
+        return []
+    selection = training.get("lambda_selection")
+    how = "chosen from the data over the path " + ", ".join(f"{x:g}" for x in selection["lambdas"]) \
+        if selection else "as given"
+    biased = {r["observable"]: r["agreement"] for r in
+              ((selection or {}).get("biased", {}).get("best_bin_agreement") or {}).get("by_observable", [])}
+    kept = [f"{r['observable']} {_pct(r['agreement'])}" + (f" (biased model {_pct(biased[r['observable']])})"
+                                                          if biased.get(r["observable"]) is not None else "")
+            for r in training.get("agreement", {}).get("by_observable", []) if r["agreement"] is not None]
+    check = training["over_correction"]
+    return [f"de-biased model: lambda {training['lambda']:g}, {how}",
+            "confident labels kept in the best-observed bin (held-out): " + (", ".join(kept) or "-"),
+            "over-correction: " + ("WARNING, see the report" if check["warning"] else "none found")]
 
 
 def _excess(ev: dict, key: str) -> str:

@@ -180,31 +180,33 @@ def select_lambda(catalog_path, workflow, out, path=DEFAULT_PATH, tolerance: flo
         return judge_model(model, data, val_rows, mask, workflow, opts.log2_bins_int, opts.bins_obs)
 
     reference = _biased_reference(catalog_path, workflow, data, opts, reference_model, part("biased"), common, judge)
-    _say(f"lambda path {', '.join(f'{x:g}' for x in lams)}: biased reference "
-                   f"{reference['ref_accuracy']:.4f} on the {int(mask.sum())} best-observed validation objects, "
-                   f"soft L {reference['val_L_soft']:.4f}")
-    rows, results, chosen = [], {}, None
-    previous = reference["val_L_soft"]
+    _say(f"lambda path {', '.join(f'{x:g}' for x in lams)}: biased reference {reference['ref_accuracy']:.4f} on "
+         f"the {int(mask.sum())} best-observed validation objects, soft L {reference['val_L_soft']:.4f}")
+    rows: list[dict] = []
+    results: dict[float, TrainResult] = {}
+    chosen = None
     for lam in lams:
-        result = train_model(catalog_path, workflow, "debiased", part(f"lambda{lam:g}"), lam=lam, **common)
-        best = result.meta.metrics["best"]
-        row = {"lambda": lam, **judge(_trained(result)), "val_L_soft": best["val_L_soft"],
-               "val_accuracy": best["val_accuracy"],
-               "collapse_guard_passed": result.meta.metrics["collapse_guard_passed"],
-               "settled": result.meta.metrics["settled"]}
-        row["keeps_labels"] = bool(row["ref_accuracy"] >= reference["ref_accuracy"] - tolerance)
-        row["L_falls"] = bool(row["val_L_soft"] < previous)
-        row["accepted"] = row["keeps_labels"] and row["L_falls"] and bool(row["collapse_guard_passed"])
-        _say(f"lambda {lam:g}: {row['ref_accuracy']:.4f} on the best-observed objects, soft L "
-                       f"{row['val_L_soft']:.4f}: {'accepted' if row['accepted'] else 'rejected'}")
-        previous = row["val_L_soft"]
-        rows.append(row)
-        results[lam] = result
-        if not row["accepted"]:
+        results[lam] = train_model(catalog_path, workflow, "debiased", part(f"lambda{lam:g}"), lam=lam, **common)
+        rows.append(_path_row(results[lam], judge, reference, rows[-1] if rows else reference, tolerance))
+        if not rows[-1]["accepted"]:
             break  # no larger lambda can be kept after a rejected one: training it would be wasted
         chosen = lam
     untried = [lam for lam in lams if lam not in results]
     return _write_chosen(out, results, rows, reference, chosen, lams, tolerance, int(mask.sum()), part, untried)
+
+
+def _path_row(result: TrainResult, judge, reference: dict, previous: dict, tolerance: float) -> dict:
+    """One lambda's row of the path's table: what it measures, and whether the rule accepts it."""
+    metrics = result.meta.metrics
+    row = {"lambda": result.meta.lam, **judge(_trained(result)), "val_L_soft": metrics["best"]["val_L_soft"],
+           "val_accuracy": metrics["best"]["val_accuracy"], "collapse_guard_passed": metrics["collapse_guard_passed"],
+           "settled": metrics["settled"]}
+    row["keeps_labels"] = bool(row["ref_accuracy"] >= reference["ref_accuracy"] - tolerance)
+    row["L_falls"] = bool(row["val_L_soft"] < previous["val_L_soft"])
+    row["accepted"] = row["keeps_labels"] and row["L_falls"] and bool(row["collapse_guard_passed"])
+    _say(f"lambda {row['lambda']:g}: {row['ref_accuracy']:.4f} on the best-observed objects, soft L "
+         f"{row['val_L_soft']:.4f}: {'accepted' if row['accepted'] else 'rejected'}")
+    return row
 
 
 def _biased_reference(catalog_path, workflow: Workflow, data: LabelledCutouts, opts: TrainOptions, reference_model,
