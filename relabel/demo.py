@@ -157,8 +157,10 @@ def _training_lines(training: dict) -> list[str]:
     if "lambda" not in training:
         return []
     selection = training.get("lambda_selection")
-    how = "chosen from the data over the path " + ", ".join(f"{x:g}" for x in selection["lambdas"]) \
-        if selection else "as given"
+    how = "as given"
+    if selection:
+        how = ("the smallest of the path, every lambda rejected" if selection.get("kept_rejected") else
+               "chosen from the data over the path " + ", ".join(f"{x:g}" for x in selection["lambdas"]))
     biased = {r["observable"]: r["agreement"] for r in
               ((selection or {}).get("biased", {}).get("best_bin_agreement") or {}).get("by_observable", [])}
     kept = [f"{r['observable']} {_pct(r['agreement'])}" + (f" (biased model {_pct(biased[r['observable']])})"

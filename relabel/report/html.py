@@ -83,7 +83,10 @@ def _training(training: dict) -> list[str]:
         parts.append(f" {html.escape(training['error'])}.</p>")
     else:
         selection, soft = training["lambda_selection"], training["soft_L"]
-        how = "chosen from the data (the lambda path below)" if selection else "as given"
+        how = "as given"
+        if selection:
+            how = ("the path's smallest, kept although the path rejected it (below)" if selection.get("kept_rejected")
+                   else "chosen from the data (the lambda path below)")
         parts.append(f" Method {html.escape(training['method'])}, lambda {training['lambda']:g} {how}; training "
                      f"{'settled' if training['settled'] else 'had not settled'} when it stopped. Soft L: "
                      f"{_fmt(soft['before'], 4)} without the bias term, {_fmt(soft['after'], 4)} with it "

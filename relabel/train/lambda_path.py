@@ -266,7 +266,8 @@ RULE = ("largest lambda whose best-observed accuracy against the labels stays wi
 def _write_chosen(out: Path, results: dict, rows: list[dict], reference: dict, chosen: float | None, lams: list,
                   tolerance: float, n_reference: int, part, untried: list) -> TrainResult:
     """Copy the chosen lambda's checkpoint to ``out`` with the path's table in its metrics; drop the others."""
-    if chosen is None:
+    kept_rejected = chosen is None
+    if kept_rejected:
         chosen = lams[0]
         print(f"warning: even lambda {chosen:g}, the smallest tried, lost more than {tolerance:g} of accuracy against "
               f"the labels of the best-observed objects (or did not lower soft L); keeping it, but the de-biased "
@@ -276,7 +277,7 @@ def _write_chosen(out: Path, results: dict, rows: list[dict], reference: dict, c
     meta.metrics["chosen_lambda"] = chosen
     meta.metrics["lambda_selection"] = {
         "rule": RULE, "tolerance": tolerance, "n_reference_objects": n_reference, "lambdas": lams,
-        "untried": untried, "biased": reference, "path": rows}
+        "untried": untried, "biased": reference, "path": rows, "kept_rejected": kept_rejected}
     model = MorphologyCNN(**{k: v for k, v in meta.architecture.items() if k != "name"})
     model.load_state_dict(state)
     save_checkpoint(model, meta, out)

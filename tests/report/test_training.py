@@ -97,7 +97,9 @@ def test_too_large_lambda_is_warned_about_against_the_biased_reference(runs, tmp
     assert check["warning"] and check["reference"] == "biased model"
     assert row["agreement"] < reference - 0.1, "lambda 1000 flips confident labels of well-resolved galaxies"
     assert len(said) == 1 and "RESOLUTION" in said[0]
-    assert "class='warning'" in (tmp_path / "report" / "report.html").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "class='warning'" in page and "kept although the path rejected it" in page
+    assert training["lambda_selection"]["kept_rejected"]
 
 
 def test_too_large_lambda_without_reference_is_warned_about_by_the_fixed_floor(runs, tmp_path, capsys):
