@@ -58,7 +58,7 @@ def runs(tmp_path_factory):
     for name, model in models.items():
         with warnings.catch_warnings():
             # 8 epochs cannot show three settled ones at lambda 1000: the run rightly says so; not tested here
-            warnings.filterwarnings("ignore", "had not settled", ModelWarning)
+            warnings.filterwarnings("ignore", ".*had not settled", ModelWarning)
             out[name] = run_catalog(catalog, model, root / f"run_{name}", workflow=workflow,
                                     cluster=ClusterOptions(kind="none"), progress=False, bias=False).out_dir
     return out
