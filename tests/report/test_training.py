@@ -47,6 +47,7 @@ def runs(tmp_path_factory):
     catalog, workflow = root / "catalog.fits", root / "workflow.yaml"
     biased = train_model(catalog, workflow, "biased", root / "biased.pt", **COMMON).path
     models = {
+        "biased": biased,
         "sensible": select_lambda(catalog, workflow, root / "sensible.pt", path=(1.0,), reference_model=biased,
                                   **COMMON).path,
         "too_large_path": select_lambda(catalog, workflow, root / "large_path.pt", path=(1000.0,),
@@ -127,3 +128,11 @@ def test_report_says_when_the_runs_checkpoint_was_replaced(runs, tmp_path):
     # the agreement is still measured, on every predicted row, against the fixed floor
     assert training["agreement"]["rows"] == "all predicted rows"
     assert training["over_correction"]["reference"] == "fixed floor"
+
+
+def test_biased_model_is_not_checked_for_over_correction(runs, tmp_path):
+    numbers, said = _report(runs["biased"], tmp_path)
+    training = numbers["training"]
+    assert training["method"] == "biased" and training["soft_L"]["before"] is None
+    assert not training["over_correction"]["warning"] and "not checked" in training["over_correction"]["text"]
+    assert training["agreement"]["by_observable"][0]["n"] > 50 and not said
