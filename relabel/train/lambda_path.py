@@ -110,8 +110,10 @@ def judge_model(model: torch.nn.Module, data: LabelledCutouts, rows: np.ndarray,
         (NaN when there is none); ``best_bin_agreement``: the same in L's reference bin of each
         observable (:func:`relabel.bias.agreement.best_bin_agreement`).
     """
-    images = torch.from_numpy(np.ascontiguousarray(data.images[rows]))
-    predicted = predict_proba(model, images, 256).argmax(axis=1)
+    chunk = 4096  # the cutouts of a large survey's validation rows need not all be in memory at once
+    predicted = np.concatenate([
+        predict_proba(model, torch.from_numpy(np.ascontiguousarray(data.images[rows[i:i + chunk]])), 256).argmax(1)
+        for i in range(0, len(rows), chunk)]) if len(rows) else np.zeros(0, np.int64)
     codes = data.codes[rows]
     chosen = mask & (codes >= 0)
     accuracy = float((predicted[chosen] == codes[chosen]).mean()) if chosen.any() else float("nan")
