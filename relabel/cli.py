@@ -258,8 +258,11 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int, help="at most this many epochs (default: workflow train.epochs)")
     p.add_argument("--batch-size", type=int, help="cutouts per optimisation step (default: workflow train.batch_size)")
     p.add_argument("--lambda", dest="lam", type=_lambda_value,
-                   help="weight of the bias term (debiased; default the workflow's, 10), or 'automatic': "
-                        "chosen from the data over a short path (see docs/training.md)")
+                   help="weight of the bias term (debiased), or 'automatic': chosen from the data over a short "
+                        "path (see docs/training.md); default the workflow's train.lambda, itself automatic")
+    p.add_argument("--reference-model", type=Path, metavar="BIASED_MODEL",
+                   help="automatic lambda: a biased checkpoint of this catalog and split, the path's reference "
+                        "(default: the path trains one)")
     p.add_argument("--seed", type=int, help="seed of the split, initial weights and batch order (default: workflow)")
     p.add_argument("--val-fraction", type=float, help="share of objects held out for validation")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
@@ -281,21 +284,20 @@ def _lambda_value(text: str):
 
 def _train(args) -> int:
     from relabel.destination import check_output_file
-    from relabel.train.loop import train_model
+    from relabel.train.lambda_path import select_or_train
 
     check_output_file(args.out, overwrite=args.overwrite, what="checkpoint")
     common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, val_fraction=args.val_fraction,
                   device=args.device, progress=not args.no_progress, log2_bins_int=args.log2_bins_int,
                   bins_obs=args.bins_obs, width=args.width, augment=args.augment)
-    if args.lam == "automatic" and args.method == "debiased":
-        from relabel.train.lambda_path import select_lambda
+    if args.reference_model is not None:
+        common["reference_model"] = args.reference_model
+    result = select_or_train(args.catalog, args.config, args.method, args.out, lam=args.lam,
+                             overwrite=args.overwrite, **common)
+    if "lambda_selection" in result.meta.metrics:
+        from relabel.train.lambda_path import format_path
 
-        result = select_lambda(args.catalog, args.config, args.out, **common)
-        print(f"lambda {result.meta.lam:g} chosen from the path (table in the checkpoint's metrics)")
-    else:
-        lam = None if args.lam == "automatic" else args.lam
-        result = train_model(args.catalog, args.config, args.method, args.out, lam=lam, overwrite=args.overwrite,
-                             **common)
+        print(format_path(result.meta.metrics))
     print(f"checkpoint: {result.path} (epoch {result.best_epoch} kept; {result.stop_reason}; "
           f"{result.seconds_per_epoch:.1f} s/epoch)")
     return 0

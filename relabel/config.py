@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -147,7 +147,7 @@ class TrainSettings:
 
     epochs: int = setting(12, "at most this many epochs", above=0)
     batch_size: int = setting(128, "cutouts per step", above=0)
-    lam: float = setting(10.0, "weight of the bias term (debiased)", key="lambda", minimum=0)
+    lam: float | Literal["automatic"] = setting("automatic", "bias weight, or automatic", key="lambda", minimum=0)
     val_fraction: float = setting(0.25, "share of objects held out for validation", above=0, maximum=0.9)
     seed: int = setting(0, "random seed of the split and the weights", minimum=0)
     degrade_psf_column: str = setting(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from relabel.destination import check_output_dir
 from relabel.run.clusters import ClusterOptions
@@ -47,7 +48,6 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     from relabel.report.page import make_report
     from relabel.run.pipeline import run_catalog
     from relabel.simulate.survey import simulate_survey
-    from relabel.train.loop import train_model
 
     root = check_output_dir(directory, overwrite, "demo folder")
     n = n or DEMO_N
@@ -59,11 +59,7 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     survey = simulate_survey(root / "survey", n=n, seed=0, progress=progress, overwrite=True)
     if n < SMALL_SURVEY:
         _coarser_bins(survey.workflow)
-    models = {}
-    for method in ("biased", "debiased"):
-        step(f"training the {method} model", f"{epochs} epochs at most")
-        models[method] = train_model(survey.catalog, survey.workflow, method, root / f"{method}.pt", epochs=epochs,
-                                     progress=progress, width=width, overwrite=True).path
+    models = _train_models(survey, root, epochs, width, progress, step)
     step("evaluating both models", "on the held-out galaxies, against the true classes")
     evaluation = {m: evaluate_model(survey.catalog, p, truth=survey.truth) for m, p in models.items()}
     step("re-labelling the survey", "with the de-biased model on a LocalCluster")
@@ -84,6 +80,31 @@ def run_demo(directory: str | Path = "relabel-demo", n: int | None = None, epoch
     for line in headline["lines"]:
         echo("  " + line)
     return headline
+
+
+def _train_models(survey, root: Path, epochs: int, width: int, progress: bool, step) -> dict:
+    """The biased model, then the de-biased one: lambda from the data, the biased model its path's reference.
+
+    Both train on one load of the cutouts (same seed and split)."""
+    from relabel.config import load_workflow
+    from relabel.train.data import load_labelled_cutouts
+    from relabel.train.lambda_path import DEFAULT_PATH, format_path, select_or_train
+    from relabel.train.loop import train_model
+    from relabel.train.options import resolve_options
+
+    workflow = load_workflow(survey.workflow)
+    opts = resolve_options(workflow, "biased")
+    data = load_labelled_cutouts(survey.catalog, workflow, opts.seed, opts.val_fraction, None, progress=progress)
+    common: dict[str, Any] = dict(epochs=epochs, progress=progress, width=width, overwrite=True, data=data)
+    step("training the biased model", f"{epochs} epochs at most")
+    biased = train_model(survey.catalog, workflow, "biased", root / "biased.pt", **common).path
+    step("training the debiased model", f"{epochs} epochs at most per lambda of the path "
+         f"{', '.join(f'{x:g}' for x in DEFAULT_PATH)} (stops at the first rejected)")
+    result = select_or_train(survey.catalog, workflow, "debiased", root / "debiased.pt", reference_model=biased,
+                             **common)
+    if "lambda_selection" in result.meta.metrics:
+        step.echo(format_path(result.meta.metrics))
+    return {"biased": biased, "debiased": result.path}
 
 
 def _coarser_bins(workflow_path: Path) -> None:
@@ -126,8 +147,29 @@ def _headline(evaluation: dict, report: dict) -> dict:
     bias = report["labeling_bias"]
     if "L" in bias.get("original", {}) and "L" in bias.get("new", {}):
         lines.append(f"whole survey: L original {bias['original']['L']:.4f} -> relabelled {bias['new']['L']:.4f}")
+    lines += _training_lines(report.get("training") or {})
     out["lines"] = lines
     return out
+
+
+def _training_lines(training: dict) -> list[str]:
+    """The de-biased model's lambda and the report's over-correction check, from the report's numbers."""
+    if "lambda" not in training:
+        return []
+    selection = training.get("lambda_selection")
+    how = "as given"
+    if selection:
+        how = ("the smallest of the path, every lambda rejected" if selection.get("kept_rejected") else
+               "chosen from the data over the path " + ", ".join(f"{x:g}" for x in selection["lambdas"]))
+    biased = {r["observable"]: r["agreement"] for r in
+              ((selection or {}).get("biased", {}).get("best_bin_agreement") or {}).get("by_observable", [])}
+    kept = [f"{r['observable']} {_pct(r['agreement'])}" + (f" (biased model {_pct(biased[r['observable']])})"
+                                                          if biased.get(r["observable"]) is not None else "")
+            for r in training.get("agreement", {}).get("by_observable", []) if r["agreement"] is not None]
+    check = training["over_correction"]
+    return [f"de-biased model: lambda {training['lambda']:g}, {how}",
+            "confident labels kept in the best-observed bin (held-out): " + (", ".join(kept) or "-"),
+            "over-correction: " + ("WARNING, see the report" if check["warning"] else "none found")]
 
 
 def _excess(ev: dict, key: str) -> str:

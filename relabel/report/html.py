@@ -13,7 +13,8 @@ STYLE = ("body{font-family:Georgia,serif;font-size:17px;line-height:1.45;max-wid
          "table{border-collapse:collapse;margin:0.5em 0}td,th{padding:3px 10px;text-align:right;"
          "border-bottom:1px solid #ccc}td:first-child,th:first-child{text-align:left}"
          "figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:15px;color:#333;max-width:60em}"
-         ".note{background:#fff6e0;padding:0.5em 1em;border-left:4px solid #e0a000}")
+         ".note{background:#fff6e0;padding:0.5em 1em;border-left:4px solid #e0a000}"
+         ".warning{background:#fde8e8;padding:0.5em 1em;border-left:4px solid #c00000}")
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -71,6 +72,67 @@ def _trends(trends: list[dict], target: str) -> list[str]:
             *items, "</ul></div>"]
 
 
+def _training(training: dict) -> list[str]:
+    """How the run's model was trained (lambda, its path, soft L) and the over-correction check."""
+    check = training["over_correction"]
+    parts = ["<h2>Training of the model, and over-correction</h2>"]
+    if check["warning"]:
+        parts.append(f"<p class='warning'><b>{html.escape(check['text'])}</b></p>")
+    parts.append(f"<p>Checkpoint {html.escape(str(training['checkpoint']))} (sha256 "
+                 f"{html.escape(str(training['checkpoint_sha256'])[:12])}).")
+    if "error" in training:
+        parts.append(f" {html.escape(training['error'])}.</p>")
+    else:
+        selection, soft = training["lambda_selection"], training["soft_L"]
+        how = "as given"
+        if selection:
+            how = ("the path's smallest, kept although the path rejected it (below)" if selection.get("kept_rejected")
+                   else "chosen from the data (the lambda path below)")
+        parts.append(f" Method {html.escape(training['method'])}, lambda {training['lambda']:g} {how}; training "
+                     f"{'settled' if training['settled'] else 'had not settled'} when it stopped. Soft L: "
+                     f"{_fmt(soft['before'], 4)} without the bias term, {_fmt(soft['after'], 4)} with it "
+                     f"({html.escape(soft['source'])}).</p>")
+        if selection:
+            parts += _lambda_path(selection)
+    parts += _agreement(training["agreement"], training.get("lambda_selection"))
+    if not check["warning"]:
+        parts.append(f"<p>{html.escape(check['text'])}.</p>")
+    return parts
+
+
+def _lambda_path(selection: dict) -> list[str]:
+    parts = [f"<p>The lambda path: {html.escape(selection['rule'])}; tolerance {selection['tolerance']:g}, on "
+             f"{selection['n_reference_objects']} best-observed validation objects.</p><table><tr><th>lambda</th>"
+             "<th>best-observed accuracy vs labels</th><th>soft L</th><th>settled</th><th>accepted</th></tr>"]
+    ref = selection["biased"]
+    parts.append(f"<tr><td>biased</td><td>{_fmt(ref['ref_accuracy'], 4)}</td><td>{_fmt(ref['val_L_soft'], 4)}</td>"
+                 "<td></td><td></td></tr>")
+    for row in selection["path"]:
+        parts.append(f"<tr><td>{row['lambda']:g}</td><td>{_fmt(row['ref_accuracy'], 4)}</td>"
+                     f"<td>{_fmt(row['val_L_soft'], 4)}</td><td>{'yes' if row['settled'] else 'no'}</td>"
+                     f"<td>{'yes' if row['accepted'] else 'no'}</td></tr>")
+    for lam in selection.get("untried", []):
+        parts.append(f"<tr><td>{lam:g}</td><td colspan=4>not trained: a smaller lambda was rejected</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _agreement(agreement: dict, selection: dict | None) -> list[str]:
+    if "error" in agreement:
+        return [f"<p>Agreement with the confident labels: {html.escape(agreement['error'])}</p>"]
+    biased = {r["observable"]: r["agreement"] for r in
+              ((selection or {}).get("biased", {}).get("best_bin_agreement") or {}).get("by_observable", [])}
+    parts = [f"<p>Agreement of the new labels with the confident original labels in the best-observed bin of each "
+             f"observable (L's cells: 2^{agreement['log2_bins_int']} intrinsic bins x {agreement['bins_obs']}), on "
+             f"{html.escape(agreement['rows'])}:</p><table><tr><th>observable</th><th>confident labels</th>"
+             "<th>kept by the new labels</th><th>by the biased model (validation)</th></tr>"]
+    for row in agreement["by_observable"]:
+        parts.append(f"<tr><td>{html.escape(row['observable'])}</td><td>{row['n']}</td>"
+                     f"<td>{_fmt(row['agreement'])}</td><td>{_fmt(biased.get(row['observable']))}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
 def write_html(path: Path, numbers: dict, figures: list[tuple[str, str, str]], report_dir: Path) -> None:
     """Write the page; ``figures`` are (title, PNG file name in ``report_dir``, caption).
 
@@ -91,6 +153,7 @@ def write_html(path: Path, numbers: dict, figures: list[tuple[str, str, str]], r
         f"<style>{STYLE}</style></head><body>",
         f"<h1>Labeling bias before and after re-labelling</h1><p>Run: {html.escape(numbers['out_dir'])}; "
         f"{numbers['rows']} catalog rows; classes {classes}.</p>",
+        *(_training(numbers["training"]) if "training" in numbers else []),
         "<h2>Labeling bias L</h2>", *_bias_table(numbers["labeling_bias"]),
         f"<p>{html.escape(DEFINITIONS['L'])}</p>",
         "<h2>Original labels, new labels and the truth on the same galaxies</h2>",

@@ -4,25 +4,28 @@ Reads a run's output folder (only the columns it needs) and writes PNG figures, 
 self-contained HTML page embedding them with captions, and ``report.json``: L of the
 original and new labels (and the truth), a like-for-like table of the label sets on the
 same galaxies, trends of the truth inside intrinsic bins, counts per status and an
-example gallery stratified by class and observing quality.
+example gallery stratified by class and observing quality; and, without truth, how the
+model was trained and whether it over-corrects (:mod:`relabel.report.training`).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from relabel import status as st
 from relabel.bias.table import run_workflow
 from relabel.destination import check_output_dir
-from relabel.errors import OutputError
+from relabel.errors import ModelWarning, OutputError
 from relabel.optional import require
 from relabel.report import figures as fig
 from relabel.report.comparison import plot_comparison, read_comparison
 from relabel.report.gallery import plot_gallery
 from relabel.report.html import write_html
 from relabel.report.numbers import bias_numbers, comparison_table, join_truth, read_output, status_counts, truth_trends
+from relabel.report.training import training_numbers
 from relabel.run.output import RUN_RECORD
 
 __all__ = ["make_report"]
@@ -80,7 +83,11 @@ def make_report(out_dir: str | Path, truth: str | Path | None = None, report_dir
         "labeling_bias": bias_numbers(out_dir, wf, classes, frame, predicted),
         "comparison": comparison_table(frame, wf, classes, predicted),
         "truth_trends": truth_trends(frame, wf, classes, predicted),
+        "training": training_numbers(out_dir, frame, wf, classes, predicted),
     }
+    if numbers["training"]["over_correction"]["warning"]:
+        warnings.warn(ModelWarning(f"report of {out_dir}: {numbers['training']['over_correction']['text']}"),
+                      stacklevel=2)
     report_dir.mkdir(parents=True, exist_ok=True)
     pages = []
     for obs in wf.observables:

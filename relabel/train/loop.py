@@ -41,7 +41,7 @@ from relabel.model.predict import dihedral_augment, predict_proba
 from relabel.progress import progress_iter
 from relabel.train.augment import degrader_for
 from relabel.train.data import LabelledCutouts, load_labelled_cutouts
-from relabel.train.options import METHODS, TrainOptions, resolve_options
+from relabel.train.options import METHODS, TrainOptions, resolve_options, wants_automatic_lambda
 from relabel.train.penalty import BiasPenalty, label_reference, penalty_cells, penalty_loss
 from relabel.train.schedule import lambda_share, learning_rate_schedule
 from relabel.train.selection import GUARD_METRIC, select_epoch, settlement
@@ -78,7 +78,7 @@ class _Split:
 
 
 def train_model(catalog_path, workflow, method: str, out, epochs: int | None = None, batch_size: int | None = None,
-                lam: float | None = None, seed: int | None = None, val_fraction: float | None = None,
+                lam: float | str | None = None, seed: int | None = None, val_fraction: float | None = None,
                 device: str | torch.device | None = "auto", progress: bool = True, *,
                 log2_bins_int: int | None = None, bins_obs: int | None = None, width: int = 16,
                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 2, patience: int = 4,
@@ -100,7 +100,9 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         ``biased`` (cross-entropy on confident labels) or ``debiased`` (plus ``lam`` x the
         bias term, :func:`relabel.train.penalty.penalty_loss`).
     epochs, batch_size, lam, seed, val_fraction : optional
-        Default to the workflow's ``train`` section.
+        Default to the workflow's ``train`` section. ``lam`` ``automatic`` (the workflow's default) for
+        ``debiased`` trains the lambda path (:func:`relabel.train.lambda_path.select_lambda`) and returns
+        the chosen lambda's result.
     device : str or torch.device
         ``auto`` (GPU if present), ``cpu``, ``cuda``, ``cuda:1``...
     log2_bins_int, bins_obs : int, optional
@@ -140,6 +142,15 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     check_output_file(out, overwrite, "checkpoint")
     if not isinstance(workflow, Workflow):
         workflow = load_workflow(workflow)
+    if wants_automatic_lambda(method, lam, workflow):
+        from relabel.train.lambda_path import select_lambda  # the path trains each of its lambdas through here
+
+        return select_lambda(catalog_path, workflow, out, progress=progress, cache_dir=cache_dir, data=data,
+                             overwrite=overwrite, epochs=epochs, batch_size=batch_size, seed=seed,
+                             val_fraction=val_fraction, device=device, log2_bins_int=log2_bins_int, bins_obs=bins_obs,
+                             width=width, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                             patience=patience, accuracy_tolerance=accuracy_tolerance, settle_window=settle_window,
+                             settle_tolerance=settle_tolerance, augment=augment)
     augment = _augment_option(workflow, augment)
     options = resolve_options(workflow, method, epochs=epochs, batch_size=batch_size, lam=lam, seed=seed,
                               val_fraction=val_fraction, log2_bins_int=log2_bins_int, bins_obs=bins_obs,

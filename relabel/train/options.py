@@ -8,6 +8,8 @@ from relabel.config import Workflow
 from relabel.errors import ConfigError
 
 METHODS = ("biased", "debiased")
+#: The value of ``lambda`` (workflow ``train.lambda``, ``--lambda``) that chooses it from the data.
+AUTOMATIC = "automatic"
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,34 @@ class TrainOptions:
         return asdict(self)
 
 
+def wants_automatic_lambda(method: str, lam, workflow: Workflow) -> bool:
+    """Whether a training takes lambda from the data: ``debiased``, with ``lam`` ``automatic``, or None and the
+    workflow's ``train.lambda`` ``automatic`` (its default).
+
+    Parameters
+    ----------
+    method : str
+        ``biased`` or ``debiased``.
+    lam : float, str or None
+        lambda as the caller gave it (None: the workflow's).
+    workflow : Workflow
+        Supplies ``train.lambda``.
+
+    Returns
+    -------
+    bool
+    """
+    return method == "debiased" and (lam == AUTOMATIC or (lam is None and workflow.train["lambda"] == AUTOMATIC))
+
+
 def resolve_options(workflow: Workflow, method: str, **given) -> TrainOptions:
     """Fill the options not given (None) from the workflow; check them.
 
     Parameters
     ----------
     workflow : Workflow
-        Supplies ``train.epochs``, ``batch_size``, ``lambda``, ``seed``, ``val_fraction``
+        Supplies ``train.epochs``, ``batch_size``, ``lambda`` (a number: ``automatic`` is
+        :func:`relabel.train.lambda_path.select_lambda`'s), ``seed``, ``val_fraction``
         and ``bias.log2_bins_int``, ``bins_obs``.
     method : str
         ``biased`` or ``debiased``; lambda is 0 for ``biased``.
@@ -52,7 +75,7 @@ def resolve_options(workflow: Workflow, method: str, **given) -> TrainOptions:
     Raises
     ------
     ConfigError
-        Unknown method, epochs < 1, batch size < 2, lambda < 0, a settle window < 1.
+        Unknown method, epochs < 1, batch size < 2, lambda < 0 or ``automatic``, a settle window < 1.
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -63,11 +86,14 @@ def resolve_options(workflow: Workflow, method: str, **given) -> TrainOptions:
     values = {k: v for k, v in given.items() if v is not None}
     for key, default in from_workflow.items():
         values.setdefault(key, default)
+    if method != "debiased":
+        values["lam"] = 0.0
+    elif values["lam"] == AUTOMATIC:
+        raise ConfigError("lambda 'automatic' is a path of trainings, not one: train through "
+                          "relabel.train.train_model (which runs the path) or select_lambda, not with these options")
     casts = {"epochs": int, "batch_size": int, "lam": float, "seed": int, "val_fraction": float,
              "log2_bins_int": int, "bins_obs": int}
     values = {k: casts.get(k, lambda v: v)(v) for k, v in values.items()}
-    if method != "debiased":
-        values["lam"] = 0.0
     options = TrainOptions(method=method, **values)
     if options.epochs < 1 or options.batch_size < 2:
         raise ConfigError(f"need epochs >= 1 and batch_size >= 2, got {options.epochs} and {options.batch_size}")
