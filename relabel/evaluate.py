@@ -100,16 +100,9 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     everyone = np.ones(len(table), dtype=bool)
     params = workflow.bias
     out: dict[str, Any] = {
-        "n": int(len(table)),
-        "n_confident": int(confident.sum()),
-        "rows": "all" if all_rows else "held-out",
-        "classes": classes,
-        "model": str(model_path),
-        "model_hash": meta.content_hash,
-        "method": meta.method,
-        "lambda": meta.lam,
-        "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
-        "dropped": dropped,
+        "n": int(len(table)), "n_confident": int(confident.sum()), "rows": "all" if all_rows else "held-out",
+        "classes": classes, "model": str(model_path), "model_hash": meta.content_hash, "method": meta.method,
+        "lambda": meta.lam, "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}", "dropped": dropped,
     }
     _put(out, "labels", _bias_fields(table, workflow, confident, codes[confident], len(classes), classes))
     _put(out, "model", _bias_fields(table, workflow, everyone, predicted, len(classes), classes))

@@ -87,8 +87,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
                 augment: str | None = None) -> TrainResult:
     """Train a classifier on a catalog's labels and write its checkpoint to ``out``.
 
-    The steps: options (:mod:`relabel.train.options`), data and split, penalty,
-    epoch loop, selection and settlement (:mod:`relabel.train.selection`), checkpoint.
+    The steps: options, data and split, penalty, epoch loop, selection and settlement, checkpoint.
 
     Parameters
     ----------
@@ -108,22 +107,19 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     log2_bins_int, bins_obs : int, optional
         Binning of the bias term (and of L on validation); default the workflow's ``bias`` section.
     warmup_epochs : int
-        Epochs of cross-entropy alone before lambda rises linearly to its value over
-        one more epoch: the network first learns the classes, then the penalty
-        flattens them, and the warm-up's accuracy is the reference of the collapse guard.
+        Epochs of cross-entropy alone before lambda rises linearly to its value over one more epoch
+        (the network first learns the classes; the warm-up's accuracy is the collapse guard's reference).
     patience : int
         Stop after this many epochs past the warm-up without a better validation criterion.
     accuracy_tolerance : float
-        Collapse guard: an epoch is eligible only if its balanced accuracy is within
-        this of the run's best (see :func:`relabel.train.selection.select_epoch`).
+        Collapse guard: an epoch is eligible only if its balanced accuracy is within this of the run's best.
     settle_window, settle_tolerance : int, float
-        The run has settled when, over its last ``settle_window`` epochs at full
-        lambda, no validation class share and not the balanced accuracy moved by more
-        than ``settle_tolerance``; otherwise the checkpoint says so and a warning is printed.
+        Settled: over the last ``settle_window`` epochs at full lambda, no validation class share nor the
+        balanced accuracy moved by more than ``settle_tolerance`` (else the checkpoint says so, and a warning).
     data : LabelledCutouts, optional
-        Already loaded cutouts (to train several models on one cache); must come from the same seed and split.
+        Already loaded cutouts (several models on one cache); must come from the same seed and split.
     overwrite : bool
-        Replace an existing checkpoint at ``out``; without it an existing file is an error, found before training.
+        Replace an existing checkpoint at ``out`` (otherwise an error, found before training).
     augment : str, optional
         ``none`` or ``degrade`` (:mod:`relabel.train.augment`: well-observed labelled galaxies
         made to look worse-observed, keeping their labels); default the workflow's ``train.augment``.
@@ -142,21 +138,18 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     check_output_file(out, overwrite, "checkpoint")
     if not isinstance(workflow, Workflow):
         workflow = load_workflow(workflow)
+    tuning: dict[str, Any] = dict(
+        epochs=epochs, batch_size=batch_size, seed=seed, val_fraction=val_fraction, log2_bins_int=log2_bins_int,
+        bins_obs=bins_obs, width=width, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+        patience=patience, accuracy_tolerance=accuracy_tolerance, settle_window=settle_window,
+        settle_tolerance=settle_tolerance)
     if wants_automatic_lambda(method, lam, workflow):
         from relabel.train.lambda_path import select_lambda  # the path trains each of its lambdas through here
 
         return select_lambda(catalog_path, workflow, out, progress=progress, cache_dir=cache_dir, data=data,
-                             overwrite=overwrite, epochs=epochs, batch_size=batch_size, seed=seed,
-                             val_fraction=val_fraction, device=device, log2_bins_int=log2_bins_int, bins_obs=bins_obs,
-                             width=width, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                             patience=patience, accuracy_tolerance=accuracy_tolerance, settle_window=settle_window,
-                             settle_tolerance=settle_tolerance, augment=augment)
+                             overwrite=overwrite, device=device, augment=augment, **tuning)
     augment = _augment_option(workflow, augment)
-    options = resolve_options(workflow, method, epochs=epochs, batch_size=batch_size, lam=lam, seed=seed,
-                              val_fraction=val_fraction, log2_bins_int=log2_bins_int, bins_obs=bins_obs,
-                              width=width, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                              patience=patience, accuracy_tolerance=accuracy_tolerance,
-                              settle_window=settle_window, settle_tolerance=settle_tolerance)
+    options = resolve_options(workflow, method, lam=lam, **tuning)
     device = choose_device(device)
     log = _Log(True)  # per-epoch lines are results, not progress: --no-progress hides only the bars
     torch.manual_seed(options.seed)
