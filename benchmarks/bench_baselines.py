@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2024, help="survey seed")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lambda", dest="lam", default="10",
-                        help="the de-biased models' lambda: a number (10, what the recorded results used) or 'automatic'")
+                        help="de-biased models' lambda: a number (10: the recorded results) or 'automatic'")
     parser.add_argument("--models", type=Path, default=Path("scratch/bench_baselines_models"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints instead of training")
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         lam = (args.lam if args.lam == "automatic" else float(args.lam)) if method == "debiased" else None
         result = train_model(paths.catalog, workflow, method, out, epochs=args.epochs, data=data, augment=augment,
-                             lam=lam, progress=False, overwrite=True)  # without --reuse the benchmark retrains on purpose
+                             lam=lam, progress=False, overwrite=True)  # without --reuse it retrains on purpose
         training[name] = {"seconds": time.perf_counter() - t0, "seconds_per_epoch": result.seconds_per_epoch,
                           "best_epoch": result.best_epoch, "epochs_run": len(result.history),
                           "temperature": result.meta.temperature}
