@@ -144,3 +144,28 @@ def small_model(small_survey, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "biased.pt"
     return train_model(small_survey.catalog, small_survey.workflow, "biased", out, epochs=1, width=4,
                        progress=False).path
+
+
+def write_wcs_image(path: Path, data: np.ndarray, wcs, **kwargs) -> None:
+    """A survey image with its celestial WCS written as a CD matrix (what many surveys ship; astropy writes
+    PCi_j + CDELTi). ``kwargs`` go to fitsio.write (e.g. ``compress="gzip"``)."""
+    header = [{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards
+              if c.keyword and not c.keyword.startswith(("PC", "CDELT", "DATEREF", "MJDREF"))]
+    header += [{"name": f"CD{i + 1}_{j + 1}", "value": float(wcs.wcs.cd[i, j])} for i in range(2) for j in range(2)]
+    fitsio.write(str(path), data, header=header, clobber=True, **kwargs)
+
+
+def write_images_catalog(root: Path, table, values, size: int = 16) -> dict:
+    """``root/catalog.parquet`` from ``table`` (RA, DEC, IMAGE, OBJID) with the workflow's other columns
+    filled by ``values(n)``, and ``root/images.yaml``, layout images at 0.396 arcsec/pixel; returns the
+    workflow as a dict."""
+    import yaml
+
+    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
+        table[col] = values(len(table))
+    table.to_parquet(root / "catalog.parquet")
+    raw = yaml.safe_load(WORKFLOW_YAML)
+    raw["cutouts"] = {"layout": "images", "root": ".", "image_column": "IMAGE", "size": size, "bands": ["r"],
+                      "pixel_scale": 0.396}
+    (root / "images.yaml").write_text(yaml.safe_dump(raw))
+    return raw

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 from astropy.wcs import WCS
 
+from conftest import write_images_catalog, write_untrained_checkpoint, write_wcs_image
+
 from relabel import status as st
 from relabel.config import CutoutSpec
 from relabel.cutouts.images import (ImageSource, assign_images, check_pixel_scales, find_footprints,
@@ -24,13 +26,7 @@ def make_wcs(crpix=(256.5, 200.5), crval=(150.0, 2.0), cd=None) -> WCS:
     return wcs
 
 
-def write_image(path, data, wcs, **kwargs):
-    header = [{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards
-              if c.keyword and c.keyword not in ("DATEREF", "MJDREF")]
-    # astropy writes PCi_j + CDELT for a CD matrix; CD itself is what many surveys ship.
-    header = [h for h in header if not h["name"].startswith(("PC", "CDELT"))]
-    header += [{"name": f"CD{i + 1}_{j + 1}", "value": float(wcs.wcs.cd[i, j])} for i in range(2) for j in range(2)]
-    fitsio.write(str(path), data, header=header, clobber=True, **kwargs)
+write_image = write_wcs_image
 
 
 def rotated_cd(angle_deg, sx, sy, skew=0.0):
@@ -212,10 +208,6 @@ def test_pixel_scale_far_from_the_models_is_refused_naming_both(tmp_path):
 
 def _image_run(tmp_path, model_scale=None):
     """A 16x16-stamp model run over one survey image: 12 galaxies, one on the edge, one off the image."""
-    import yaml
-
-    from conftest import WORKFLOW_YAML, write_untrained_checkpoint
-
     rng = np.random.default_rng(5)
     wcs = make_wcs(crpix=(64.5, 48.5), cd=rotated_cd(10.0, 0.396 / 3600, 0.396 / 3600))
     data = rng.normal(0, 1, (96, 128)).astype(np.float32)
@@ -224,13 +216,7 @@ def _image_run(tmp_path, model_scale=None):
     xy[10], xy[11] = (2.2, 40.3), (200.0, 40.0)
     table = rows_at(wcs, xy, "field_{band}.fits.fz")
     table["OBJID"] = np.arange(12) + 1
-    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
-        table[col] = rng.uniform(0, 1, 12).astype(np.float32)
-    table.to_parquet(tmp_path / "catalog.parquet")
-    wf = yaml.safe_load(WORKFLOW_YAML)
-    wf["cutouts"] = {"layout": "images", "root": ".", "image_column": "IMAGE", "size": 16, "bands": ["r"],
-                     "pixel_scale": 0.396}
-    (tmp_path / "images.yaml").write_text(yaml.safe_dump(wf))
+    wf = write_images_catalog(tmp_path, table, lambda n: rng.uniform(0, 1, n).astype(np.float32))
     trained = dict(wf, cutouts=dict(wf["cutouts"], pixel_scale=model_scale or 0.396))
     model = write_untrained_checkpoint(tmp_path / "model.pt", workflow=trained)
     return data, wcs, xy, model
@@ -298,9 +284,6 @@ def test_footprint_mode_plans_one_image_per_shard_and_cuts_without_a_column(tmp_
 
 
 def test_run_checks_the_pixel_scale_of_every_image_of_a_packed_shard(tmp_path):
-    import yaml
-
-    from conftest import WORKFLOW_YAML, write_untrained_checkpoint
     from relabel.run.clusters import ClusterOptions
     from relabel.run.pipeline import run_catalog
 
@@ -309,13 +292,7 @@ def test_run_checks_the_pixel_scale_of_every_image_of_a_packed_shard(tmp_path):
     write_image(tmp_path / "b_r.fits", np.zeros((50, 50), np.float32), bad)
     table = pd.concat([rows_at(good, [(20, 20), (30, 30)], "a_{band}.fits"), rows_at(bad, [(25, 25)], "b_{band}.fits")])
     table["OBJID"] = np.arange(3) + 1
-    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
-        table[col] = np.float32(0.5)
-    table.to_parquet(tmp_path / "catalog.parquet")
-    raw = yaml.safe_load(WORKFLOW_YAML)
-    raw["cutouts"] = {"layout": "images", "root": ".", "image_column": "IMAGE", "size": 16, "bands": ["r"],
-                      "pixel_scale": 0.396}
-    (tmp_path / "images.yaml").write_text(yaml.safe_dump(raw))
+    raw = write_images_catalog(tmp_path, table, lambda n: np.full(n, 0.5, np.float32))
     model = write_untrained_checkpoint(tmp_path / "model.pt", workflow=raw)
     with pytest.raises(ConfigError, match=r"b_r.fits has pixels of 0.2600 x 0.2600 arcsec"):
         run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",

@@ -82,10 +82,9 @@ def _tan_wcs(angle_deg=0.0, crpix=(100.5, 100.5)):
 
 
 def _write_image(path, shape, wcs):
-    header = [{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards
-              if c.keyword and not c.keyword.startswith(("PC", "CDELT", "DATEREF", "MJDREF"))]
-    header += [{"name": f"CD{i + 1}_{j + 1}", "value": float(wcs.wcs.cd[i, j])} for i in range(2) for j in range(2)]
-    fitsio.write(str(path), np.zeros(shape, np.float32), header=header, clobber=True)
+    from conftest import write_wcs_image
+
+    write_wcs_image(path, np.zeros(shape, np.float32), wcs)
 
 
 def _images_workflow(tmp_path, cutouts):
@@ -141,9 +140,8 @@ def test_reordered_image_rows_keep_their_statuses_pixels_and_catalog_rows(tmp_pa
     """A shuffled catalog over a compressed image, planned into y-ordered strips of 4 rows: every output row
     is its catalog row (id, position), with the status, coverage and probabilities of that row's own stamp."""
     import pandas as pd
-    import yaml
 
-    from conftest import WORKFLOW_YAML, write_untrained_checkpoint
+    from conftest import write_images_catalog, write_untrained_checkpoint, write_wcs_image
     from relabel.cutouts.images import ImageSource
     from relabel.model import load_checkpoint, predict_proba, preprocess
     from relabel.run.clusters import ClusterOptions
@@ -152,22 +150,13 @@ def test_reordered_image_rows_keep_their_statuses_pixels_and_catalog_rows(tmp_pa
     rng = np.random.default_rng(13)
     wcs = _tan_wcs(angle_deg=20.0, crpix=(60.5, 40.5))
     data = rng.normal(0, 1, (80, 120)).astype(np.float32)
-    header = [{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards
-              if c.keyword and not c.keyword.startswith(("PC", "CDELT", "DATEREF", "MJDREF"))]
-    header += [{"name": f"CD{i + 1}_{j + 1}", "value": float(wcs.wcs.cd[i, j])} for i in range(2) for j in range(2)]
-    fitsio.write(str(tmp_path / "f_r.fits.fz"), data, header=header, compress="gzip", qlevel=None, clobber=True)
+    write_wcs_image(tmp_path / "f_r.fits.fz", data, wcs, compress="gzip", qlevel=None)
     xy = np.column_stack([rng.uniform(10, 110, 14), rng.uniform(10, 70, 14)])
     xy[[3, 7]] = (2.0, 30.0), (60.0, 78.6)  # stamps hanging off the left and top edges
     xy[[5, 11]] = (300.0, 30.0), (60.0, -40.0)  # off the image
     ra, dec = wcs.all_pix2world(xy[:, 0], xy[:, 1], 0)
     table = pd.DataFrame({"RA": ra, "DEC": dec, "IMAGE": "f_{band}.fits.fz", "OBJID": np.arange(14) * 7 + 1000})
-    for col in ("P_EL", "P_CS", "ABS_MAG", "R50_KPC", "RESOLUTION", "REDSHIFT", "MAG_R"):
-        table[col] = rng.uniform(0, 1, 14).astype(np.float32)
-    table.to_parquet(tmp_path / "catalog.parquet")
-    raw = yaml.safe_load(WORKFLOW_YAML)
-    raw["cutouts"] = {"layout": "images", "root": ".", "image_column": "IMAGE", "size": 16, "bands": ["r"],
-                      "pixel_scale": 0.396}
-    (tmp_path / "images.yaml").write_text(yaml.safe_dump(raw))
+    raw = write_images_catalog(tmp_path, table, lambda n: rng.uniform(0, 1, n).astype(np.float32))
     model = write_untrained_checkpoint(tmp_path / "model.pt", workflow=raw)
 
     shards = plan_shards(open_catalog(tmp_path / "catalog.parquet"), load_workflow(tmp_path / "images.yaml"), 4)
