@@ -84,6 +84,9 @@ def id_keys(ids: pd.Series) -> pd.Series:
             return str(int(value))
         return str(value)
 
+    dtype = ids.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":  # the common case, without a Python loop
+        return pd.Series(ids.to_numpy().astype(str).astype(object), index=ids.index, dtype=object)
     return pd.Series([key(v) for v in ids.to_numpy(dtype=object)], index=ids.index, dtype=object)
 
 
