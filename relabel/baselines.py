@@ -107,6 +107,7 @@ def catalog_level_correction(fractions, intrinsic, observable, best: str, log2_b
     BiasError
         An intrinsic bin holds fewer objects than ``bins_obs``.
     """
+    from relabel.bias.metric import reference_bin
     from relabel.train.penalty import penalty_cells
 
     fractions = np.asarray(fractions, dtype=np.float64)
@@ -114,14 +115,14 @@ def catalog_level_correction(fractions, intrinsic, observable, best: str, log2_b
         fractions = fractions[:, None]
     leaf, obs_bin = penalty_cells(intrinsic, np.asarray(observable)[:, None], [best], log2_bins_int, bins_obs)
     obs_bin = obs_bin[:, 0]
-    reference_bin = 0 if best == "low" else bins_obs - 1
+    best_bin = reference_bin(best, bins_obs)
     corrected = fractions.copy()
     for node in np.unique(leaf):
         in_leaf = leaf == node
-        reference = in_leaf & (obs_bin == reference_bin)
+        reference = in_leaf & (obs_bin == best_bin)
         for b in range(bins_obs):
             cell = in_leaf & (obs_bin == b)
-            if b == reference_bin or not cell.any():
+            if b == best_bin or not cell.any():
                 continue
             for k in range(fractions.shape[1]):
                 corrected[cell, k] = quantile_map(fractions[cell, k], fractions[reference, k])

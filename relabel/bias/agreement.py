@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from relabel.bias.metric import BiasError, object_cells
+from relabel.bias.metric import BiasError, object_cells, reference_bin
 
 
 def best_bin_agreement(intrinsic, observables, best: Sequence[str], labels: np.ndarray, predicted: np.ndarray,
@@ -64,7 +64,7 @@ def best_bin_agreement(intrinsic, observables, best: Sequence[str], labels: np.n
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     rows = []
     for j, (name, end) in enumerate(zip(names, best)):
-        chosen = (obs_bin[:, j] == (0 if end == "low" else bins_obs - 1)) & (labels >= 0)
+        chosen = (obs_bin[:, j] == reference_bin(end, bins_obs)) & (labels >= 0)
         n = int(chosen.sum())
         rows.append({"observable": name, "n": n,
                      "agreement": float((predicted[chosen] == labels[chosen]).mean()) if n else None})

@@ -218,6 +218,31 @@ def bin_fractions(
     return _bin_fractions(table, log2_bins_int, bins_obs)
 
 
+def reference_bin(best: str, bins_obs: int) -> int:
+    """Index of the best-observed (reference) bin of an observable in :func:`object_cells`' numbering.
+
+    Bins are numbered from the lowest values, so the reference bin is the first when
+    low values are best and the last when high values are.
+
+    Parameters
+    ----------
+    best : {"low", "high"}
+        The observable's best-observed end.
+    bins_obs : int
+        Observable bins per intrinsic leaf.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> reference_bin("low", 5), reference_bin("high", 5)
+    (0, 4)
+    """
+    return 0 if best == "low" else bins_obs - 1
+
+
 def object_cells(
     intrinsic: Any,
     observables: Any,

@@ -197,7 +197,7 @@ def fit_validation_temperature(model: torch.nn.Module, data, rows: np.ndarray, w
 
 def _best_observed_rows(data, rows: np.ndarray, workflow, log2_bins_int: int, bins_obs: int) -> np.ndarray:
     """The confident validation rows in the reference bin of the first observable (all confident ones if < 20)."""
-    from relabel.bias.metric import BiasError
+    from relabel.bias.metric import BiasError, reference_bin
     from relabel.train.penalty import penalty_cells
 
     confident = data.codes[rows] >= 0
@@ -205,7 +205,7 @@ def _best_observed_rows(data, rows: np.ndarray, workflow, log2_bins_int: int, bi
     try:
         _, obs_bin = penalty_cells(data.intrinsic.iloc[rows], data.observables.iloc[rows], ends, log2_bins_int,
                                    bins_obs)
-        reference = obs_bin[:, 0] == (0 if ends[0] == "low" else bins_obs - 1)
+        reference = obs_bin[:, 0] == reference_bin(ends[0], bins_obs)
     except BiasError:
         reference = np.ones(len(rows), dtype=bool)
     chosen = rows[confident & reference]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from relabel.bias.metric import reference_bin
 from relabel.catalog.reader import describe_catalog
 from relabel.config import Workflow, load_workflow
 from relabel.destination import check_output_file
@@ -234,7 +235,7 @@ def _build_penalty(data: LabelledCutouts, split: _Split, workflow: Workflow, opt
     if options.method != "debiased":
         return None
     ends = [o.best for o in workflow.observables]
-    reference_bins = [0 if end == "low" else options.bins_obs - 1 for end in ends]
+    reference_bins = [reference_bin(end, options.bins_obs) for end in ends]
     rows = split.train_rows
     leaf, obs_bin = penalty_cells(data.intrinsic.iloc[rows], data.observables.iloc[rows], ends,
                                   options.log2_bins_int, options.bins_obs)

@@ -164,7 +164,7 @@ def penalty_cells(intrinsic, observables, best, log2_bins_int: int, bins_obs: in
     -------
     leaf : numpy.ndarray of int, shape (n,)
     obs_bin : numpy.ndarray of int, shape (n, m)
-        0 is the best-observed bin.
+        0 holds the lowest values (:func:`relabel.bias.metric.reference_bin` gives the best-observed one).
 
     Examples
     --------
