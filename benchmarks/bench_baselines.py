@@ -33,6 +33,7 @@ from relabel.model import load_checkpoint
 from relabel.run.inference import symmetric_probabilities
 from relabel.train import load_labelled_cutouts, train_model
 from relabel.train.augment import degrader_for
+from relabel.train.lambda_path import select_lambda
 
 HERE = Path(__file__).resolve().parent
 MODELS = {"biased": ("biased", "none"), "biased+degrade": ("biased", "degrade"),
@@ -50,6 +51,11 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=Path, default=Path("scratch/bench_baselines_models"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints instead of training")
+    parser.add_argument("--truth-trained", action="store_true",
+                        help="add a network trained on the true classes: the ceiling of any method that reads the "
+                             "images")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="with --reuse: refit each checkpoint's temperature with the current rule first")
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
     load_start = os.getloadavg()
@@ -63,18 +69,29 @@ def main(argv=None) -> int:
     for name, (method, augment) in MODELS.items():
         out = args.models / f"{name}.pt"
         if args.reuse and out.exists():
+            if args.recalibrate:
+                training[name] = recalibrate(out, data, workflow)
             continue
         t0 = time.perf_counter()
         lam = (args.lam if args.lam == "automatic" else float(args.lam)) if method == "debiased" else None
-        result = train_model(paths.catalog, workflow, method, out, epochs=args.epochs, data=data, augment=augment,
-                             lam=lam, progress=False, overwrite=True)  # without --reuse it retrains on purpose
+        if lam == "automatic":
+            # The lambda path judged against the biased model of the same augmentation, as the demo does.
+            reference = args.models / ("biased+degrade.pt" if augment == "degrade" else "biased.pt")
+            result = select_lambda(paths.catalog, workflow, out, progress=False, data=data, overwrite=True,
+                                   reference_model=reference, epochs=args.epochs, augment=augment)
+        else:
+            result = train_model(paths.catalog, workflow, method, out, epochs=args.epochs, data=data,
+                                 augment=augment, lam=lam, progress=False, overwrite=True)  # retrains on purpose
         training[name] = {"seconds": time.perf_counter() - t0, "seconds_per_epoch": result.seconds_per_epoch,
                           "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                          "temperature": result.meta.temperature}
+                          "temperature": result.meta.temperature, "settled": result.settled,
+                          "lambda": result.meta.metrics.get("chosen_lambda", lam)}
         print(f"{name}: {training[name]}", flush=True)
 
     models = {name: args.models / f"{name}.pt" for name in MODELS}
     models.update(calibration_variants(models["de-biased"], data, workflow))
+    if args.truth_trained:
+        models[TRUTH_TRAINED] = truth_trained_model(paths, args.models / "truth-trained.pt", args.epochs, args.reuse)
     comparison = compare_methods(paths.catalog, models, paths.truth, workflow=workflow, device="cpu")
     costs = {"degrade": degrade_cost(data, workflow), "tta": tta_cost(models["de-biased"], data)}
     report = {"survey": str(paths.root), "n_galaxies": int(len(data)) , "epochs": args.epochs,
@@ -99,6 +116,57 @@ def _survey(root: Path, n: int, seed: int):
     paths = simulate_survey(root, n=n, seed=seed, progress=False)
     print(f"simulated {n} galaxies in {time.perf_counter() - t0:.0f} s", flush=True)
     return paths
+
+
+TRUTH_TRAINED = "trained on the truth (ceiling)"
+
+
+def truth_trained_model(paths, out: Path, epochs: int, reuse: bool) -> Path:
+    """A biased-method network trained on the true classes instead of the labels (same rows, split, settings).
+
+    Not a method anyone can use: it shows how well the images alone can tell the classes
+    apart at this size, which bounds what the de-biased network can reach, and what the
+    catalog-level correction, reading the votes, is compared with. The catalog is copied
+    with each galaxy's vote fractions replaced by its true class (1 or 0).
+    """
+    import fitsio
+    import pandas as pd
+    import yaml
+
+    if reuse and out.exists():
+        return out
+    root = out.parent
+    table = fitsio.read(str(paths.catalog), ext=1)
+    truth = pd.read_parquet(paths.truth).set_index("OBJID")["TRUE_CLASS"]
+    spiral = truth.loc[table["OBJID"]].to_numpy() == "spiral"
+    table["P_CS"], table["P_EL"], table["P_DK"] = spiral, ~spiral, 0
+    fitsio.write(str(root / "catalog_truth.fits"), table, clobber=True)
+    workflow = yaml.safe_load(paths.workflow.read_text())
+    workflow["catalog"]["path"] = str((root / "catalog_truth.fits").resolve())
+    workflow["cutouts"]["root"] = str(paths.workflow.parent.resolve() / workflow["cutouts"]["root"])
+    (root / "workflow_truth.yaml").write_text(yaml.safe_dump(workflow))
+    train_model(root / "catalog_truth.fits", root / "workflow_truth.yaml", "biased", out, epochs=epochs,
+                progress=False, overwrite=True)
+    return out
+
+
+def recalibrate(path: Path, data, workflow) -> dict:
+    """Refit a checkpoint's temperature as training now does (``calibrate_on_validation``); rewrite it."""
+    import dataclasses
+
+    from relabel.model.calibration import calibrate_on_validation
+    from relabel.model.checkpoint import save_checkpoint
+
+    net, meta = load_checkpoint(path, "cpu")
+    bias = workflow.bias
+    calibration = calibrate_on_validation(net, data, np.flatnonzero(data.is_val), workflow, bias["log2_bins_int"],
+                                          bias["bins_obs"])
+    before = meta.temperature
+    meta.temperature = calibration.temperature
+    meta.metrics["calibration"] = dataclasses.asdict(calibration)
+    save_checkpoint(net, meta, path)
+    return {"recalibrated": True, "temperature_before": before, "temperature": calibration.temperature,
+            "calibration": dataclasses.asdict(calibration), "lambda": meta.metrics.get("chosen_lambda", meta.lam)}
 
 
 def calibration_variants(path: Path, data, workflow) -> dict[str, Path]:

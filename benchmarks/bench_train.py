@@ -194,9 +194,9 @@ def _train_one(catalog: Path, workflow, loader: CutoutLoader, args, method: str,
 def train_automatic(catalog: Path, workflow, loader: CutoutLoader, args) -> dict[str, tuple[Path, float]]:
     """The biased model and the de-biased model :func:`select_lambda` picks from the path ``--lambdas``.
 
-    ``select_lambda`` trains its own biased reference on the same rows with the
-    same seed and keeps only the chosen checkpoint, so the biased model is trained
-    here too, for the criteria. The chosen lambda is printed and recorded.
+    The biased model, trained first for the criteria, is also ``select_lambda``'s
+    reference (as ``relabel demo`` passes its own); only the chosen de-biased
+    checkpoint is kept. The chosen lambda is printed and recorded.
 
     Returns
     -------
@@ -210,7 +210,7 @@ def train_automatic(catalog: Path, workflow, loader: CutoutLoader, args) -> dict
     if not (args.reuse and path.exists()):
         select_lambda(catalog, workflow, path, path=args.lambdas, epochs=args.epochs, batch_size=args.batch_size,
                       seed=args.seed, val_fraction=args.val_fraction, device="auto", width=args.width,
-                      overwrite=True)
+                      overwrite=True, reference_model=out["biased"][0], data=loader.get())
     chosen = read_checkpoint(path)[1].metrics["chosen_lambda"]
     print(f"select_lambda picked lambda {chosen:g} from the path {' '.join(f'{x:g}' for x in args.lambdas)}",
           file=sys.stderr)

@@ -72,6 +72,22 @@ def _trends(trends: list[dict], target: str) -> list[str]:
             *items, "</ul></div>"]
 
 
+def _calibration(temperature: float | None, calibration: dict | None) -> str:
+    """One sentence: the probabilities' temperature and the galaxies it was fitted on."""
+    if temperature is None:
+        return ""
+    text = f"<p>Probabilities are divided by the temperature T = {temperature:.3g} before the softmax"
+    if not calibration or calibration.get("views") == "none":
+        return text + ".</p>"
+    text += (f", fitted on {calibration['n_galaxies']} best-observed confident validation galaxies "
+             f"{html.escape(calibration['views'])}")
+    if calibration.get("share_shift") is not None:
+        text += (f" (their predicted class shares moved by {calibration['share_shift']:.3f} when they were shown "
+                 f"at the survey's conditions; T there {calibration['temperature_conditions']:.3g}, as observed "
+                 f"{calibration['temperature_observed']:.3g})")
+    return text + ".</p>"
+
+
 def _training(training: dict) -> list[str]:
     """How the run's model was trained (lambda, its path, soft L) and the over-correction check."""
     check = training["over_correction"]
@@ -92,6 +108,7 @@ def _training(training: dict) -> list[str]:
                      f"{'settled' if training['settled'] else 'had not settled'} when it stopped. Soft L: "
                      f"{_fmt(soft['before'], 4)} without the bias term, {_fmt(soft['after'], 4)} with it "
                      f"({html.escape(soft['source'])}).</p>")
+        parts.append(_calibration(training.get("temperature"), training.get("calibration")))
         if selection:
             parts += _lambda_path(selection)
     parts += _agreement(training["agreement"], training.get("lambda_selection"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from relabel.catalog.reader import describe_catalog
 from relabel.config import Workflow, load_workflow
 from relabel.destination import check_output_file
 from relabel.errors import ConfigError
-from relabel.model.calibration import fit_validation_temperature
+from relabel.model.calibration import calibrate_on_validation
 from relabel.model.checkpoint import CheckpointMeta, save_checkpoint
 from relabel.model.device import autocast_for, choose_device
 from relabel.model.network import MorphologyCNN
@@ -180,8 +180,10 @@ def _select_and_save(catalog_path, workflow: Workflow, options: TrainOptions, ru
     run.model.eval()
     meta = _checkpoint_meta(catalog_path, workflow, data, split, options, run, best_epoch, guarded, settled,
                             stop_reason, device)
-    meta.temperature = fit_validation_temperature(run.model, data, split.val_rows, workflow, options.log2_bins_int,
-                                                  options.bins_obs)
+    calibration = calibrate_on_validation(run.model, data, split.val_rows, workflow, options.log2_bins_int,
+                                          options.bins_obs)
+    meta.temperature = calibration.temperature
+    meta.metrics["calibration"] = asdict(calibration)
     meta.augment = augment
     save_checkpoint(run.model, meta, path)
     log(f"best epoch {best_epoch} ({stop_reason}); checkpoint {path} sha256 {meta.content_hash[:12]}")

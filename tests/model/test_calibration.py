@@ -156,3 +156,53 @@ def test_validation_temperature_seen_at_the_survey_conditions_calibrates_the_who
     no_psf = dataclasses.replace(data, observables=data.observables.rename(columns={"PSF_FWHM": "SEEING"}))
     assert fit_validation_temperature(model, no_psf, rows, workflow, 1, 4) == best_only
     assert (apply_temperature(logits, survey).argmax(1) == logits.argmax(1)).all()
+
+
+class ReadsTheDegradation(torch.nn.Module):
+    """A toy network that calls a galaxy spiral when its colour says so or when its core is faint.
+
+    On the survey's own galaxies this is its colour rule; shrinking a well-resolved galaxy
+    (surface brightness kept, PSF widened) dims its core, which this network reads as
+    structure: the degraded views are not what it sees at those conditions.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(3.0), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        linear = torch.sinh(x.float())
+        centre = linear[:, :, 14:18, 14:18].mean(dim=(2, 3))
+        colour = torch.sign(centre[:, 1] - centre[:, 0])
+        faint_core = (centre.sum(dim=1) < 4.0).float()
+        logit = self.gain * torch.clamp(colour + 2.0 * faint_core, max=1.0)
+        return torch.stack([-logit / 2, logit / 2], dim=1)
+
+
+def test_degraded_views_that_change_the_class_shares_are_not_used_for_the_temperature():
+    from relabel.model.calibration import SHARE_SHIFT_TOLERANCE, calibrate_on_validation
+    from relabel.model.predict import predict_proba
+
+    data, workflow = toy_survey()
+    rows = np.arange(len(data))
+    # The toy whose degraded views keep its class shares: the views are used.
+    kept = calibrate_on_validation(AreaTimesColour(gain=0.05), data, rows, workflow, 1, 4)
+    assert kept.views == "survey conditions"
+    assert kept.share_shift <= SHARE_SHIFT_TOLERANCE
+    assert kept.temperature == kept.temperature_conditions != kept.temperature_observed
+    # The toy that reads the degradation as structure: on the best-observed galaxies as observed it follows
+    # the colour, degraded it calls many of them spiral; T is fitted on the galaxies as observed.
+    model = ReadsTheDegradation()
+    images = torch.from_numpy(data.images)
+    resolved = data.observables["RESOLUTION"].to_numpy() > np.quantile(data.observables["RESOLUTION"], 0.75)
+    as_observed = predict_proba(model, images[resolved]).argmax(1)
+    colour = predict_proba(AreaTimesColour(gain=1.0), images[resolved]).argmax(1)
+    assert (as_observed == colour).mean() > 0.95
+    rejected = calibrate_on_validation(model, data, rows, workflow, 1, 4)
+    assert rejected.views == "as observed"
+    assert rejected.share_shift > 2 * SHARE_SHIFT_TOLERANCE
+    assert rejected.temperature == rejected.temperature_observed
+    assert rejected.temperature_conditions > 1.5 * rejected.temperature_observed
+    # No degradation columns, or no draws: as observed, no shift measured.
+    plain = calibrate_on_validation(model, data, rows, workflow, 1, 4, draws=0)
+    assert (plain.views, plain.share_shift, plain.temperature) == ("as observed", None, rejected.temperature_observed)

@@ -101,6 +101,11 @@ def test_too_large_lambda_is_warned_about_against_the_biased_reference(runs, tmp
     page = (tmp_path / "report" / "report.html").read_text()
     assert "class='warning'" in page and "kept although the path rejected it" in page
     assert training["lambda_selection"]["kept_rejected"]
+    # how the temperature was fitted is on the page, as the checkpoint recorded it
+    calibration = training["calibration"]
+    assert calibration["views"] in ("survey conditions", "as observed") and calibration["n_galaxies"] > 0
+    assert training["temperature"] == pytest.approx(calibration["temperature"])
+    assert f"fitted on {calibration['n_galaxies']} best-observed confident validation galaxies" in page
 
 
 def test_too_large_lambda_without_reference_is_warned_about_by_the_fixed_floor(runs, tmp_path, capsys):
