@@ -45,7 +45,7 @@ from relabel.train.data import LabelledCutouts, load_labelled_cutouts
 from relabel.train.options import METHODS, TrainOptions, resolve_options, wants_automatic_lambda
 from relabel.train.penalty import BiasPenalty, label_reference, penalty_cells, penalty_loss
 from relabel.train.schedule import lambda_share, learning_rate_schedule
-from relabel.train.selection import GUARD_METRIC, select_epoch, settlement
+from relabel.train.selection import GUARD_METRIC, select_epoch, settled_epochs, settlement
 from relabel.train.split import SPLIT_SCHEME
 
 __all__ = ["METHODS", "GUARD_METRIC", "TrainResult", "train_model", "validation_metrics", "workflow_record"]
@@ -308,8 +308,12 @@ class _EpochLoop:
             self.history.append(record)
             self.states.append({k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
             self.log(_epoch_line(record, o.epochs))
-            best_epoch, _ = select_epoch(self.history, self.first_eligible, o.accuracy_tolerance)
-            if best_epoch is not None and epoch + 1 - best_epoch >= o.patience:
+            settled = _settled_stretch(self.history, o)
+            best_epoch, _ = select_epoch(self.history, self.first_eligible, o.accuracy_tolerance, settled)
+            # A de-biased run stops early only once settled: mid-swing, an epoch scoring worse than a chance one
+            # before it says nothing about the epochs to come (the learning rate is still falling).
+            waiting = o.method == "debiased" and (epoch + 1) not in settled
+            if best_epoch is not None and epoch + 1 - best_epoch >= o.patience and not waiting:
                 return f"no better validation criterion for {o.patience} epochs"
         return f"reached {o.epochs} epochs"
 
@@ -368,10 +372,19 @@ class _EpochLoop:
         return ce, bias_value, ce + lam_now * penalty_loss(bias_value, self.penalty_scale)
 
 
+def _settled_stretch(history: list[dict], options: TrainOptions) -> set[int] | None:
+    """For a de-biased run, the epochs that end a settled window (:func:`settled_epochs`); None otherwise."""
+    if options.method != "debiased":
+        return None
+    first_eligible = min(options.warmup_epochs + 1, options.epochs)
+    return settled_epochs(history, first_eligible, options.settle_window, options.settle_tolerance)
+
+
 def _select(history: list[dict], options: TrainOptions) -> tuple[int, bool, dict]:
     """The kept epoch, whether the collapse guard passed, and the run's settlement; warns on either failing."""
     first_eligible = min(options.warmup_epochs + 1, options.epochs) if options.method == "debiased" else 1
-    best_epoch, guarded = select_epoch(history, first_eligible, options.accuracy_tolerance)
+    best_epoch, guarded = select_epoch(history, first_eligible, options.accuracy_tolerance,
+                                       _settled_stretch(history, options))
     if best_epoch is None:
         # The loop stops on patience only once an eligible epoch exists, and otherwise runs every epoch.
         raise RuntimeError(f"no epoch reached the first eligible one ({first_eligible}) in {len(history)} epochs")

@@ -9,13 +9,17 @@ import numpy as np
 GUARD_METRIC = "val_balanced_accuracy"
 
 
-def select_epoch(history: list[dict], first_eligible: int, accuracy_tolerance: float) -> tuple[int | None, bool]:
+def select_epoch(history: list[dict], first_eligible: int, accuracy_tolerance: float,
+                 settled_only: set[int] | None = None) -> tuple[int | None, bool]:
     """The epoch (1-based) with the lowest validation criterion among the eligible ones, and whether any was.
 
     Eligible: from ``first_eligible`` on, with the collapse-guard accuracy (``GUARD_METRIC``) at
     least the run's best minus ``accuracy_tolerance``. Marks each record's
     ``eligible``. When none is, falls back to the epoch from ``first_eligible`` on
     with the best guard accuracy (None before that epoch is reached) and returns False.
+    With ``settled_only`` (:func:`settled_epochs`), the choice is made among the eligible
+    epochs in it when there are any: an epoch of a stretch where the class balance had
+    settled, rather than one that scored well in the middle of a swing.
 
     Why: a model predicting one class has L = 0 and balanced accuracy 0.5, and must
     not win on L; a de-biased model legitimately disagrees with the labels of
@@ -51,6 +55,8 @@ def select_epoch(history: list[dict], first_eligible: int, accuracy_tolerance: f
     for h in history:
         h["eligible"] = bool(h["epoch"] >= first_eligible and h[GUARD_METRIC] >= top - accuracy_tolerance)
     eligible = [h for h in candidates if h["eligible"]]
+    if settled_only and any(h["epoch"] in settled_only for h in eligible):
+        eligible = [h for h in eligible if h["epoch"] in settled_only]
     if eligible:
         return min(eligible, key=lambda h: (h["criterion"], h["epoch"]))["epoch"], True
     if not candidates:
@@ -102,3 +108,29 @@ def settlement(history: list[dict], first_eligible: int, window: int, tolerance:
     accuracy_swing = float(guard.max() - guard.min())
     settled = bool(share_swing <= tolerance and accuracy_swing <= tolerance)
     return {**out, "settled": settled, "class_share_swing": share_swing, "accuracy_swing": accuracy_swing}
+
+
+def settled_epochs(history: list[dict], first_eligible: int, window: int, tolerance: float) -> set[int]:
+    """The epochs at which the run had settled: :func:`settlement` of the history up to each of them.
+
+    Parameters
+    ----------
+    history : list of dict
+        Per-epoch records, as for :func:`settlement`.
+    first_eligible, window, tolerance
+        As for :func:`settlement`.
+
+    Returns
+    -------
+    set of int
+        Epochs (1-based) that end a settled window of ``window`` epochs from ``first_eligible`` on.
+
+    Examples
+    --------
+    >>> h = [{"epoch": e, "val_fractions": [60 - s, 40 + s], GUARD_METRIC: 0.9}
+    ...      for e, s in [(1, 0), (2, 30), (3, -20), (4, 1), (5, 2), (6, 1)]]
+    >>> sorted(settled_epochs(h, 1, 3, 0.05))
+    [6]
+    """
+    return {h["epoch"] for k, h in enumerate(history)
+            if settlement(history[:k + 1], first_eligible, window, tolerance)["settled"]}

@@ -280,3 +280,20 @@ def test_a_run_that_stops_before_it_settles_is_flagged(toy_models, tmp_path, cap
         s = model.meta.metrics["settlement"]
         assert model.meta.metrics["settled"] == s["settled"] == (s["class_share_swing"] <= 0.05
                                                                  and s["accuracy_swing"] <= 0.05)
+
+
+def test_patience_does_not_stop_a_debiased_run_that_has_not_settled(toy_models, tmp_path):
+    root = toy_models[0]
+    # patience 1 stops a run at the first epoch without a better criterion; an unsettled de-biased run goes on.
+    kwargs = dict(epochs=7, warmup_epochs=2, width=8, progress=False, patience=1, settle_window=3)
+    strict = train_model(root / "catalog.fits", root / "workflow.yaml", "debiased", tmp_path / "strict.pt",
+                         settle_tolerance=-1.0, **kwargs)
+    assert len(strict.history) == 7 and strict.stop_reason == "reached 7 epochs"
+    assert not strict.settled  # a negative tolerance: no swing is small enough, so it never settles nor stops early
+    # The same run with a loose tolerance settles as soon as it has three epochs at full lambda, and may stop.
+    loose = train_model(root / "catalog.fits", root / "workflow.yaml", "debiased", tmp_path / "loose.pt",
+                        settle_tolerance=1.0, **kwargs)
+    settled_from = 2 + 3  # warm-up, then a window of three epochs
+    assert loose.settled and loose.best_epoch >= settled_from
+    if loose.stop_reason.startswith("no better"):
+        assert len(loose.history) >= settled_from

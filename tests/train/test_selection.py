@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from relabel.train.selection import GUARD_METRIC, select_epoch, settlement
+from relabel.train.selection import GUARD_METRIC, select_epoch, settled_epochs, settlement
 
 
 def _history(spiral_counts, guards, total=100):
@@ -53,3 +53,17 @@ def test_select_epoch_keeps_its_guard():
     for h, criterion in zip(history, [0.5, 0.0, 0.3]):  # epoch 2 collapsed: the best criterion, but not eligible
         h["criterion"] = criterion
     assert select_epoch(history, 1, 0.05) == (3, True)
+
+
+def test_the_kept_epoch_comes_from_a_settled_stretch_when_there_is_one():
+    # Issue 15's full-size run: epoch 3 scores best by chance in the middle of a swing; epochs 7-9 are steady.
+    history = _history([60, 60, 58, 30, 70, 45, 61, 60, 61], [0.9] * 9)
+    for h, c in zip(history, [0.9, 0.5, 0.20, 0.60, 0.55, 0.40, 0.26, 0.25, 0.24]):
+        h["criterion"] = c
+    settled = settled_epochs(history, first_eligible=3, window=3, tolerance=0.05)
+    assert settled == {9}
+    assert select_epoch(history, 3, 0.1)[0] == 3  # the lottery
+    assert select_epoch(history, 3, 0.1, settled) == (9, True)
+    # No settled epoch passes the guard: the choice falls back to every eligible epoch.
+    assert select_epoch(history, 3, 0.1, set()) == (3, True)
+    assert select_epoch(history, 3, 0.1, {1}) == (3, True)  # epoch 1 is before the first eligible one
