@@ -312,7 +312,7 @@ class _EpochLoop:
             best_epoch, _ = select_epoch(self.history, self.first_eligible, o.accuracy_tolerance, settled)
             # A de-biased run stops early only once settled: mid-swing, an epoch scoring worse than a chance one
             # before it says nothing about the epochs to come (the learning rate is still falling).
-            waiting = o.method == "debiased" and (epoch + 1) not in settled
+            waiting = settled is not None and (epoch + 1) not in settled
             if best_epoch is not None and epoch + 1 - best_epoch >= o.patience and not waiting:
                 return f"no better validation criterion for {o.patience} epochs"
         return f"reached {o.epochs} epochs"
