@@ -187,6 +187,7 @@ def _select_and_save(catalog_path, workflow: Workflow, options: TrainOptions, ru
     meta.augment = augment
     save_checkpoint(run.model, meta, path)
     log(f"best epoch {best_epoch} ({stop_reason}); checkpoint {path} sha256 {meta.content_hash[:12]}")
+    log(_calibration_line(calibration))
     seconds = float(np.mean([h["seconds"] for h in run.history]))
     return TrainResult(path=path, meta=meta, history=run.history, best_epoch=best_epoch, seconds_per_epoch=seconds,
                        stop_reason=stop_reason, model=run.model)
@@ -370,6 +371,18 @@ class _EpochLoop:
         if self.penalty_scale is None:
             self.penalty_scale = max(float(bias_value.detach()), 1e-3)
         return ce, bias_value, ce + lam_now * penalty_loss(bias_value, self.penalty_scale)
+
+
+def _calibration_line(calibration) -> str:
+    """One line: the temperature, what it was fitted on, and the class-share shift that decided it."""
+    line = f"temperature {calibration.temperature:.3g}"
+    if calibration.views == "none":
+        return line + " (no confident validation labels in the best-observed bins)"
+    line += f", fitted on {calibration.n_galaxies} best-observed confident validation galaxies {calibration.views}"
+    if calibration.share_shift is not None:
+        line += (f" (class shares moved by {calibration.share_shift:.3f} at the survey's conditions; "
+                 f"T there {calibration.temperature_conditions:.3g})")
+    return line
 
 
 def _settled_stretch(history: list[dict], options: TrainOptions) -> set[int] | None:

@@ -274,7 +274,12 @@ def test_a_run_that_stops_before_it_settles_is_flagged(toy_models, tmp_path, cap
     saved = load_checkpoint(result.path)[1].metrics
     assert saved["settled"] is False and not result.settled
     assert saved["settlement"]["epochs_seen"] == 2 and saved["settlement"]["window"] == 3
-    assert "training had not settled when it stopped" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "training had not settled when it stopped" in err
+    # The temperature's line says what it was fitted on, as the checkpoint records it.
+    calibration = saved["calibration"]
+    assert (f"temperature {calibration['temperature']:.3g}, fitted on {calibration['n_galaxies']} best-observed "
+            f"confident validation galaxies {calibration['views']}") in err
     # Every run records its settlement, computed from its own history.
     for model in toy_models[1:]:
         s = model.meta.metrics["settlement"]
