@@ -273,8 +273,7 @@ class _EpochLoop:
         self.history: list[dict] = []
         self.states: list[dict] = []  # every epoch's weights (a few MB each): the best one is only known at the end
         self.step_seconds: list[float] = []
-        # The penalty is at full strength from epoch warmup_epochs + 1; a run that short keeps its last epoch.
-        self.first_eligible = min(options.warmup_epochs + 1, options.epochs) if penalty is not None else 1
+        self.first_eligible = _first_eligible(options)
 
     def run(self, progress: bool) -> str:
         """Train until ``epochs`` or until patience runs out; returns why it stopped.
@@ -385,17 +384,22 @@ def _calibration_line(calibration) -> str:
     return line
 
 
+def _first_eligible(options: TrainOptions) -> int:
+    """First epoch (1-based) that may be kept: a de-biased run's penalty is at full strength from warm-up + 1
+    (a run that short keeps its last epoch); a biased run's from its first."""
+    return min(options.warmup_epochs + 1, options.epochs) if options.method == "debiased" else 1
+
+
 def _settled_stretch(history: list[dict], options: TrainOptions) -> set[int] | None:
     """For a de-biased run, the epochs that end a settled window (:func:`settled_epochs`); None otherwise."""
     if options.method != "debiased":
         return None
-    first_eligible = min(options.warmup_epochs + 1, options.epochs)
-    return settled_epochs(history, first_eligible, options.settle_window, options.settle_tolerance)
+    return settled_epochs(history, _first_eligible(options), options.settle_window, options.settle_tolerance)
 
 
 def _select(history: list[dict], options: TrainOptions) -> tuple[int, bool, dict]:
     """The kept epoch, whether the collapse guard passed, and the run's settlement; warns on either failing."""
-    first_eligible = min(options.warmup_epochs + 1, options.epochs) if options.method == "debiased" else 1
+    first_eligible = _first_eligible(options)
     best_epoch, guarded = select_epoch(history, first_eligible, options.accuracy_tolerance,
                                        _settled_stretch(history, options))
     if best_epoch is None:
