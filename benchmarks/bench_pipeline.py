@@ -318,6 +318,11 @@ def _warm_worker(model: str, batch_size: int) -> None:
     from relabel.run.inference import cached_model, configure_torch_threads
 
     configure_torch_threads()
+    from relabel import settings
+    from relabel.cutouts import reader_process
+
+    if settings.get("cutting") == "process":  # the reading child starts once per worker, like the model loads
+        reader_process.prestart()
     net, meta = cached_model(model)
     x = torch.zeros((batch_size, len(meta.bands), meta.size, meta.size)).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():

@@ -2,8 +2,9 @@
 
 The model is loaded once per process and kept (keyed by the checkpoint's content hash),
 so a worker pays the load once however many shards it runs. The next batch's cutouts
-are read in a background thread while the current batch is in the network: fitsio
-and torch both release the GIL for their heavy work.
+are read while the current batch is in the network, by the source's child processes
+(:mod:`relabel.cutouts.reader_process`: fitsio keeps the GIL while it reads, which
+would stall the forward pass) or, with ``relabel.cutting: thread``, in a background thread.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,12 +218,14 @@ def predict_rows(
         return cut, time.perf_counter() - t0
 
     batch = np.zeros((batch_size, len(meta.bands), meta.size, meta.size), dtype=np.float32)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load, chunks[0])
+    # As many reads in flight as the source runs at once (its child processes), beside the batch in use.
+    depth = max(1, int(getattr(source, "parallel_reads", 1)))
+    with ThreadPoolExecutor(max_workers=depth) as pool:
+        pending = deque(pool.submit(load, chunk) for chunk in chunks[:depth])
         for k, index in enumerate(chunks):
-            cut, t_read = pending.result()
-            if k + 1 < len(chunks):
-                pending = pool.submit(load, chunks[k + 1])
+            cut, t_read = pending.popleft().result()
+            if k + depth < len(chunks):
+                pending.append(pool.submit(load, chunks[k + depth]))
             timings["read_cutouts"] += t_read
             status[index] = cut.status
             if cut.coverage is not None:

@@ -22,7 +22,7 @@ from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.missing import as_numpy_columns, missing_mask, null_where
 from relabel.catalog.reader import open_catalog
 from relabel.config import Workflow
-from relabel.cutouts.sources import open_cutout_source
+from relabel.cutouts.reader_process import open_reader, reading_processes
 from relabel.output_columns import probability_column, spread_column
 from relabel.run.inference import cached_model, configure_torch_threads, predict_rows
 from relabel.run.output import METADATA_KEY, shard_path, write_table_atomic
@@ -160,7 +160,8 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     -------
     dict
         ``shard`` (name), ``rows``, ``status`` (counts), ``seconds`` per step, ``host``, ``pid``,
-        ``slurm_job_id`` (None outside SLURM) and ``device``.
+        ``slurm_job_id`` (None outside SLURM), ``device`` and ``reading_processes`` (child processes
+        that cut the stamps; 0: a thread of the worker).
 
     Raises
     ------
@@ -168,7 +169,7 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
         The checkpoint changed since the run was planned.
     """
     t_start = time.perf_counter()
-    configure_torch_threads()
+    cores = configure_torch_threads()
     workflow = ctx.workflow
     catalog = open_catalog(ctx.catalog, ctx.hdu)
     columns = list(ctx.catalog_columns)
@@ -183,8 +184,11 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     status[~_valid_coordinates(rows, workflow)] = st.BAD_COORDINATES
     # A shard packing several survey images tells the source each row's image (by catalog row number).
     image = shard.image if shard.images is None else pd.Series(shard.row_images(), index=shard.row_numbers())
-    with open_cutout_source(workflow, meta.size, len(meta.bands), image=image) as source:
+    device = next(model.parameters()).device
+    readers = reading_processes(cores, device.type == "cuda")
+    with open_reader(workflow, meta.size, len(meta.bands), image, ctx.batch_size, processes=readers) as source:
         pred = predict_rows(rows, source, model, meta, ctx.batch_size, status, tta=ctx.tta)
+        readers = getattr(source, "parallel_reads", 0)
     t_pred = time.perf_counter()
 
     frame = _output_frame(rows, pred.probabilities, pred.status, ctx, pred.coverage, pred.std)
@@ -204,7 +208,8 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "device": str(next(model.parameters()).device),
+        "device": str(device),
+        "reading_processes": readers,
     }
 
 

@@ -1,0 +1,352 @@
+"""Cutting stamps in a child process, so that reading never stalls the forward pass.
+
+fitsio (cfitsio) keeps the GIL for the whole of each call: opening a file, reading a
+section, decompressing a block of a tile-compressed image. The forward pass needs the
+GIL between its operations, so a read-ahead *thread* in the worker stalls the network
+for as long as it reads. Measured on the development machine (2 cores, torch on one
+thread, the other core free; ``docs/benchmarks.md``, "Reading beside the forward pass"):
+a thread decompressing RICE_1 blocks without pause brought a forward pass from 1,578 to
+8 images/s, a thread opening per-galaxy FITS files to 25, one reading tile sections to
+740, while a thread running zlib or astropy's decoder, which let go of the GIL, left it
+at 1,500-1,600. So each shard hands its reading to a child process: a fresh Python
+(``python -m relabel.cutouts.reader_process``) that imports no torch, opens the shard's
+cutout source, and answers ``read(rows)`` requests over a socket. Stamps come back
+through two memory-mapped buffers in shared memory (``/dev/shm`` where it exists), not
+through pickling; each read alternates between them, so one batch can be read while the
+previous one is normalised.
+
+A child is started once and reused by every shard its worker process runs (one child per
+shard running at once); it exits when its parent closes the socket or dies. A child that
+dies mid-read (cfitsio crashing on a corrupt file) becomes a :class:`ReaderProcessError`
+naming the source; the worker itself survives.
+
+``relabel.cutting`` (Dask configuration; ``process`` by default) chooses this, or
+``thread`` for the in-process read-ahead thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from relabel.cutouts.sources import Cutouts, CutoutSource, open_cutout_source
+
+#: Two buffers: the batch being read and the one the caller still uses.
+SLOTS = 2
+
+
+class ReaderProcessError(RuntimeError):
+    """The child process reading cutouts died or could not start."""
+
+
+def _buffer_dir(nbytes: int) -> str | None:
+    """``/dev/shm`` when it has room for the buffers twice over, else the temporary folder.
+
+    A container's ``/dev/shm`` is often 64 MB, and writing past its end kills the writer
+    with SIGBUS; a file in the temporary folder stays in the page cache just as well.
+    """
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    free = stats.f_bavail * stats.f_frsize
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) and free >= 2 * nbytes else None
+
+
+class _Child:
+    """One child process and its end of the socket."""
+
+    def __init__(self) -> None:
+        parent_end, child_end = socket.socketpair()
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relabel.cutouts.reader_process", str(child_end.fileno())],
+            pass_fds=(child_end.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        child_end.close()
+        self.conn = Connection(parent_end.detach())
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def call(self, message: tuple, what: str) -> Any:
+        """Send one request and return its answer; re-raise the child's exception."""
+        try:
+            self.conn.send(message)
+            kind, value = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            code = self.process.poll()
+            raise ReaderProcessError(f"the cutout reader process died while {what} "
+                                     f"(exit code {code}); the worker is unharmed") from exc
+        if kind == "error":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+_IDLE: list[_Child] = []
+_LOCK = threading.Lock()
+
+
+def _take_child() -> _Child:
+    with _LOCK:
+        while _IDLE:
+            child = _IDLE.pop()
+            if child.alive:
+                return child
+    return _Child()
+
+
+def _give_back(child: _Child) -> None:
+    if child.alive:
+        with _LOCK:
+            _IDLE.append(child)
+
+
+def prestart(n: int = 1) -> None:
+    """Start ``n`` idle child processes now (about a second each), e.g. while a worker warms up.
+
+    Parameters
+    ----------
+    n : int
+        Children to start.
+    """
+    for _ in range(n):
+        _give_back(_Child())
+
+
+def stop_children() -> None:
+    """Stop every idle child process of this process (they also stop on their own when it exits)."""
+    with _LOCK:
+        children, _IDLE[:] = list(_IDLE), []
+    for child in children:
+        child.stop()
+
+
+class ProcessCutoutSource(CutoutSource):
+    """A cutout source whose reads run in child processes; use as a context manager.
+
+    Same contract as the source :func:`relabel.cutouts.sources.open_cutout_source` returns:
+    ``read(rows)`` gives :class:`Cutouts` in row order, faults as statuses. With ``processes``
+    children, up to that many reads run at once (:attr:`parallel_reads`), each in a free child.
+    The images of a read are a view of one of ``processes + 1`` shared buffers, used in turn:
+    valid while at most ``processes`` further reads have been made, which is what a caller
+    keeping ``processes`` reads in flight beside the batch it uses needs.
+
+    Parameters
+    ----------
+    workflow : relabel.config.Workflow
+    size, n_bands : int, optional
+        As for :func:`relabel.cutouts.sources.open_cutout_source`.
+    image : str or pandas.Series, optional
+        Layout ``images``: the image (template) of every row, or of each row by catalog row number.
+    batch_size : int
+        Most rows a single read asks for.
+    processes : int
+        Child processes reading at once.
+
+    Raises
+    ------
+    ConfigError, CutoutError
+        As the in-process source would, raised in the child and passed on.
+    ReaderProcessError
+        A child died.
+    """
+
+    def __init__(self, workflow, size: int | None = None, n_bands: int | None = None,
+                 image: str | pd.Series | None = None, batch_size: int = 256, processes: int = 1):
+        spec = workflow.cutouts
+        super().__init__(spec, size, n_bands)
+        self.parallel_reads = max(1, int(processes))
+        self._shape = (int(batch_size), self.n_bands, self.size, self.size)
+        nbytes = int(np.prod(self._shape)) * 4
+        self._paths: list[Path] = []
+        self._buffers: list[np.memmap] = []
+        self._children: list[_Child] = []
+        self._free: queue.SimpleQueue[_Child] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._calls = 0
+        try:
+            folder = _buffer_dir(nbytes * (self.parallel_reads + 1))
+            for _ in range(self.parallel_reads + 1):
+                handle, name = tempfile.mkstemp(prefix="relabel-cutouts-", suffix=".f32", dir=folder)
+                os.close(handle)
+                self._paths.append(Path(name))
+                os.truncate(name, nbytes)
+                self._buffers.append(np.memmap(name, dtype=np.float32, mode="r+", shape=self._shape))
+            for _ in range(self.parallel_reads):
+                child = _take_child()
+                self._children.append(child)
+                self.columns = tuple(child.call(
+                    ("open", workflow, size, n_bands, image, [str(p) for p in self._paths], self._shape),
+                    f"opening the {spec.layout} cutouts"))
+                self._free.put(child)
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, rows: pd.DataFrame) -> Cutouts:
+        """The cutouts of ``rows`` (at most ``batch_size``), read by a free child process.
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Rows holding :attr:`columns`.
+
+        Returns
+        -------
+        Cutouts
+            ``images`` is a view of a shared buffer, overwritten ``processes + 1`` reads later.
+        """
+        if len(rows) > self._shape[0]:
+            raise ValueError(f"{len(rows)} rows in one read: at most {self._shape[0]} (the batch size)")
+        if not self._children:
+            raise ReaderProcessError("the cutout source is closed")
+        with self._lock:
+            slot, self._calls = self._calls % len(self._buffers), self._calls + 1
+        child = self._free.get()
+        try:
+            status, coverage = child.call(("read", rows, slot), f"reading {len(rows)} cutouts")
+        finally:
+            self._free.put(child)
+        return Cutouts(self._buffers[slot][:len(rows)], status, coverage)
+
+    def close(self) -> None:
+        """Close the children's sources and give the children back for the next shard."""
+        children, self._children = self._children, []
+        for child in children:
+            try:
+                child.call(("close",), "closing its cutouts")
+                _give_back(child)
+            except Exception:
+                child.stop()
+        self._buffers = []
+        for path in self._paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def reading_processes(cores: int, on_gpu: bool, configured: int | None = None) -> int:
+    """How many child processes read a shard's cutouts at once.
+
+    On a CPU the network and the reading share the cores, so one child is enough to keep
+    reading off the GIL; on a GPU the cores are free for cutting, so all but one read.
+
+    Parameters
+    ----------
+    cores : int
+        Cores the shard may use (its share of the worker's).
+    on_gpu : bool
+        The forward pass runs on a GPU.
+    configured : int, optional
+        ``relabel.cutting-processes`` when set (wins).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    from relabel import settings
+
+    configured = settings.get("cutting-processes", configured)
+    if configured:
+        return max(1, int(configured))
+    return max(1, int(cores) - 1) if on_gpu else 1
+
+
+def open_reader(workflow, size: int | None = None, n_bands: int | None = None,
+                image: str | pd.Series | None = None, batch_size: int = 256,
+                where: str | None = None, processes: int = 1) -> CutoutSource:
+    """The shard's cutout source: read in child processes (``process``) or in this one (``thread``).
+
+    Parameters
+    ----------
+    workflow : relabel.config.Workflow
+    size, n_bands : int, optional
+    image : str or pandas.Series, optional
+        As for :func:`relabel.cutouts.sources.open_cutout_source`.
+    batch_size : int
+        Most rows a single read asks for.
+    where : {"process", "thread"}, optional
+        Default ``relabel.cutting`` from the Dask configuration.
+    processes : int
+        Child processes reading at once (``process``; see :func:`reading_processes`).
+
+    Returns
+    -------
+    CutoutSource
+        A context manager.
+
+    Raises
+    ------
+    ValueError
+        ``where`` is neither.
+    """
+    from relabel import settings
+
+    where = settings.get("cutting", where)
+    if where == "process":
+        return ProcessCutoutSource(workflow, size, n_bands, image, batch_size, processes)
+    if where == "thread":
+        return open_cutout_source(workflow, size, n_bands, image=image)
+    raise ValueError(f"relabel.cutting is {where!r}: expected 'process' or 'thread'")
+
+
+def _serve(conn: Connection) -> None:
+    """The child's loop: open a source, read into the shared buffers, close; until the parent goes."""
+    source, buffers = None, []
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        try:
+            kind = message[0]
+            if kind == "open":
+                _, workflow, size, n_bands, image, paths, shape = message
+                if source is not None:
+                    source.__exit__(None, None, None)
+                source = open_cutout_source(workflow, size, n_bands, image=image).__enter__()
+                buffers = [np.memmap(p, dtype=np.float32, mode="r+", shape=tuple(shape)) for p in paths]
+                reply: tuple = ("ok", tuple(source.columns))
+            elif kind == "read":
+                _, rows, slot = message
+                if source is None:
+                    raise ReaderProcessError("read before open")
+                cut = source.read(rows)
+                buffers[slot][:len(rows)] = cut.images
+                reply = ("ok", (cut.status, cut.coverage))
+            else:  # close
+                if source is not None:
+                    source.__exit__(None, None, None)
+                source, buffers = None, []
+                reply = ("ok", None)
+        except Exception as exc:  # passed on to the parent, which raises it in the shard
+            reply = ("error", exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an exception that does not pickle still reaches the parent, as text
+            conn.send(("error", ReaderProcessError(f"{type(reply[1]).__name__}: {reply[1]} ({exc})")))
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))
