@@ -163,6 +163,10 @@ class ProcessCutoutSource(CutoutSource):
         Most rows a single read asks for.
     processes : int
         Child processes reading at once.
+    normalisation : dict, optional
+        The checkpoint's normalisation: the children apply it (:func:`relabel.model.normalise`)
+        and write channels-last memory (what the network reads), so the worker's own thread
+        neither normalises nor reorders; :attr:`Cutouts.normalised` says so.
 
     Raises
     ------
@@ -173,14 +177,17 @@ class ProcessCutoutSource(CutoutSource):
     """
 
     def __init__(self, workflow, size: int | None = None, n_bands: int | None = None,
-                 image: str | pd.Series | None = None, batch_size: int = 256, processes: int = 1):
+                 image: str | pd.Series | None = None, batch_size: int = 256, processes: int = 1,
+                 normalisation: dict | None = None):
         spec = workflow.cutouts
         super().__init__(spec, size, n_bands)
         self.parallel_reads = max(1, int(processes))
-        self._shape = (int(batch_size), self.n_bands, self.size, self.size)
+        # Stored channels-last (n, H, W, bands) and seen as (n, bands, H, W): the layout the network reads.
+        self._shape = (int(batch_size), self.size, self.size, self.n_bands)
+        self._normalisation = normalisation
         nbytes = int(np.prod(self._shape)) * 4
         self._paths: list[Path] = []
-        self._buffers: list[np.memmap] = []
+        self._buffers: list[np.ndarray] = []
         self._children: list[_Child] = []
         self._free: queue.SimpleQueue[_Child] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -192,12 +199,13 @@ class ProcessCutoutSource(CutoutSource):
                 os.close(handle)
                 self._paths.append(Path(name))
                 os.truncate(name, nbytes)
-                self._buffers.append(np.memmap(name, dtype=np.float32, mode="r+", shape=self._shape))
+                self._buffers.append(_as_nchw(np.memmap(name, dtype=np.float32, mode="r+", shape=self._shape)))
             for _ in range(self.parallel_reads):
                 child = _take_child()
                 self._children.append(child)
                 self.columns = tuple(child.call(
-                    ("open", workflow, size, n_bands, image, [str(p) for p in self._paths], self._shape),
+                    ("open", workflow, size, n_bands, image, [str(p) for p in self._paths], self._shape,
+                     normalisation),
                     f"opening the {spec.layout} cutouts"))
                 self._free.put(child)
         except BaseException:
@@ -228,7 +236,7 @@ class ProcessCutoutSource(CutoutSource):
             status, coverage = child.call(("read", rows, slot), f"reading {len(rows)} cutouts")
         finally:
             self._free.put(child)
-        return Cutouts(self._buffers[slot][:len(rows)], status, coverage)
+        return Cutouts(self._buffers[slot][:len(rows)], status, coverage, normalised=self._normalisation is not None)
 
     def close(self) -> None:
         """Close the children's sources and give the children back for the next shard."""
@@ -275,7 +283,7 @@ def reading_processes(cores: int, on_gpu: bool, configured: int | None = None) -
 
 def open_reader(workflow, size: int | None = None, n_bands: int | None = None,
                 image: str | pd.Series | None = None, batch_size: int = 256,
-                where: str | None = None, processes: int = 1) -> CutoutSource:
+                where: str | None = None, processes: int = 1, normalisation: dict | None = None) -> CutoutSource:
     """The shard's cutout source: read in child processes (``process``) or in this one (``thread``).
 
     Parameters
@@ -290,6 +298,8 @@ def open_reader(workflow, size: int | None = None, n_bands: int | None = None,
         Default ``relabel.cutting`` from the Dask configuration.
     processes : int
         Child processes reading at once (``process``; see :func:`reading_processes`).
+    normalisation : dict, optional
+        ``process``: the checkpoint's normalisation, applied by the children.
 
     Returns
     -------
@@ -305,15 +315,21 @@ def open_reader(workflow, size: int | None = None, n_bands: int | None = None,
 
     where = settings.get("cutting", where)
     if where == "process":
-        return ProcessCutoutSource(workflow, size, n_bands, image, batch_size, processes)
+        return ProcessCutoutSource(workflow, size, n_bands, image, batch_size, processes, normalisation)
     if where == "thread":
         return open_cutout_source(workflow, size, n_bands, image=image)
     raise ValueError(f"relabel.cutting is {where!r}: expected 'process' or 'thread'")
 
 
+def _as_nchw(channels_last: np.ndarray) -> np.ndarray:
+    return channels_last.transpose(0, 3, 1, 2)
+
+
 def _serve(conn: Connection) -> None:
     """The child's loop: open a source, read into the shared buffers, close; until the parent goes."""
-    source, buffers = None, []
+    from relabel.model.normalisation import normalise
+
+    source, buffers, normalisation = None, [], None
     while True:
         try:
             message = conn.recv()
@@ -322,18 +338,23 @@ def _serve(conn: Connection) -> None:
         try:
             kind = message[0]
             if kind == "open":
-                _, workflow, size, n_bands, image, paths, shape = message
+                _, workflow, size, n_bands, image, paths, shape, normalisation = message
                 if source is not None:
                     source.__exit__(None, None, None)
                 source = open_cutout_source(workflow, size, n_bands, image=image).__enter__()
-                buffers = [np.memmap(p, dtype=np.float32, mode="r+", shape=tuple(shape)) for p in paths]
+                buffers = [_as_nchw(np.memmap(p, dtype=np.float32, mode="r+", shape=tuple(shape))) for p in paths]
                 reply: tuple = ("ok", tuple(source.columns))
             elif kind == "read":
                 _, rows, slot = message
                 if source is None:
                     raise ReaderProcessError("read before open")
                 cut = source.read(rows)
-                buffers[slot][:len(rows)] = cut.images
+                view = buffers[slot][:len(rows)]
+                if normalisation is None:
+                    view[...] = cut.images
+                else:
+                    normalise(cut.images, normalisation, out=view)
+                    view[~cut.usable] = 0
                 reply = ("ok", (cut.status, cut.coverage))
             else:  # close
                 if source is not None:

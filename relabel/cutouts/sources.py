@@ -32,6 +32,7 @@ class Cutouts:
     images: np.ndarray  # float32 (n, bands, size, size)
     status: np.ndarray  # object array of status names
     coverage: np.ndarray | None = None  # float32 (n,): share of each stamp on its survey image (layout "images")
+    normalised: bool = False  # images already normalised (by a reading process), unusable rows zero
 
     @property
     def usable(self) -> np.ndarray:

@@ -217,7 +217,8 @@ def predict_rows(
         cut = source.read(located.iloc[index])
         return cut, time.perf_counter() - t0
 
-    batch = np.zeros((batch_size, len(meta.bands), meta.size, meta.size), dtype=np.float32)
+    # Channels-last memory seen as (n, bands, H, W): the layout the network reads, so no reordering copy.
+    batch = np.zeros((batch_size, meta.size, meta.size, len(meta.bands)), dtype=np.float32).transpose(0, 3, 1, 2)
     # As many reads in flight as the source runs at once (its child processes), beside the batch in use.
     depth = max(1, int(getattr(source, "parallel_reads", 1)))
     with ThreadPoolExecutor(max_workers=depth) as pool:
@@ -231,21 +232,33 @@ def predict_rows(
             if cut.coverage is not None:
                 coverage[index] = cut.coverage
             if cut.usable.any():
-                _predict_batch(cut.images, cut.usable, index, batch, model, meta, tta, probs, spread, timings)
+                _predict_batch(cut, index, batch, model, meta, tta, probs, spread, timings)
     return Predictions(probs, status, timings, coverage=coverage, std=spread)
 
 
-def _predict_batch(images: np.ndarray, good: np.ndarray, index: np.ndarray, batch: np.ndarray,
-                   model: torch.nn.Module, meta: CheckpointMeta, tta: bool, probs: np.ndarray,
-                   spread: np.ndarray | None, timings: dict[str, float]) -> None:
-    """Normalise the usable cutouts into ``batch``, predict, and fill their rows of ``probs`` (and ``spread``)."""
+def _predict_batch(cut, index: np.ndarray, batch: np.ndarray, model: torch.nn.Module, meta: CheckpointMeta,
+                   tta: bool, probs: np.ndarray, spread: np.ndarray | None, timings: dict[str, float]) -> None:
+    """Normalise the usable cutouts into ``batch``, predict, and fill their rows of ``probs`` (and ``spread``).
+
+    Cutouts a reading process already normalised into channels-last memory go to the network
+    as they are when they fill the batch; otherwise they are copied into ``batch`` and padded.
+    """
     t0 = time.perf_counter()
+    good = cut.usable
     k = int(good.sum())
-    normalise(images if k == len(good) else images[good], meta.normalisation, out=batch[:k])
-    batch[k:] = 0  # padding: the forward pass always sees batch_size images
+    if cut.normalised and k == len(batch):
+        x_host = cut.images
+    else:
+        images = cut.images if k == len(good) else cut.images[good]
+        if cut.normalised:
+            batch[:k] = images
+        else:
+            normalise(images, meta.normalisation, out=batch[:k])
+        batch[k:] = 0  # padding: the forward pass always sees batch_size images
+        x_host = batch
     t1 = time.perf_counter()
     device = next(model.parameters()).device
-    x = torch.from_numpy(batch).to(device, non_blocking=True, memory_format=torch.channels_last)
+    x = torch.from_numpy(x_host).to(device, non_blocking=True, memory_format=torch.channels_last)
     mean, std = symmetric_probabilities(model, x, getattr(meta, "temperature", 1.0), tta)
     timings["normalise"] += t1 - t0
     timings["forward"] += time.perf_counter() - t1

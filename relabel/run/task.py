@@ -186,7 +186,8 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     image = shard.image if shard.images is None else pd.Series(shard.row_images(), index=shard.row_numbers())
     device = next(model.parameters()).device
     readers = reading_processes(cores, device.type == "cuda")
-    with open_reader(workflow, meta.size, len(meta.bands), image, ctx.batch_size, processes=readers) as source:
+    with open_reader(workflow, meta.size, len(meta.bands), image, ctx.batch_size, processes=readers,
+                     normalisation=meta.normalisation) as source:
         pred = predict_rows(rows, source, model, meta, ctx.batch_size, status, tta=ctx.tta)
         readers = getattr(source, "parallel_reads", 0)
     t_pred = time.perf_counter()
