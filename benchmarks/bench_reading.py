@@ -124,18 +124,27 @@ def feed(model, layouts, batch_size: int, process_counts) -> dict:
             t0 = time.perf_counter()
             for image, parts in batches:
                 shard = pd.concat(parts)
-                with open_reader(wf, meta.size, len(meta.bands), image, batch_size, mode, count, meta.normalisation) as source:
+                with open_reader(wf, meta.size, len(meta.bands), image, batch_size, mode, count,
+                                 meta.normalisation) as source:
                     predict_rows(shard, source, token, meta, batch_size)
             res[f"{name}_{mode}{count if mode == 'process' else ''}"] = rows / (time.perf_counter() - t0)
     return res
 
 
 def runs(paths, model, layouts, batch_size: int) -> dict:
-    res = {}
+    """`relabel run` per layout, mode and worker count, and the bare forward limit beside them."""
+    from relabel.catalog import open_catalog
+    from relabel.config import load_workflow
+    from relabel.cutouts import open_cutout_source
+
+    wf = load_workflow(paths.workflow)
+    with open_cutout_source(wf) as source:
+        sample = source.read(open_catalog(paths.catalog).read(list(wf.cutouts.columns), 0, batch_size)).images
+    res = {"limit": sd.forward_rate(model, sample, batch_size, threads=os.cpu_count() or 2)}
     edge = ("ok", "partial_edge")
     for workers in (1, 2):
-        for mode in ("thread", "process"):
-            for name, (catalog, workflow) in layouts.items():
+        for name, (catalog, workflow) in layouts.items():
+            for mode in ("thread", "process"):  # side by side, so that a slow spell hits both
                 res[f"{name}_{workers}w_{mode}"] = bp.relabel_rate(
                     catalog, workflow, model, sd.DATA / "runs" / f"reading-{name}", batch_size, workers,
                     env={"DASK_RELABEL__CUTTING": mode}, statuses=edge)["rate"]
@@ -177,12 +186,14 @@ def main() -> None:
         print(f"  {name:7} " + "   ".join(f"{k.split('_', 1)[1]} {med('feed', k):6.0f}" for k in keys))
     if not args.skip_runs:
         ratio = lambda a, b: float(np.median([r["runs"][a] / r["runs"][b] for r in reps]))  # noqa: E731
+        print(f"  forward limit (1 process, all cores, in-memory tensors): {med('runs', 'limit'):.0f} images/s")
         for workers in (1, 2):
             for name in layouts:
                 t, p = f"{name}_{workers}w_thread", f"{name}_{workers}w_process"
                 print(f"  relabel run {workers}w {name:7} thread {med('runs', t):6.0f}  process {med('runs', p):6.0f}"
                       f"  process/thread {ratio(p, t):.2f}  vs tiles: thread {ratio(t, f'tiles_{workers}w_thread'):.2f}"
-                      f" process {ratio(p, f'tiles_{workers}w_process'):.2f}")
+                      f" process {ratio(p, f'tiles_{workers}w_process'):.2f}  vs limit: thread {ratio(t, 'limit'):.2f}"
+                      f" process {ratio(p, 'limit'):.2f}")
     sd.RESULTS.mkdir(exist_ok=True)
     (sd.RESULTS / "bench_reading.json").write_text(json.dumps(res, indent=2) + "\n")
 
