@@ -148,9 +148,9 @@ class ProcessCutoutSource(CutoutSource):
     Same contract as the source :func:`relabel.cutouts.sources.open_cutout_source` returns:
     ``read(rows)`` gives :class:`Cutouts` in row order, faults as statuses. With ``processes``
     children, up to that many reads run at once (:attr:`parallel_reads`), each in a free child.
-    The images of a read are a view of one of ``processes + 1`` shared buffers, used in turn:
-    valid while at most ``processes`` further reads have been made, which is what a caller
-    keeping ``processes`` reads in flight beside the batch it uses needs.
+    The images of a read are a view of one of :attr:`slots` (``processes + 1``) shared buffers:
+    a caller keeping ``processes`` reads in flight beside the batch it uses names the buffer
+    of each read (``read(rows, slot=k % slots)`` for its k-th read).
 
     Parameters
     ----------
@@ -212,25 +212,36 @@ class ProcessCutoutSource(CutoutSource):
             self.close()
             raise
 
-    def read(self, rows: pd.DataFrame) -> Cutouts:
+    @property
+    def slots(self) -> int:
+        """Shared buffers, ``processes + 1``: a read's images stay valid for that many reads."""
+        return len(self._paths)
+
+    def read(self, rows: pd.DataFrame, slot: int | None = None) -> Cutouts:
         """The cutouts of ``rows`` (at most ``batch_size``), read by a free child process.
 
         Parameters
         ----------
         rows : pandas.DataFrame
             Rows holding :attr:`columns`.
+        slot : int, optional
+            The buffer to read into, ``0 .. slots - 1``. Callers with several reads in flight
+            give it in the order they will use the reads (e.g. read k into ``k % slots``):
+            reads made from several threads do not start in the order they were asked for.
+            Default: the buffers in turn, in the order the calls arrive.
 
         Returns
         -------
         Cutouts
-            ``images`` is a view of a shared buffer, overwritten ``processes + 1`` reads later.
+            ``images`` is a view of buffer ``slot``, overwritten by the next read into it.
         """
         if len(rows) > self._shape[0]:
             raise ValueError(f"{len(rows)} rows in one read: at most {self._shape[0]} (the batch size)")
         if not self._children:
             raise ReaderProcessError("the cutout source is closed")
-        with self._lock:
-            slot, self._calls = self._calls % len(self._buffers), self._calls + 1
+        if slot is None:
+            with self._lock:
+                slot, self._calls = self._calls % self.slots, self._calls + 1
         child = self._free.get()
         try:
             status, coverage = child.call(("read", rows, slot), f"reading {len(rows)} cutouts")

@@ -212,21 +212,25 @@ def predict_rows(
 
     located = rows[list(source.columns)]  # slicing a few columns per batch, not the whole row
 
-    def load(index: np.ndarray):
+    # As many reads in flight as the source runs at once (its child processes), beside the batch in use;
+    # such a source is told which of its buffers each read fills, in the order the reads are used.
+    depth = max(1, int(getattr(source, "parallel_reads", 1)))
+    slots = int(getattr(source, "slots", 0))
+
+    def load(k: int):
         t0 = time.perf_counter()
-        cut = source.read(located.iloc[index])
+        rows_k = located.iloc[chunks[k]]
+        cut = source.read(rows_k, slot=k % slots) if slots else source.read(rows_k)  # type: ignore[call-arg]
         return cut, time.perf_counter() - t0
 
     # Channels-last memory seen as (n, bands, H, W): the layout the network reads, so no reordering copy.
     batch = np.zeros((batch_size, meta.size, meta.size, len(meta.bands)), dtype=np.float32).transpose(0, 3, 1, 2)
-    # As many reads in flight as the source runs at once (its child processes), beside the batch in use.
-    depth = max(1, int(getattr(source, "parallel_reads", 1)))
     with ThreadPoolExecutor(max_workers=depth) as pool:
-        pending = deque(pool.submit(load, chunk) for chunk in chunks[:depth])
+        pending = deque(pool.submit(load, k) for k in range(min(depth, len(chunks))))
         for k, index in enumerate(chunks):
             cut, t_read = pending.popleft().result()
             if k + depth < len(chunks):
-                pending.append(pool.submit(load, chunks[k + depth]))
+                pending.append(pool.submit(load, k + depth))
             timings["read_cutouts"] += t_read
             status[index] = cut.status
             if cut.coverage is not None:

@@ -222,3 +222,21 @@ def test_a_run_predicts_the_same_whether_reading_in_children_or_a_thread(tiny_ru
         assert {r["reading_processes"] for r in result.shard_results} == {processes if name == cutting else 0}
     assert len(outputs["thread"]) == 40 and (outputs["thread"]["status"] == st.OK).all()
     pd.testing.assert_frame_equal(outputs["thread"], outputs[cutting])
+
+
+def test_many_reads_in_flight_each_land_in_their_own_rows(tiny_run):
+    """Reads in flight finish in any order; each batch's images must still be its own rows'."""
+    from relabel.model import load_checkpoint
+    from relabel.run.inference import predict_rows
+
+    root, _, _, model = tiny_run
+    workflow = _workflow(root)
+    net, meta = load_checkpoint(model)
+    rows = pd.DataFrame({"TILE": [f"tiles/tile_{k // 16:05d}.fits" for k in range(40)],
+                         "TILE_INDEX": [k % 16 for k in range(40)]})
+    with open_cutout_source(workflow) as source:
+        expected = predict_rows(rows, source, net, meta, batch_size=2).probabilities
+    for _ in range(3):
+        with rp.ProcessCutoutSource(workflow, batch_size=2, processes=4, normalisation=meta.normalisation) as source:
+            got = predict_rows(rows, source, net, meta, batch_size=2).probabilities
+        np.testing.assert_array_equal(got, expected)
