@@ -240,3 +240,21 @@ def test_many_reads_in_flight_each_land_in_their_own_rows(tiny_run):
         with rp.ProcessCutoutSource(workflow, batch_size=2, processes=4, normalisation=meta.normalisation) as source:
             got = predict_rows(rows, source, net, meta, batch_size=2).probabilities
         np.testing.assert_array_equal(got, expected)
+
+
+def test_a_local_cluster_started_by_relabel_reads_as_the_caller_configured(tiny_run, tmp_path):
+    import dask
+
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    root, _, _, model = tiny_run
+    seen = {}
+    for name, setting in {"default": {}, "thread": {"relabel.cutting": "thread"}}.items():
+        with dask.config.set(setting):
+            result = run_catalog(root / "catalog.fits", model, tmp_path / name, workflow=root / "workflow.yaml",
+                                 bias=False, progress=False, echo=lambda line: None,
+                                 cluster=ClusterOptions(kind="local", workers=1, dashboard_address="127.0.0.1:0"))
+        seen[name] = {r["reading_processes"] for r in result.shard_results}
+        assert result.summary["status"] == {"ok": 40}
+    assert seen == {"default": {1}, "thread": {0}}
