@@ -152,19 +152,13 @@ def stamp_files(paths, suffix: str) -> tuple[Path, Path]:
     return catalog, workflow
 
 
-def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, profiled: bool = True,
-                  read_threads: int = 1) -> dict:
-    """cProfile of the cutout source alone over the plan's shards: microseconds per stamp, total and by function.
+def shard_batches(catalog, workflow, batch_size: int, keep=None):
+    """The workflow and, per planned shard, (its image, its rows in batches) as a worker sees them.
 
-    ``keep(rows)`` picks rows (e.g. those on compressed images). One process, one thread
-    (``read_threads`` 1: no pool), so the figures are the cutting alone, without the forward pass.
+    ``keep(rows)`` picks rows (e.g. those on compressed images).
     """
-    import cProfile
-    import pstats
-
     from relabel.catalog import open_catalog
     from relabel.config import load_workflow
-    from relabel.cutouts import open_cutout_source
     from relabel.run.plan import plan_shards
 
     wf = load_workflow(workflow)
@@ -178,6 +172,22 @@ def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, p
             pd.Series(shard.row_images(), index=shard.row_numbers())
         rows = rows[keep(rows)] if keep is not None else rows
         batches.append((image, [rows.iloc[i:i + batch_size] for i in range(0, len(rows), batch_size)]))
+    return wf, batches
+
+
+def profile_reads(catalog, workflow, batch_size: int, keep=None, top: int = 8, profiled: bool = True,
+                  read_threads: int = 1) -> dict:
+    """cProfile of the cutout source alone over the plan's shards: microseconds per stamp, total and by function.
+
+    ``keep(rows)`` picks rows (e.g. those on compressed images). One process, one thread
+    (``read_threads`` 1: no pool), so the figures are the cutting alone, without the forward pass.
+    """
+    import cProfile
+    import pstats
+
+    from relabel.cutouts import open_cutout_source
+
+    wf, batches = shard_batches(catalog, workflow, batch_size, keep)
     done, profile = 0, cProfile.Profile()
     t0, cpu0 = time.perf_counter(), time.process_time()
     if profiled:

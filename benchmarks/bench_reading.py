@@ -36,22 +36,7 @@ def _layouts(paths) -> dict:
 
 
 def _batches(catalog, workflow, batch_size: int):
-    """(image, row batches) per planned shard, as the workers see them."""
-    import pandas as pd
-
-    from relabel.catalog import open_catalog
-    from relabel.config import load_workflow
-    from relabel.run.plan import plan_shards
-
-    wf = load_workflow(workflow)
-    cat = open_catalog(catalog)
-    columns = list(dict.fromkeys([wf.catalog.ra, wf.catalog.dec, *wf.cutouts.columns]))
-    out = []
-    for shard in plan_shards(cat, wf, 2048):
-        rows = cat.read_rows(columns, shard.row_numbers())
-        image = shard.image if shard.images is None else pd.Series(shard.row_images(), index=shard.row_numbers())
-        out.append((image, [rows.iloc[i:i + batch_size] for i in range(0, len(rows), batch_size)]))
-    return wf, out
+    return bp.shard_batches(catalog, workflow, batch_size)
 
 
 def _read_forever(wf, batches, mode: str, stop: threading.Event, batch_size: int) -> None:

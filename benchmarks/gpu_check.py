@@ -14,7 +14,9 @@ On a CUDA machine, in under 5 minutes on one H200:
       time from the tiles, not carried), cut on the fly: the cut stamps are first checked
       against the tiles' (identical on uncompressed images, within the quantisation on
       compressed ones), then `relabel run` with one GPU worker on them;
-  (d) one table, also written as JSON.
+  (d) the stamps/s the cutting alone feeds to a network that costs nothing (tiles and images,
+      a reading thread against 1 .. cores-1 reading processes; benchmarks/bench_reading.py);
+  (e) one table, also written as JSON.
 The survey must be made beforehand (it travels with the code; keep it under 50 MB):
     python benchmarks/gpu_check.py --prepare     # 1200 galaxies (g, r), ~40 MB, under benchmarks/data/gpu-survey
 The pipeline rate is measured on a catalog repeating those rows (``--pipeline-rows``,
@@ -155,7 +157,21 @@ def pipeline_rate(survey: Path, model_path: Path, out: Path, batch_size: int, ro
                          cluster=ClusterOptions(kind="local", workers=1, dashboard_address="127.0.0.1:0"))
     s = result.summary
     return {"rows": s["rows_out"], "seconds": s["run_seconds"], "rate": s["rows_out"] / s["run_seconds"],
-            "task_seconds": s["task_seconds"], "devices": sorted({r["device"] for r in result.shard_results})}
+            "task_seconds": s["task_seconds"], "devices": sorted({r["device"] for r in result.shard_results}),
+            "reading_processes": sorted({r["reading_processes"] for r in result.shard_results})}
+
+
+def feed_rates(survey: Path, images: Path, model_path: Path) -> dict:
+    """Stamps/s the cutting feeds to a network that costs nothing, by reading mode and child processes."""
+    import os
+
+    from bench_reading import feed
+
+    cores = os.cpu_count() or 2
+    counts = sorted({1, 2, 4, max(1, cores // 2), max(1, cores - 1)})
+    layouts = {"tiles": (survey / "catalog.fits", survey / "workflow.yaml"),
+               "images": (images / "catalog.fits", images / "workflow.yaml")}
+    return feed(model_path, layouts, 1024, counts)
 
 
 def main() -> None:
@@ -183,6 +199,7 @@ def main() -> None:
                                         rows=args.pipeline_rows)
     images = image_survey(args.survey)
     res["images_agree"] = images_agree(args.survey, images)
+    res["feed"] = feed_rates(args.survey, images, model)
     res["pipeline_images"] = pipeline_rate(images, model, sd.DATA / "runs" / "gpu-images",
                                            batch_size=1024 if device == "cuda" else 256,
                                            rows=args.pipeline_rows if device == "cuda" else args.cpu_rows)
@@ -202,7 +219,9 @@ def main() -> None:
     print(f"  images layout: {a['whole_stamps']} whole stamps of {a['rows']} ({a['partial_edge']} partial_edge) "
           f"vs tiles: max |diff| {a['max_abs_diff_uncompressed']:.1e} uncompressed, "
           f"{a['max_abs_diff_compressed_over_sky']:.2f} sky sigma compressed")
-    print(f"  relabel run, images layout, 1 worker: {p['rate']:.0f} img/s over {p['rows']} rows ({p['devices']})")
+    print(f"  relabel run, images layout, 1 worker: {p['rate']:.0f} img/s over {p['rows']} rows ({p['devices']}, "
+          f"{p['reading_processes']} reading processes)")
+    print("  stamps/s the cutting feeds (no network): " + ", ".join(f"{k} {v:.0f}" for k, v in res["feed"].items()))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(res, indent=2) + "\n")
 

@@ -164,9 +164,8 @@ class ProcessCutoutSource(CutoutSource):
     processes : int
         Child processes reading at once.
     normalisation : dict, optional
-        The checkpoint's normalisation: the children apply it (:func:`relabel.model.normalise`)
-        and write channels-last memory (what the network reads), so the worker's own thread
-        neither normalises nor reorders; :attr:`Cutouts.normalised` says so.
+        The checkpoint's normalisation: the children apply it (:func:`relabel.model.normalise`),
+        so the worker's own thread does not; :attr:`Cutouts.normalised` says so.
 
     Raises
     ------
@@ -182,8 +181,7 @@ class ProcessCutoutSource(CutoutSource):
         spec = workflow.cutouts
         super().__init__(spec, size, n_bands)
         self.parallel_reads = max(1, int(processes))
-        # Stored channels-last (n, H, W, bands) and seen as (n, bands, H, W): the layout the network reads.
-        self._shape = (int(batch_size), self.size, self.size, self.n_bands)
+        self._shape = (int(batch_size), self.n_bands, self.size, self.size)
         self._normalisation = normalisation
         nbytes = int(np.prod(self._shape)) * 4
         self._paths: list[Path] = []
@@ -199,7 +197,7 @@ class ProcessCutoutSource(CutoutSource):
                 os.close(handle)
                 self._paths.append(Path(name))
                 os.truncate(name, nbytes)
-                self._buffers.append(_as_nchw(np.memmap(name, dtype=np.float32, mode="r+", shape=self._shape)))
+                self._buffers.append(np.memmap(name, dtype=np.float32, mode="r+", shape=self._shape))
             for _ in range(self.parallel_reads):
                 child = _take_child()
                 self._children.append(child)
@@ -332,10 +330,6 @@ def open_reader(workflow, size: int | None = None, n_bands: int | None = None,
     raise ValueError(f"relabel.cutting is {where!r}: expected 'process' or 'thread'")
 
 
-def _as_nchw(channels_last: np.ndarray) -> np.ndarray:
-    return channels_last.transpose(0, 3, 1, 2)
-
-
 def _serve(conn: Connection) -> None:
     """The child's loop: open a source, read into the shared buffers, close; until the parent goes."""
     from relabel.model.normalisation import normalise
@@ -353,7 +347,7 @@ def _serve(conn: Connection) -> None:
                 if source is not None:
                     source.__exit__(None, None, None)
                 source = open_cutout_source(workflow, size, n_bands, image=image).__enter__()
-                buffers = [_as_nchw(np.memmap(p, dtype=np.float32, mode="r+", shape=tuple(shape))) for p in paths]
+                buffers = [np.memmap(p, dtype=np.float32, mode="r+", shape=tuple(shape)) for p in paths]
                 reply: tuple = ("ok", tuple(source.columns))
             elif kind == "read":
                 _, rows, slot = message

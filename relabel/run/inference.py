@@ -223,8 +223,7 @@ def predict_rows(
         cut = source.read(rows_k, slot=k % slots) if slots else source.read(rows_k)  # type: ignore[call-arg]
         return cut, time.perf_counter() - t0
 
-    # Channels-last memory seen as (n, bands, H, W): the layout the network reads, so no reordering copy.
-    batch = np.zeros((batch_size, meta.size, meta.size, len(meta.bands)), dtype=np.float32).transpose(0, 3, 1, 2)
+    batch = np.zeros((batch_size, len(meta.bands), meta.size, meta.size), dtype=np.float32)
     with ThreadPoolExecutor(max_workers=depth) as pool:
         pending = deque(pool.submit(load, k) for k in range(min(depth, len(chunks))))
         for k, index in enumerate(chunks):
@@ -244,8 +243,8 @@ def _predict_batch(cut, index: np.ndarray, batch: np.ndarray, model: torch.nn.Mo
                    tta: bool, probs: np.ndarray, spread: np.ndarray | None, timings: dict[str, float]) -> None:
     """Normalise the usable cutouts into ``batch``, predict, and fill their rows of ``probs`` (and ``spread``).
 
-    Cutouts a reading process already normalised into channels-last memory go to the network
-    as they are when they fill the batch; otherwise they are copied into ``batch`` and padded.
+    Cutouts a reading process already normalised go to the network as they are when they
+    fill the batch; otherwise they are copied into ``batch`` and padded.
     """
     t0 = time.perf_counter()
     good = cut.usable
