@@ -4,16 +4,15 @@ fitsio (cfitsio) keeps the GIL for the whole of each call: opening a file, readi
 section, decompressing a block of a tile-compressed image. The forward pass needs the
 GIL between its operations, so a read-ahead *thread* in the worker stalls the network
 for as long as it reads. Measured on the development machine (2 cores, torch on one
-thread, the other core free; ``docs/benchmarks.md``, "Reading beside the forward pass"):
-a thread decompressing RICE_1 blocks without pause brought a forward pass from 1,578 to
-8 images/s, a thread opening per-galaxy FITS files to 25, one reading tile sections to
-740, while a thread running zlib or astropy's decoder, which let go of the GIL, left it
-at 1,500-1,600. So each shard hands its reading to a child process: a fresh Python
-(``python -m relabel.cutouts.reader_process``) that imports no torch, opens the shard's
-cutout source, and answers ``read(rows)`` requests over a socket. Stamps come back
-through two memory-mapped buffers in shared memory (``/dev/shm`` where it exists), not
-through pickling; each read alternates between them, so one batch can be read while the
-previous one is normalised.
+thread, the other core free; ``benchmarks/bench_reading.py``, docs/benchmarks.md section 8):
+beside a thread reading without pause, a forward pass ran at 0.50 (survey images, half
+RICE-compressed), 0.67 (tile cubes) and 0.72 (per-galaxy FITS files) of its rate alone;
+beside a child process reading the same, at 1.1. So each shard hands its reading to
+child processes: fresh Pythons (``python -m relabel.cutouts.reader_process``) that import
+no torch, open the shard's cutout source, normalise as the checkpoint says, and answer
+``read(rows)`` requests over a socket. Stamps come back through ``processes + 1``
+memory-mapped buffers in shared memory (``/dev/shm`` where it has room), not through
+pickling, so reads can run while the batch before them is in the network.
 
 A child is started once and reused by every shard its worker process runs (one child per
 shard running at once); it exits when its parent closes the socket or dies. A child that
@@ -43,9 +42,6 @@ import pandas as pd
 
 from relabel.cutouts.sources import Cutouts, CutoutSource, open_cutout_source
 
-#: Two buffers: the batch being read and the one the caller still uses.
-SLOTS = 2
-
 
 class ReaderProcessError(RuntimeError):
     """The child process reading cutouts died or could not start."""
@@ -70,7 +66,10 @@ class _Child:
 
     def __init__(self) -> None:
         parent_end, child_end = socket.socketpair()
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 for its workers, which turns off glibc's adaptive
+        # mmap threshold: every decompressed block would be a fresh mapping faulted in again.
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+        env["OMP_NUM_THREADS"] = "1"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relabel.cutouts.reader_process", str(child_end.fileno())],
             pass_fds=(child_end.fileno(),), env=env, stdin=subprocess.DEVNULL)
@@ -242,7 +241,8 @@ class ProcessCutoutSource(CutoutSource):
                 slot, self._calls = self._calls % self.slots, self._calls + 1
         child = self._free.get()
         try:
-            status, coverage = child.call(("read", rows, slot), f"reading {len(rows)} cutouts")
+            status, coverage = child.call(("read", rows, slot),
+                                          f"reading {len(rows)} {self.spec.layout} cutouts under {self.spec.root}")
         finally:
             self._free.put(child)
         return Cutouts(self._buffers[slot][:len(rows)], status, coverage, normalised=self._normalisation is not None)

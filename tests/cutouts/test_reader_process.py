@@ -125,7 +125,7 @@ def test_a_child_that_dies_is_a_clear_error_and_the_next_source_gets_a_new_one(t
         child = source._children[0]
         os.kill(child.process.pid, signal.SIGKILL)
         child.process.wait(timeout=10)
-        with pytest.raises(rp.ReaderProcessError, match="died while reading 4 cutouts"):
+        with pytest.raises(rp.ReaderProcessError, match="died while reading 4 tiles cutouts under "):
             source.read(rows)
     with rp.ProcessCutoutSource(workflow, batch_size=4) as source:
         assert source._children[0] is not child
