@@ -70,6 +70,8 @@ class _Child:
         # mmap threshold: every decompressed block would be a fresh mapping faulted in again.
         env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
         env["OMP_NUM_THREADS"] = "1"
+        # The child finds relabel where this process found it, also when a script put it on sys.path.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relabel.cutouts.reader_process", str(child_end.fileno())],
             pass_fds=(child_end.fileno(),), env=env, stdin=subprocess.DEVNULL)
@@ -323,6 +325,8 @@ def open_reader(workflow, size: int | None = None, n_bands: int | None = None,
     from relabel import settings
 
     where = settings.get("cutting", where)
+    if where == "process" and os.name == "nt":  # passing a socket to a child process is POSIX-only
+        where = "thread"
     if where == "process":
         return ProcessCutoutSource(workflow, size, n_bands, image, batch_size, processes, normalisation)
     if where == "thread":
