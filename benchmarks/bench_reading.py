@@ -35,10 +35,6 @@ def _layouts(paths) -> dict:
     return {"tiles": (paths.catalog, paths.workflow), "images": images, "files": files}
 
 
-def _batches(catalog, workflow, batch_size: int):
-    return bp.shard_batches(catalog, workflow, batch_size)
-
-
 def _read_forever(wf, batches, mode: str, stop: threading.Event, batch_size: int) -> None:
     from relabel.cutouts.reader_process import open_reader
 
@@ -72,7 +68,7 @@ def stall(model, layouts, batch_size: int, seconds: float = 4.0) -> dict:
 
     res = {"alone": rate()}
     for name, (catalog, workflow) in layouts.items():
-        wf, batches = _batches(catalog, workflow, batch_size)
+        wf, batches = bp.shard_batches(catalog, workflow, batch_size)
         for mode in ("thread", "process"):
             stop = threading.Event()
             reader = threading.Thread(target=_read_forever, args=(wf, batches, mode, stop, batch_size))
@@ -103,7 +99,7 @@ def feed(model, layouts, batch_size: int, process_counts) -> dict:
     reader_process.prestart(max(process_counts))  # children start once per worker, before its first shard
     res = {}
     for name, (catalog, workflow) in layouts.items():
-        wf, batches = _batches(catalog, workflow, batch_size)
+        wf, batches = bp.shard_batches(catalog, workflow, batch_size)
         rows = sum(len(part) for _, parts in batches for part in parts)
         for mode, count in [("thread", 1)] + [("process", k) for k in process_counts]:
             t0 = time.perf_counter()

@@ -148,7 +148,7 @@ class ProcessCutoutSource(CutoutSource):
 
     Same contract as the source :func:`relabel.cutouts.sources.open_cutout_source` returns:
     ``read(rows)`` gives :class:`Cutouts` in row order, faults as statuses. With ``processes``
-    children, up to that many reads run at once (:attr:`parallel_reads`), each in a free child.
+    children, up to that many reads run at once (:attr:`processes`), each in a free child.
     The images of a read are a view of one of :attr:`slots` (``processes + 1``) shared buffers:
     a caller keeping ``processes`` reads in flight beside the batch it uses names the buffer
     of each read (``read(rows, slot=k % slots)`` for its k-th read).
@@ -181,7 +181,7 @@ class ProcessCutoutSource(CutoutSource):
                  normalisation: dict | None = None):
         spec = workflow.cutouts
         super().__init__(spec, size, n_bands)
-        self.parallel_reads = max(1, int(processes))
+        self.processes = max(1, int(processes))
         self._shape = (int(batch_size), self.n_bands, self.size, self.size)
         self._normalisation = normalisation
         nbytes = int(np.prod(self._shape)) * 4
@@ -192,14 +192,14 @@ class ProcessCutoutSource(CutoutSource):
         self._lock = threading.Lock()
         self._calls = 0
         try:
-            folder = _buffer_dir(nbytes * (self.parallel_reads + 1))
-            for _ in range(self.parallel_reads + 1):
+            folder = _buffer_dir(nbytes * (self.processes + 1))
+            for _ in range(self.processes + 1):
                 handle, name = tempfile.mkstemp(prefix="relabel-cutouts-", suffix=".f32", dir=folder)
                 os.close(handle)
                 self._paths.append(Path(name))
                 os.truncate(name, nbytes)
                 self._buffers.append(np.memmap(name, dtype=np.float32, mode="r+", shape=self._shape))
-            for _ in range(self.parallel_reads):
+            for _ in range(self.processes):
                 child = _take_child()
                 self._children.append(child)
                 self.columns = tuple(child.call(

@@ -44,6 +44,9 @@ class CutoutSource:
     """Base class: ``read(rows)`` for rows holding :attr:`columns`."""
 
     columns: tuple[str, ...] = ()
+    #: Child processes reading for this source (:mod:`relabel.cutouts.reader_process`); 0: this process reads.
+    #: With ``p`` of them, ``p`` reads may run at once and ``read(rows, slot=k % (p + 1))`` names each buffer.
+    processes: int = 0
 
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None):
         self.spec = spec

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from relabel import status as st
-from relabel.cutouts.sources import CutoutSource
+from relabel.cutouts.sources import Cutouts, CutoutSource
 from relabel.errors import CheckpointError
 from relabel.model.checkpoint import CheckpointMeta, load_checkpoint
 from relabel.model.device import autocast_for, choose_device
@@ -214,13 +214,12 @@ def predict_rows(
 
     # As many reads in flight as the source runs at once (its child processes), beside the batch in use;
     # such a source is told which of its buffers each read fills, in the order the reads are used.
-    depth = max(1, int(getattr(source, "parallel_reads", 1)))
-    slots = int(getattr(source, "slots", 0))
+    depth = max(1, source.processes)
 
     def load(k: int):
         t0 = time.perf_counter()
         rows_k = located.iloc[chunks[k]]
-        cut = source.read(rows_k, slot=k % slots) if slots else source.read(rows_k)  # type: ignore[call-arg]
+        cut = source.read(rows_k, slot=k % (depth + 1)) if source.processes else source.read(rows_k)  # type: ignore[call-arg]
         return cut, time.perf_counter() - t0
 
     batch = np.zeros((batch_size, len(meta.bands), meta.size, meta.size), dtype=np.float32)
@@ -239,7 +238,7 @@ def predict_rows(
     return Predictions(probs, status, timings, coverage=coverage, std=spread)
 
 
-def _predict_batch(cut, index: np.ndarray, batch: np.ndarray, model: torch.nn.Module, meta: CheckpointMeta,
+def _predict_batch(cut: Cutouts, index: np.ndarray, batch: np.ndarray, model: torch.nn.Module, meta: CheckpointMeta,
                    tta: bool, probs: np.ndarray, spread: np.ndarray | None, timings: dict[str, float]) -> None:
     """Normalise the usable cutouts into ``batch``, predict, and fill their rows of ``probs`` (and ``spread``).
 

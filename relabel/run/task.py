@@ -189,7 +189,7 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     with open_reader(workflow, meta.size, len(meta.bands), image, ctx.batch_size, processes=readers,
                      normalisation=meta.normalisation) as source:
         pred = predict_rows(rows, source, model, meta, ctx.batch_size, status, tta=ctx.tta)
-        readers = getattr(source, "parallel_reads", 0)
+        readers = source.processes
     t_pred = time.perf_counter()
 
     frame = _output_frame(rows, pred.probabilities, pred.status, ctx, pred.coverage, pred.std)
