@@ -45,17 +45,23 @@ class BandNoise:
 class VolunteerModel:
     """How volunteers vote on a galaxy of given RESOLUTION and SNR.
 
-    A true spiral's arms are seen with probability
-    ``recognition_max * s(RESOLUTION; resolution_half, resolution_slope) * s(SNR; snr_half, snr_slope)``,
-    where ``s`` is 1/2 at its ``half`` and rises with its ``slope``:
-    ``form`` "logistic" is ``1 / (1 + (half / x) ** slope)`` (heavy tail: some
-    spirals are recognised even when tiny), "weibull" is
+    Whether a true spiral's arms show in its image is decided once per galaxy,
+    not per volunteer: every volunteer looks at the same image. The arms show
+    with probability ``s(RESOLUTION; resolution_half, resolution_slope) *
+    s(SNR; snr_half, snr_slope)``, where ``s`` is 1/2 at its ``half`` and rises
+    with its ``slope``: ``form`` "logistic" is ``1 / (1 + (half / x) ** slope)``
+    (heavy tail: some spirals are recognised even when tiny), "weibull" is
     ``1 - 2 ** -((x / half) ** slope)`` (a sharp cut: below ``half`` arms vanish fast).
+    Which galaxies they are follows their arm strength (``arm_correlation``).
+    Volunteers call a spiral whose arms show "spiral" at rate ``recognition_max``;
+    one whose arms do not show they vote on like a smooth galaxy.
 
     Attributes
     ----------
     form : {"logistic", "weibull"}
-    recognition_max, resolution_half, resolution_slope, snr_half, snr_slope : float
+    recognition_max : float
+        Mean share of spiral votes for a spiral whose arms show.
+    resolution_half, resolution_slope, snr_half, snr_slope : float
     vote_concentration : float
         Dirichlet concentration of each galaxy's vote probabilities around the
         mean: some galaxies are simply more ambiguous than others at equal image quality.
@@ -66,6 +72,10 @@ class VolunteerModel:
         (both classes); it falls as ``1 / (1 + (SNR / dont_know_snr) ** 2)``. 0: none.
     dont_know_snr : float
         SNR where that extra share is half its maximum.
+    arm_correlation : float
+        Correlation (Gaussian copula) between a spiral's arm strength (ARM_FRACTION)
+        and how conspicuous its arms are: at equal image quality, strong arms are
+        seen more often. 0: which spirals show their arms is chance alone.
     """
 
     form: str
@@ -78,6 +88,7 @@ class VolunteerModel:
     votes: tuple[int, int] = (20, 51)
     dont_know_max: float = 0.0
     dont_know_snr: float = 1.0
+    arm_correlation: float = 0.6
 
     def visibility(self, x: np.ndarray, half: float, slope: float) -> np.ndarray:
         """The rising function ``s(x)`` of this model's ``form``, 1/2 at ``half``.

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from astropy.cosmology import FlatLambdaCDM
+from scipy.special import ndtr, ndtri
 
 from relabel.config import BIAS_DEFAULTS, CLUSTER_DEFAULTS, RUN_DEFAULTS, TRAIN_DEFAULTS
 from relabel.errors import ConfigError, OutputError
@@ -27,6 +28,8 @@ from relabel.simulate.presets import DEFAULT, NANOMAGGY_ZERO_POINT, SurveyPreset
 COSMOLOGY = FlatLambdaCDM(H0=70.0, Om0=0.3)
 ELLIPTICAL_SERSIC_N = (3.5, 4.0, 4.5, 5.0)
 """Quantised so that GalSim builds one Sersic table per value and reuses it."""
+ARM_FRACTION_RANGE = (0.25, 0.45)
+"""Share of a spiral's disk light in its arms, uniform in this range."""
 
 CATALOG_COLUMNS = {
     "OBJID": "i8", "RA": "f8", "DEC": "f8",
@@ -38,7 +41,7 @@ CATALOG_COLUMNS = {
 """Catalog columns and dtypes shared by both layouts (docs/conventions.md)."""
 
 TRUTH_COLUMNS = [
-    "OBJID", "TRUE_CLASS", "P_RECOGNISE", "N_EL", "N_CS", "N_DK", "FLUX_NMGY",
+    "OBJID", "TRUE_CLASS", "P_RECOGNISE", "ARMS_SEEN", "N_EL", "N_CS", "N_DK", "FLUX_NMGY",
     "SERSIC_N", "AXIS_RATIO", "POSITION_ANGLE", "INCLINATION", "BULGE_FRACTION",
     "BULGE_R50_RATIO", "ARM_FRACTION", "KNOT_FRACTION", "N_KNOTS", "N_ARMS", "PITCH_DEG",
 ]
@@ -102,7 +105,7 @@ def _truncated_normal(rng, mean, sigma, low, high, size):
 
 def recognition_probability(resolution: np.ndarray, snr: np.ndarray,
                             volunteers: VolunteerModel = DEFAULT.volunteers) -> np.ndarray:
-    """Probability that a volunteer sees a true spiral's spiral structure.
+    """Probability that a true spiral's arms show in its image.
 
     Falls smoothly when the galaxy is small compared with the seeing
     (RESOLUTION = R50 / PSF FWHM) or faint (SNR).
@@ -116,53 +119,97 @@ def recognition_probability(resolution: np.ndarray, snr: np.ndarray,
     Returns
     -------
     numpy.ndarray
+        Values in [0, 1), same shape as the inputs.
 
     Examples
     --------
     >>> p = recognition_probability(np.array([0.5, 1.2, 4.0]), np.array([500.0] * 3))
     >>> [round(float(v), 2) for v in p]
-    [0.19, 0.74, 0.95]
+    [0.2, 0.77, 0.99]
     """
     v = volunteers
-    return (v.recognition_max * v.visibility(resolution, v.resolution_half, v.resolution_slope)
-            * v.visibility(snr, v.snr_half, v.snr_slope))
+    return v.visibility(resolution, v.resolution_half, v.resolution_slope) * v.visibility(snr, v.snr_half, v.snr_slope)
 
 
-def volunteer_votes(true_spiral, resolution, snr, n_votes, rng, volunteers: VolunteerModel = DEFAULT.volunteers):
-    """Galaxy Zoo-like votes (elliptical, spiral, don't know) for each galaxy.
+def arms_seen(true_spiral, resolution, snr, arm_fraction, rng, volunteers: VolunteerModel = DEFAULT.volunteers):
+    """Whether each galaxy's spiral arms show in its image (one draw per galaxy).
 
-    A true spiral gets the spiral vote with :func:`recognition_probability`;
-    the other votes go to "elliptical" more and more often as the galaxy
-    shrinks to a smooth blob, the rest to "don't know". True ellipticals are
-    called elliptical with a small error rate that grows a little at low SNR.
-    A model with ``dont_know_max`` moves that share of every galaxy's votes
-    to "don't know" at low SNR.
+    A true spiral shows its arms with :func:`recognition_probability`; which ones do
+    follows a conspicuousness drawn with correlation ``volunteers.arm_correlation`` to
+    the galaxy's arm strength (a Gaussian copula on ARM_FRACTION's rank within its
+    uniform range), so the share that shows at each image quality is exactly that
+    probability. Ellipticals have no arms to show.
 
     Parameters
     ----------
-    true_spiral : numpy.ndarray of bool
-    resolution, snr : numpy.ndarray
-    n_votes : numpy.ndarray of int
+    true_spiral : numpy.ndarray of bool, shape (n,)
+    resolution, snr : numpy.ndarray, shape (n,)
+    arm_fraction : numpy.ndarray, shape (n,)
+        Share of the disk light in the arms (the simulator's 0.25-0.45 for spirals).
     rng : numpy.random.Generator
     volunteers : VolunteerModel
 
     Returns
     -------
-    votes : numpy.ndarray, shape (n, 3)
-        Counts for (elliptical, spiral, don't know).
-    p_recognise : numpy.ndarray
-        The spiral recognition probability (truth; also defined for ellipticals).
+    seen : numpy.ndarray of bool, shape (n,)
+    p_seen : numpy.ndarray, shape (n,)
+        :func:`recognition_probability` (also defined for ellipticals).
     """
     v = volunteers
-    p_rec = recognition_probability(resolution, snr, v)
+    p_seen = recognition_probability(resolution, snr, v)
+    strength = ndtri(np.clip((np.asarray(arm_fraction, dtype=float) - ARM_FRACTION_RANGE[0])
+                             / (ARM_FRACTION_RANGE[1] - ARM_FRACTION_RANGE[0]), 1e-6, 1.0 - 1e-6))
+    rho = v.arm_correlation
+    # Stronger arms -> lower u -> seen at worse image quality; u stays uniform.
+    u = ndtr(-rho * strength + np.sqrt(1.0 - rho**2) * rng.standard_normal(p_seen.shape))
+    return np.asarray(true_spiral, dtype=bool) & (u < p_seen), p_seen
+
+
+def volunteer_votes(true_spiral, seen, resolution, snr, n_votes, rng,
+                    volunteers: VolunteerModel = DEFAULT.volunteers):
+    """Galaxy Zoo-like votes (elliptical, spiral, don't know) for each galaxy.
+
+    Every volunteer sees the same image, so what decides a spiral's votes is
+    whether its arms show (``seen``, :func:`arms_seen`): if they do, volunteers
+    call it spiral at rate ``recognition_max`` and the rest of the votes go to
+    "elliptical" more and more often as the galaxy shrinks to a smooth blob
+    (otherwise to "don't know"); if they do not, it is a smooth disk, voted on
+    like a smooth galaxy (3 % spiral; "elliptical" when it is a blob, a quarter
+    "don't know" while the disk is resolved). True ellipticals are called
+    elliptical with a small error rate that grows a little at low SNR. A model
+    with ``dont_know_max`` moves that share of every galaxy's votes to "don't
+    know" at low SNR.
+
+    Parameters
+    ----------
+    true_spiral, seen : numpy.ndarray of bool, shape (n,)
+    resolution, snr : numpy.ndarray, shape (n,)
+    n_votes : numpy.ndarray of int, shape (n,)
+    rng : numpy.random.Generator
+    volunteers : VolunteerModel
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n, 3)
+        Counts for (elliptical, spiral, don't know).
+    """
+    v = volunteers
     blob = 1.0 - v.visibility(resolution, v.resolution_half, v.resolution_slope)
-    # Votes a spiral loses: half go to "elliptical" while the disk is
-    # resolved (people hesitate), nearly all once it is an unresolved blob.
-    to_elliptical = 0.5 + 0.5 * blob
-    spiral_p = np.stack([(1 - p_rec) * to_elliptical, p_rec, (1 - p_rec) * (1 - to_elliptical)], axis=1)
+    ones = np.ones_like(blob)
+
+    def split(spiral_share, to_elliptical):
+        rest = 1.0 - spiral_share
+        return np.stack([rest * to_elliptical, spiral_share * ones, rest * (1.0 - to_elliptical)], axis=1)
+
+    # Votes a visibly spiral galaxy loses: half go to "elliptical" while the
+    # disk is resolved (people hesitate), nearly all once it is a blob.
+    seen_p = split(v.recognition_max, 0.5 + 0.5 * blob)
+    smooth_disk_p = split(0.03, 0.75 + 0.25 * blob)
     faint = 1.0 - v.visibility(snr, v.snr_half, v.snr_slope)
     elliptical_p = np.stack([0.93 - 0.2 * faint, np.full_like(faint, 0.02), 0.05 + 0.2 * faint], axis=1)
-    mean_p = np.where(true_spiral[:, None], spiral_p, elliptical_p)
+    true_spiral = np.asarray(true_spiral, dtype=bool)
+    mean_p = np.where(np.asarray(seen, dtype=bool)[:, None], seen_p,
+                      np.where(true_spiral[:, None], smooth_disk_p, elliptical_p))
     if v.dont_know_max > 0.0:
         # Noisy images make volunteers unsure of any class, not only of spirals.
         unsure = v.dont_know_max / (1.0 + (np.maximum(snr, 1e-6) / v.dont_know_snr) ** 2)
@@ -170,7 +217,7 @@ def volunteer_votes(true_spiral, resolution, snr, n_votes, rng, volunteers: Volu
     # Dirichlet rows via normalised gammas (numpy's dirichlet takes one alpha).
     gamma = rng.standard_gamma(np.maximum(v.vote_concentration * mean_p, 1e-3))
     galaxy_p = gamma / gamma.sum(axis=1, keepdims=True)
-    return rng.multinomial(n_votes, galaxy_p), p_rec
+    return rng.multinomial(n_votes, galaxy_p)
 
 
 def _intrinsic(rng: np.random.Generator, spiral: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,7 +270,7 @@ def _shapes(rng: np.random.Generator, spiral: np.ndarray) -> dict[str, np.ndarra
     position_angle = rng.uniform(0.0, 180.0, n)
     bulge_fraction = rng.uniform(0.05, 0.3, n)
     bulge_ratio = rng.uniform(0.15, 0.3, n)
-    arm_fraction = rng.uniform(0.25, 0.45, n)
+    arm_fraction = rng.uniform(*ARM_FRACTION_RANGE, n)
     knot_fraction = rng.uniform(0.05, 0.15, n)
     n_knots = rng.integers(10, 31, n)
     n_arms = rng.choice(np.array([2, 2, 2, 3, 4]), n)
@@ -288,8 +335,10 @@ def simulate_galaxies(n: int, seed: int = 0, preset: str | SurveyPreset | None =
     observed = _observed(abs_mag, log_r50, z, psf, preset)
 
     n_votes = rng.integers(*preset.volunteers.votes, n)
-    votes, p_rec = volunteer_votes(spiral, observed["RESOLUTION"], observed["SNR"], n_votes, rng,
-                                   preset.volunteers)
+    shapes = _shapes(rng, spiral)
+    seen, p_rec = arms_seen(spiral, observed["RESOLUTION"], observed["SNR"], shapes["ARM_FRACTION"], rng,
+                            preset.volunteers)
+    votes = volunteer_votes(spiral, seen, observed["RESOLUTION"], observed["SNR"], n_votes, rng, preset.volunteers)
     fractions = votes / n_votes[:, None]
 
     table = pd.DataFrame({
@@ -302,11 +351,11 @@ def simulate_galaxies(n: int, seed: int = 0, preset: str | SurveyPreset | None =
         "REDSHIFT": z, "PSF_FWHM": psf, "RESOLUTION": observed["RESOLUTION"], "SNR": observed["SNR"],
         "MAG_R": observed["MAG_R"], "R50_ARCSEC": observed["R50_ARCSEC"],
         "TRUE_CLASS": np.where(spiral, "spiral", "elliptical"),
-        "P_RECOGNISE": p_rec,
+        "P_RECOGNISE": p_rec, "ARMS_SEEN": seen,
         "N_EL": votes[:, 0].astype(np.int16), "N_CS": votes[:, 1].astype(np.int16),
         "N_DK": votes[:, 2].astype(np.int16),
         "FLUX_NMGY": observed["FLUX_NMGY"],
-        **_shapes(rng, spiral),
+        **shapes,
     })
     return table.astype(CATALOG_COLUMNS)
 

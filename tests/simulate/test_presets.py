@@ -23,6 +23,10 @@ from relabel.simulate.measure import confident_labels, preset_label_bias, spiral
 
 REFERENCE = Path(__file__).parent / "data" / "default_seed3_n12.npz"
 """Written by the simulator before presets existed (commit 4a4178e): n=12, seed 3, tile_size 5."""
+REFERENCE_SEEN = Path(__file__).parent / "data" / "default_seed3_n12_seen.npz"
+"""The same survey written when a spiral's arms became seen or not once per galaxy (votes and shapes changed)."""
+UNCHANGED_SINCE_PRESETS = ["OBJID", "RA", "DEC", "N_VOTES", "ABS_MAG", "R50_KPC", "COLOR_GR", "REDSHIFT", "PSF_FWHM",
+                           "RESOLUTION", "SNR", "MAG_R", "R50_ARCSEC", "TILE", "TILE_INDEX"]
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -30,20 +34,27 @@ def _digests(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_default_preset_writes_what_the_simulator_wrote_before_presets(tmp_path):
-    reference = np.load(REFERENCE)
+def test_default_preset_writes_the_recorded_survey(tmp_path):
+    before_presets, reference = np.load(REFERENCE), np.load(REFERENCE_SEEN)
     for preset in (None, "default"):
         paths = simulate_survey(tmp_path / str(preset), n=12, seed=3, tile_size=5, workers=1, progress=False,
                                 preset=preset)
         catalog = fitsio.read(paths.catalog)
         assert catalog.dtype == reference["catalog"].dtype
         assert catalog.tobytes() == reference["catalog"].tobytes()
+        # The galaxies and their observing conditions are still those drawn before presets;
+        # only the votes (and the shapes drawn after them) changed with the per-galaxy arms.
+        for column in UNCHANGED_SINCE_PRESETS:
+            assert np.array_equal(catalog[column], before_presets["catalog"][column]), column
+        assert not np.array_equal(catalog["P_CS"], before_presets["catalog"]["P_CS"])
         first = fitsio.read(paths.root / "tiles/tile_00000.fits")
         third = fitsio.read(paths.root / "tiles/tile_00002.fits")
         cutouts = np.stack([first[0], first[4], third[1]])
         assert cutouts.tobytes() == reference["cutouts"].tobytes()
-        # train.lambda's default became automatic (issue 15) after the reference was written
-        assert paths.workflow.read_text() == str(reference["workflow"]).replace("lambda: 10.0", "lambda: automatic")
+        assert paths.workflow.read_text() == str(reference["workflow"])
+        # train.lambda's default became automatic (issue 15) after the first reference was written
+        assert paths.workflow.read_text() == str(before_presets["workflow"]).replace("lambda: 10.0",
+                                                                                     "lambda: automatic")
 
 
 @pytest.mark.parametrize("name", ["sdss", "deep"])
@@ -111,10 +122,13 @@ def test_deep_preset_writes_three_band_tiles_at_a_sharper_scale(tmp_path):
     assert header["SKYSIG_I"] > header["SKYSIG_R"]
     images = _read_first_cutouts(paths, 4)
     assert images.tobytes() == cube.tobytes()
-    # The galaxy is where the catalog says: the central 16x16 pixels are far
-    # brighter than the border in r, for every galaxy.
+    # The galaxy is where the catalog says: in r, the mean of the central 16x16 pixels
+    # is far above what sky noise alone gives such a mean (SKYSIG_R / 16), for every
+    # galaxy, and the border is sky (deep galaxies reach z = 0.6 and can be faint).
     r = cube[:, 1]
-    assert np.all(r[:, 32:48, 32:48].mean(axis=(1, 2)) > 5 * np.abs(r[:, :8, :8].mean(axis=(1, 2))))
+    sky_error = header["SKYSIG_R"] / 16
+    assert np.all(r[:, 32:48, 32:48].mean(axis=(1, 2)) > 3 * sky_error)
+    assert np.all(np.abs(r[:, :8, :8].mean(axis=(1, 2))) < 4 * header["SKYSIG_R"] / 8)
 
 
 def test_workflow_matches_the_preset_whatever_layout_and_size_are_asked(tmp_path):
