@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from relabel.config import load_workflow
-from relabel.evaluate import compare_methods, comparison_frame
+from relabel.evaluate import compare_methods, comparison_frame, correction_row
 from relabel.model import load_checkpoint
 from relabel.run.inference import symmetric_probabilities
 from relabel.train import load_labelled_cutouts, train_model
@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     data = load_labelled_cutouts(paths.catalog, workflow, options["seed"], options["val_fraction"], progress=False)
 
     training = {}
+    previous = args.out / "bench_baselines.json"
+    if args.reuse and previous.exists():  # what training the reused checkpoints took, as the first run recorded it
+        training = json.loads(previous.read_text()).get("training", {})
     args.models.mkdir(parents=True, exist_ok=True)
     for name, (method, augment) in MODELS.items():
         out = args.models / f"{name}.pt"
@@ -92,7 +95,9 @@ def main(argv=None) -> int:
     models.update(calibration_variants(models["de-biased"], data, workflow))
     if args.truth_trained:
         models[TRUTH_TRAINED] = truth_trained_model(paths, args.models / "truth-trained.pt", args.epochs, args.reuse)
-    comparison = compare_methods(paths.catalog, models, paths.truth, workflow=workflow, device="cpu")
+    # Along each observable: the first is relabel's default, REDSHIFT the one Hart et al. 2016 use.
+    comparison = compare_methods(paths.catalog, models, paths.truth, workflow=workflow, device="cpu",
+                                 correction_observables=workflow.observable_columns)
     costs = {"degrade": degrade_cost(data, workflow), "tta": tta_cost(models["de-biased"], data)}
     report = {"survey": str(paths.root), "n_galaxies": int(len(data)) , "epochs": args.epochs,
               "platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -233,16 +238,28 @@ def tta_cost(model_path: Path, data, batch: int = 256, repeats: int = 3) -> dict
             "galaxies": int(len(images))}
 
 
+def _spread(row: dict) -> float:
+    """The bootstrap spreads of L and of its null, in quadrature: the noise of an excess L."""
+    return float(np.hypot(row.get("L_std") or np.nan, row.get("null_L_std") or np.nan))
+
+
 def acceptance(comparison: dict, costs: dict) -> list[dict]:
     rows = {r["method"]: r for r in comparison["rows"]}
-    debiased, correction = rows["de-biased"], rows["catalog-level correction"]
-    return [
-        {"criterion": "de-biased beats the correction on true accuracy, worst-resolution quartile",
-         "measured": f"{debiased['accuracy_by_quartile'][0]:.4f} vs {correction['accuracy_by_quartile'][0]:.4f}",
-         "passed": debiased["accuracy_by_quartile"][0] > correction["accuracy_by_quartile"][0]},
-        {"criterion": "de-biased beats the correction on excess L",
-         "measured": f"{debiased['excess_L']:.4f} vs {correction['excess_L']:.4f}",
-         "passed": debiased["excess_L"] < correction["excess_L"]},
+    debiased = rows["de-biased"]
+    out = []
+    for column in comparison.get("correction_observables", [comparison["quartile_observable"]]):
+        name = correction_row(comparison.get("correction_observables", [column]), column)
+        correction = rows[name]
+        out += [
+            {"criterion": f"de-biased beats the correction along {column} on true accuracy, worst-resolution quartile",
+             "measured": f"{debiased['accuracy_by_quartile'][0]:.4f} vs {correction['accuracy_by_quartile'][0]:.4f}",
+             "passed": debiased["accuracy_by_quartile"][0] > correction["accuracy_by_quartile"][0]},
+            {"criterion": f"de-biased beats the correction along {column} on excess L",
+             "measured": f"{debiased['excess_L']:.4f} ± {_spread(debiased):.4f} vs {correction['excess_L']:.4f} ± "
+                         f"{_spread(correction):.4f}",
+             "passed": debiased["excess_L"] < correction["excess_L"]},
+        ]
+    return out + [
         {"criterion": "calibrated de-biased model: ECE against the truth <= 0.03",
          "measured": f"{debiased['ece']:.4f}", "passed": debiased["ece"] <= 0.03},
         {"criterion": "TTA <= 8.5x the plain forward time per galaxy",

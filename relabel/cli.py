@@ -315,6 +315,9 @@ def _add_evaluate(sub) -> None:
                    help="another checkpoint of the same split, compared on the same held-out galaxies with --model "
                         "(named after its file), the catalog's labels and the catalog-level correction (repeatable; "
                         "needs --truth; --json output is what `relabel report --comparison` reads)")
+    p.add_argument("--correct-along", action="append", default=None, metavar="OBSERVABLE",
+                   help="with --compare: the observable the catalog-level correction maps along (default the "
+                        "workflow's first; repeatable, one row each; Hart et al. 2016 use redshift)")
     p.add_argument("--figure", type=Path, metavar="PNG",
                    help="draw the comparison figure (accuracy and class fractions per quartile, reliability "
                         "diagrams, excess L and ECE) to this file (needs --truth)")
@@ -335,6 +338,10 @@ def _evaluate(args) -> int:
 
     if args.compare or args.figure:
         return _evaluate_comparison(args)
+    if args.correct_along:
+        from relabel.errors import ConfigError
+
+        raise ConfigError("--correct-along belongs to a comparison: add --compare NAME=MODEL or --figure")
     result = evaluate_model(args.catalog, args.model, truth=args.truth, all_rows=args.all_rows,
                             workflow=args.config, device=args.device)
     if args.json:
@@ -362,7 +369,8 @@ def _evaluate_comparison(args) -> int:
     if args.figure:  # checked before the models run, so that a bad path fails at once
         require("matplotlib", "report", "the comparison figure")
         check_output_file(args.figure, overwrite=args.overwrite, what="figure")
-    result = compare_methods(args.catalog, models, args.truth, workflow=args.config, device=args.device)
+    result = compare_methods(args.catalog, models, args.truth, workflow=args.config, device=args.device,
+                             correction_observables=args.correct_along)
     if args.figure:
         from relabel.report.comparison import plot_comparison
 

@@ -12,6 +12,7 @@ worst-observed quartile first (lowest resolution when high values are best).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +321,8 @@ LABELS_ROW, CORRECTION_ROW = "labels", "catalog-level correction"
 
 
 def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device: str | None = "auto",
-                    batch_size: int = 256, ece_bins: int = 10) -> dict[str, Any]:
+                    batch_size: int = 256, ece_bins: int = 10,
+                    correction_observables: Sequence[str] | None = None) -> dict[str, Any]:
     """The catalog's labels, the catalog-level correction and several models on the same held-out galaxies.
 
     Every method is measured on the same rows (the held-out split of the models, which
@@ -346,6 +348,11 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
         Table (path or DataFrame) with the id column and ``TRUE_CLASS``.
     workflow
         Default: the mapping recorded in the first checkpoint.
+    correction_observables : sequence of str, optional
+        The observables to run the catalog-level correction along, one row each: the
+        first is the row ``"catalog-level correction"``, the others
+        ``"catalog-level correction (COLUMN)"``. Default: the workflow's first
+        observable only. Hart et al. 2016 correct along redshift.
 
     Returns
     -------
@@ -354,18 +361,20 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
         ``excess_L``, ``accuracy``, ``accuracy_by_quartile``, ``fraction_by_quartile``,
         ``fraction_error``, ``ece``, ``ece_by_quartile``), ``true_fraction_by_quartile``, ``reliability``
         (method -> :func:`relabel.model.calibration.reliability_diagram`), ``quartile_edges``,
-        ``quartile_observable``, ``classes``, ``n``, ``bins``. Plain data; see
+        ``quartile_observable``, ``classes``, ``n``, ``bins``, ``correction_observables``. Plain data; see
         :func:`comparison_frame` for a table.
 
     Raises
     ------
     ConfigError
-        No models, models with different splits or classes, labels that are not vote fractions.
+        No models, models with different splits or classes, labels that are not vote fractions,
+        a correction observable that is not one of the workflow's observables.
     """
     if not models:
         raise ConfigError("compare_methods needs at least one model")
     loaded, workflow = _comparable_models(catalog_path, models, workflow, device)
-    table, methods = _method_probabilities(catalog_path, loaded, workflow, batch_size)
+    along = _correction_observables(workflow, correction_observables)
+    table, methods = _method_probabilities(catalog_path, loaded, workflow, batch_size, along)
     classes = list(next(iter(loaded.values()))[1].classes)
     params = workflow.bias
 
@@ -383,6 +392,7 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     return {"rows": rows, "true_fraction_by_quartile": true_fractions, "reliability": reliability,
             "quartile_edges": edges, "quartile_observable": workflow.observable_columns[0], "classes": classes,
             "n": int(len(table)), "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
+            "correction_observables": along,
             "models": {name: str(path) for name, path in models.items()},
             "temperatures": {name: float(meta.temperature) for name, (_, meta) in loaded.items()}}
 
@@ -402,7 +412,35 @@ def _comparable_models(catalog_path, models: dict, workflow, device) -> tuple[di
     return loaded, workflow
 
 
-def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_size: int):
+def _correction_observables(workflow: Workflow, asked: Sequence[str] | None) -> list[str]:
+    """The observables to correct along (default the first), refused unless each is one of the workflow's."""
+    names = workflow.observable_columns
+    along = list(dict.fromkeys(asked)) if asked else [names[0]]
+    unknown = [column for column in along if column not in names]
+    if unknown:
+        raise ConfigError(f"catalog-level correction along {', '.join(unknown)}: not among the workflow's observables "
+                          f"{names}")
+    return along
+
+
+def correction_row(along: list[str], column: str) -> str:
+    """Name of the comparison row of the catalog-level correction along ``column`` (the first is the plain one).
+
+    Parameters
+    ----------
+    along : list of str
+        The observables corrected along, in order.
+    column : str
+        One of them.
+
+    Returns
+    -------
+    str
+    """
+    return CORRECTION_ROW if column == along[0] else f"{CORRECTION_ROW} ({column})"
+
+
+def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_size: int, along: list[str]):
     """The held-out rows every model predicted, and per method its probabilities and (labels only) hard codes."""
     from relabel.baselines import catalog_level_correction
 
@@ -411,12 +449,14 @@ def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_
     table, _ = read_table(catalog_path, workflow)
     fractions = table[workflow.labels.columns].to_numpy(dtype=np.float64)
     params = workflow.bias
+    best = {o.column: o.best for o in workflow.observables}
     # On the whole catalog, as a catalog publishes it; then restricted to the held-out rows.
-    corrected = catalog_level_correction(fractions, table[workflow.intrinsic],
-                                         table[workflow.observable_columns[0]], workflow.observables[0].best,
-                                         params["log2_bins_int"], params["bins_obs"])
+    corrected = {column: catalog_level_correction(fractions, table[workflow.intrinsic], table[column], best[column],
+                                                  params["log2_bins_int"], params["bins_obs"])
+                 for column in along}
     held_out = validation_mask(table[workflow.catalog.id].to_numpy(), first.split["seed"], first.split["val_fraction"])
-    table, fractions, corrected = (table[held_out].reset_index(drop=True), fractions[held_out], corrected[held_out])
+    table, fractions = table[held_out].reset_index(drop=True), fractions[held_out]
+    corrected = {column: values[held_out] for column, values in corrected.items()}
     probabilities = {}
     usable = np.ones(len(table), dtype=bool)
     with open_cutout_source(workflow) as source:
@@ -426,8 +466,10 @@ def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_
             probabilities[name] = predictions.probabilities.astype(np.float64)
     table = table[usable].reset_index(drop=True)
     codes, label_classes = table_labels(table, workflow.labels)
-    methods = {LABELS_ROW: (_normalised(fractions[usable]), _recode(codes, label_classes, classes)),
-               CORRECTION_ROW: (_normalised(corrected[usable]), None)}
+    methods: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
+        LABELS_ROW: (_normalised(fractions[usable]), _recode(codes, label_classes, classes))}
+    for column, values in corrected.items():
+        methods[correction_row(along, column)] = (_normalised(values[usable]), None)
     for name, probs in probabilities.items():
         methods[name] = (_normalised(probs[usable]), None)
     return table, methods

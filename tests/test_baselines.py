@@ -171,6 +171,42 @@ def test_comparison_table_measures_every_method_on_the_same_galaxies(small_surve
     json.dumps(result)  # plain data for the report
 
 
+def test_comparison_corrects_along_each_observable_asked(small_survey, small_model, tmp_path):
+    import yaml
+
+    from relabel.baselines import catalog_level_correction
+    from relabel.config import Workflow
+    from relabel.evaluate import CORRECTION_ROW, LABELS_ROW, compare_methods
+    from relabel.model.checkpoint import load_checkpoint
+    from relabel.train.split import validation_mask
+
+    mapping = yaml.safe_load(small_survey.workflow.read_text())
+    mapping["bias"].update(log2_bins_int=1, bins_obs=3, n_boot=3, n_null=3)
+    workflow = Workflow.from_dict(mapping, base_dir=small_survey.root)
+    result = compare_methods(small_survey.catalog, {"biased": small_model}, small_survey.truth, workflow=workflow,
+                             device="cpu", correction_observables=["REDSHIFT", "RESOLUTION"])
+    rows = {r["method"]: r for r in result["rows"]}
+    along_redshift = CORRECTION_ROW
+    assert list(rows) == [LABELS_ROW, along_redshift, f"{CORRECTION_ROW} (RESOLUTION)", "biased"]
+    assert result["correction_observables"] == ["REDSHIFT", "RESOLUTION"]
+    # Each row is the correction of the whole catalog along its own observable, read on the held-out rows.
+    catalog = fitsio.read(small_survey.catalog)
+    truth = pd.read_parquet(small_survey.truth).set_index("OBJID").loc[catalog["OBJID"], "TRUE_CLASS"].to_numpy()
+    intrinsic = np.column_stack([catalog[c] for c in workflow.intrinsic])
+    split = load_checkpoint(small_model)[1].split
+    held_out = validation_mask(catalog["OBJID"], split["seed"], split["val_fraction"])
+    for column, best, name in (("REDSHIFT", "low", along_redshift), ("RESOLUTION", "high",
+                                                                      f"{CORRECTION_ROW} (RESOLUTION)")):
+        corrected = catalog_level_correction(np.column_stack([catalog["P_EL"], catalog["P_CS"]]), intrinsic,
+                                             catalog[column], best, 1, 3)
+        hard = np.where(corrected[:, 1] > corrected[:, 0], "spiral", "elliptical")
+        assert rows[name]["accuracy"] == pytest.approx((hard[held_out] == truth[held_out]).mean())
+    assert rows[along_redshift]["accuracy"] != rows[f"{CORRECTION_ROW} (RESOLUTION)"]["accuracy"]
+    with pytest.raises(ConfigError, match="MAG_R: not among the workflow's observables"):
+        compare_methods(small_survey.catalog, {"biased": small_model}, small_survey.truth, workflow=workflow,
+                        device="cpu", correction_observables=["MAG_R"])
+
+
 def test_comparison_refuses_models_of_different_splits(small_survey, small_model, tmp_path):
     from relabel.evaluate import compare_methods
     from relabel.model.checkpoint import load_checkpoint, save_checkpoint

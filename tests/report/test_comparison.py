@@ -89,6 +89,13 @@ def test_evaluate_compare_refuses_to_replace_the_figure_and_needs_truth(comparis
     twice = argv[:-1] + ["--compare", f"de-biased={argv[argv.index('--model') + 1]}", "--overwrite"]
     assert main(twice) == 2
     assert "two models named 'de-biased'" in capsys.readouterr().err
+    model_only = argv[:argv.index("--compare")] + ["--correct-along", "REDSHIFT"]
+    assert main(model_only) == 2
+    assert "--correct-along belongs to a comparison" in capsys.readouterr().err
+    unknown = argv[:-1] + ["--overwrite", "--correct-along", "NOT_AN_OBSERVABLE"]
+    assert main(unknown) == 2
+    assert "NOT_AN_OBSERVABLE: not among the workflow's observables" in capsys.readouterr().err
+    assert figure.read_bytes() == before
 
 
 def test_comparison_text_has_a_line_per_method_and_the_truth(comparison_file):
