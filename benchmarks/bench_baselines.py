@@ -246,10 +246,11 @@ def _spread(row: dict) -> float:
 def acceptance(comparison: dict, costs: dict) -> list[dict]:
     rows = {r["method"]: r for r in comparison["rows"]}
     debiased = rows["de-biased"]
+    # Comparisons written before the correction had several observables hold one, along the first.
+    along = comparison.get("correction_observables") or [comparison["quartile_observable"]]
     out = []
-    for column in comparison.get("correction_observables", [comparison["quartile_observable"]]):
-        name = correction_row(comparison.get("correction_observables", [column]), column)
-        correction = rows[name]
+    for column in along:
+        correction = rows[correction_row(along, column)]
         out += [
             {"criterion": f"de-biased beats the correction along {column} on true accuracy, worst-resolution quartile",
              "measured": f"{debiased['accuracy_by_quartile'][0]:.4f} vs {correction['accuracy_by_quartile'][0]:.4f}",
