@@ -83,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.35)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--catalog-inputs", choices=["none", "intrinsic"], default=None,
+                        help="the network also takes the intrinsic columns (default: the workflow's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints instead of retraining")
     parser.add_argument("--timing-repeats", type=int, default=2,
@@ -187,7 +189,8 @@ def _train_one(catalog: Path, workflow, loader: CutoutLoader, args, method: str,
     if not (args.reuse and path.exists()):
         train_model(catalog, workflow, method, path, epochs=args.epochs, batch_size=args.batch_size, lam=lam,
                     seed=args.seed, val_fraction=args.val_fraction, device="auto", width=args.width,
-                    data=loader.get(), overwrite=True)  # --reuse off: the benchmark retrains on purpose
+                    # --reuse off: the benchmark retrains on purpose
+                    data=loader.get(), overwrite=True, catalog_inputs=args.catalog_inputs)
     return path
 
 
@@ -210,7 +213,8 @@ def train_automatic(catalog: Path, workflow, loader: CutoutLoader, args) -> dict
     if not (args.reuse and path.exists()):
         select_lambda(catalog, workflow, path, path=args.lambdas, epochs=args.epochs, batch_size=args.batch_size,
                       seed=args.seed, val_fraction=args.val_fraction, device="auto", width=args.width,
-                      overwrite=True, reference_model=out["biased"][0], data=loader.get())
+                      overwrite=True, reference_model=out["biased"][0], data=loader.get(),
+                      catalog_inputs=args.catalog_inputs)
     chosen = read_checkpoint(path)[1].metrics["chosen_lambda"]
     print(f"select_lambda picked lambda {chosen:g} from the path {' '.join(f'{x:g}' for x in args.lambdas)}",
           file=sys.stderr)

@@ -275,6 +275,9 @@ def _add_train(sub) -> None:
     p.add_argument("--augment", choices=["none", "degrade"], default=None,
                    help="degrade: also train on well-observed galaxies made to look worse-observed, keeping their "
                         "labels (default: workflow train.augment)")
+    p.add_argument("--catalog-inputs", choices=["none", "intrinsic"], default=None,
+                   help="intrinsic: the network also takes each galaxy's intrinsic columns, the catalog giving the "
+                        "prior where the image shows little (default: workflow train.catalog_inputs)")
 
 
 def _lambda_value(text: str):
@@ -289,7 +292,8 @@ def _train(args) -> int:
     check_output_file(args.out, overwrite=args.overwrite, what="checkpoint")
     common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, val_fraction=args.val_fraction,
                   device=args.device, progress=not args.no_progress, log2_bins_int=args.log2_bins_int,
-                  bins_obs=args.bins_obs, width=args.width, augment=args.augment)
+                  bins_obs=args.bins_obs, width=args.width, augment=args.augment,
+                  catalog_inputs=args.catalog_inputs)
     if args.reference_model is not None:
         common["reference_model"] = args.reference_model
     result = select_or_train(args.catalog, args.config, args.method, args.out, lam=args.lam,

@@ -156,6 +156,9 @@ class TrainSettings:
         "RESOLUTION", "augment degrade: the observable holding each galaxy's resolution")
     augment: str = setting("none", "'degrade': well-observed labelled galaxies also shown made to look worse-observed",
                            choices=("none", "degrade"))
+    catalog_inputs: str = setting(
+        "none", "'intrinsic': the network also sees each galaxy's intrinsic columns (the catalog gives the prior)",
+        choices=("none", "intrinsic"))
 
 
 @dataclass

@@ -91,6 +91,8 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
     workflow = resolve_workflow(workflow, meta, catalog_folder(catalog_path), model_path)
     meta.check_input(workflow.cutouts.bands, workflow.cutouts.size,
                      source=f"the cutouts of {describe_catalog(catalog_path)}")
+    meta.check_columns(workflow.intrinsic, source=f"the workflow of {describe_catalog(catalog_path)} (intrinsic "
+                       f"columns {workflow.intrinsic})")
     check_cutout_root(workflow, how=how)
     table, probs, dropped = _evaluated_rows(catalog_path, model_path, model, meta, workflow, all_rows, batch_size)
     predicted = probs.argmax(axis=1)
@@ -461,6 +463,8 @@ def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_
     usable = np.ones(len(table), dtype=bool)
     with open_cutout_source(workflow) as source:
         for name, (model, meta) in loaded.items():
+            meta.check_columns(table.columns, source=f"the workflow of {describe_catalog(catalog_path)} (intrinsic "
+                               f"columns {workflow.intrinsic})")
             predictions = predict_rows(table, source, model, meta, batch_size=batch_size)
             usable &= np.isin(predictions.status, st.PREDICTED)
             probabilities[name] = predictions.probabilities.astype(np.float64)

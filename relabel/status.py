@@ -17,6 +17,7 @@ TOO_MANY_NAN = "too_many_nan"
 BAD_COORDINATES = "bad_coordinates"
 PARTIAL_EDGE = "partial_edge"
 OUTSIDE_IMAGE = "outside_image"
+MISSING_INPUT = "missing_input"
 
 #: A cutout with at most this share of NaN/inf pixels is kept, its bad pixels set to 0
 #: (the sky-subtracted background level), since a few masked pixels (cosmic rays,
@@ -38,6 +39,8 @@ DESCRIPTIONS = {
     PARTIAL_EDGE: "predicted; the stamp runs off its survey image and was padded with 0 (background) "
                   "there (column coverage: the share of the stamp on the image)",
     OUTSIDE_IMAGE: "the galaxy's centre lies on no survey image (outside every image's pixels)",
+    MISSING_INPUT: "a catalog column the model also takes (an intrinsic property) is null, NaN, inf or a "
+                   "missing-value code",
 }
 
 #: Statuses whose rows carry new probabilities.

@@ -225,6 +225,7 @@ def calibrate_on_validation(model: torch.nn.Module, data, rows: np.ndarray, work
     -------
     ValidationCalibration
     """
+    from relabel.model.inputs import rows_inputs
     from relabel.model.predict import predict_proba
 
     rows = np.asarray(rows)
@@ -235,12 +236,14 @@ def calibrate_on_validation(model: torch.nn.Module, data, rows: np.ndarray, work
     n_classes = len(data.classes)
     images = torch.from_numpy(np.ascontiguousarray(data.images[chosen]))
     # log p differs from the logits by one constant per row, which softmax(. / T) ignores.
-    observed = np.log(np.clip(predict_proba(model, images), 1e-300, None))
+    inputs = rows_inputs(model, data.intrinsic, chosen)
+    observed = np.log(np.clip(predict_proba(model, images, inputs=inputs), 1e-300, None))
     t_observed = fit_temperature(observed, labels)
     degrader = _condition_sampler(data, rows, chosen, workflow, seed=data.seed)
     if degrader is None or draws == 0:
         return ValidationCalibration(t_observed, "as observed", t_observed, n_galaxies=len(chosen))
-    views = np.concatenate([np.log(np.clip(predict_proba(model, degrader(images, chosen)), 1e-300, None))
+    views = np.concatenate([np.log(np.clip(predict_proba(model, degrader(images, chosen), inputs=inputs), 1e-300,
+                                           None))
                             for _ in range(draws)])
     t_conditions = fit_temperature(views, np.tile(labels, draws))
     shift = float(np.abs(_class_shares(views, n_classes) - _class_shares(observed, n_classes)).max())

@@ -116,6 +116,35 @@ class CheckpointMeta:
                                   + "; ".join(problems))
 
 
+    @property
+    def catalog_inputs(self) -> list[str]:
+        """Catalog columns the network takes beside the cutouts (empty: images only)."""
+        return list(self.architecture.get("catalog_inputs", []))
+
+    def check_columns(self, columns, source: str = "the catalog") -> None:
+        """Refuse a catalog that lacks a column the network takes as input.
+
+        Parameters
+        ----------
+        columns : collection of str
+            The columns the data offers (for ``relabel run``: the workflow's intrinsic columns,
+            which it reads from every row).
+        source : str
+            What the data is, for the message.
+
+        Raises
+        ------
+        CheckpointError
+            Naming the missing columns.
+        """
+        missing = [c for c in self.catalog_inputs if c not in set(columns)]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {self.content_hash[:12] or '(unsaved)'} takes the catalog column(s) "
+                f"{', '.join(missing)} beside the cutouts (trained with catalog_inputs {self.catalog_inputs}), "
+                f"but {source} does not give them: name them among the workflow's intrinsic columns")
+
+
 # --------------------------------------------------------------------------- save / load
 
 

@@ -14,7 +14,8 @@ from relabel.model.normalisation import normalise
 
 
 def predict_proba(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 256, temperature: float = 1.0
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, temperature: float = 1.0,
+    inputs: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Softmax class probabilities as float64 numpy, in batches on the model's device.
 
@@ -29,6 +30,9 @@ def predict_proba(
     temperature : float
         Logits are divided by it before the softmax (temperature scaling, Guo et al. 2017); a
         checkpoint's ``meta.temperature`` gives the probabilities ``relabel run`` writes.
+    inputs : torch.Tensor, shape (n, d), optional
+        The galaxies' catalog inputs, for a model that takes them
+        (:func:`relabel.model.network.catalog_inputs`).
 
     Returns
     -------
@@ -42,7 +46,9 @@ def predict_proba(
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device, non_blocking=True,
                                                         memory_format=torch.channels_last)
-            out.append(torch.softmax(model(batch).float() / float(temperature), dim=1).cpu())
+            extra = None if inputs is None else inputs[start:start + batch_size].to(device)
+            logits = model(batch) if extra is None else model(batch, extra)
+            out.append(torch.softmax(logits.float() / float(temperature), dim=1).cpu())
     model.train(was_training)
     if not out:
         n_classes = model.n_classes if isinstance(model, MorphologyCNN) else 0

@@ -55,7 +55,7 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
     from relabel.cutouts.sources import open_cutout_source
     from relabel.model.checkpoint import read_checkpoint
     from relabel.run.inference import cached_model, predict_rows
-    from relabel.run.task import RunContext, _output_frame, _valid_coordinates
+    from relabel.run.task import RunContext, _output_frame, _valid_coordinates, missing_inputs
 
     if len(df) == 0:
         _, meta = read_checkpoint(model)
@@ -68,6 +68,8 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
         rows = df.reset_index(drop=True)
         status = np.full(len(rows), st.OK, dtype=object)
         status[~_valid_coordinates(rows, wf)] = st.BAD_COORDINATES
+        meta.check_columns(rows.columns, source="the DataFrame")
+        status[(status == st.OK) & missing_inputs(rows, meta, wf)] = st.MISSING_INPUT
         with open_cutout_source(wf, meta.size, len(meta.bands)) as source:
             pred = predict_rows(rows, source, net, meta, batch_size or int(wf.run["batch_size"]), status)
         probs, status = pred.probabilities, pred.status

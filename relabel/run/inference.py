@@ -26,6 +26,7 @@ from relabel.cutouts.sources import Cutouts, CutoutSource
 from relabel.errors import CheckpointError
 from relabel.model.checkpoint import CheckpointMeta, load_checkpoint
 from relabel.model.device import autocast_for, choose_device
+from relabel.model.inputs import frame_inputs
 from relabel.model.normalisation import normalise
 
 _MODELS: dict[tuple[str, str], tuple[torch.nn.Module, CheckpointMeta]] = {}
@@ -203,6 +204,9 @@ def predict_rows(
     probs = np.full((n, meta.n_classes), np.nan, dtype=np.float32)
     spread = np.full((n, meta.n_classes), np.nan, dtype=np.float32) if tta else None
     status = np.full(n, st.OK, dtype=object) if status is None else np.asarray(status, dtype=object).copy()
+    inputs = frame_inputs(model, rows)
+    if inputs is not None:
+        status[(status == st.OK) & np.isnan(inputs).any(axis=1)] = st.MISSING_INPUT
     timings = {"read_cutouts": 0.0, "normalise": 0.0, "forward": 0.0}
     todo = np.flatnonzero(status == st.OK)
     coverage = np.zeros(n, dtype=np.float32)  # rows never read (e.g. bad coordinates) lie on no image
@@ -234,16 +238,19 @@ def predict_rows(
             if cut.coverage is not None:
                 coverage[index] = cut.coverage
             if cut.usable.any():
-                _predict_batch(cut, index, batch, model, meta, tta, probs, spread, timings)
+                extra = None if inputs is None else inputs[index[cut.usable]]
+                _predict_batch(cut, index, batch, model, meta, tta, probs, spread, timings, extra)
     return Predictions(probs, status, timings, coverage=coverage, std=spread)
 
 
 def _predict_batch(cut: Cutouts, index: np.ndarray, batch: np.ndarray, model: torch.nn.Module, meta: CheckpointMeta,
-                   tta: bool, probs: np.ndarray, spread: np.ndarray | None, timings: dict[str, float]) -> None:
+                   tta: bool, probs: np.ndarray, spread: np.ndarray | None, timings: dict[str, float],
+                   inputs: np.ndarray | None = None) -> None:
     """Normalise the usable cutouts into ``batch``, predict, and fill their rows of ``probs`` (and ``spread``).
 
     Cutouts a reading process already normalised go to the network as they are when they
-    fill the batch; otherwise they are copied into ``batch`` and padded.
+    fill the batch; otherwise they are copied into ``batch`` and padded. ``inputs`` are the
+    usable rows' catalog inputs (a model that takes them), padded likewise.
     """
     t0 = time.perf_counter()
     good = cut.usable
@@ -261,7 +268,12 @@ def _predict_batch(cut: Cutouts, index: np.ndarray, batch: np.ndarray, model: to
     t1 = time.perf_counter()
     device = next(model.parameters()).device
     x = torch.from_numpy(x_host).to(device, non_blocking=True, memory_format=torch.channels_last)
-    mean, std = symmetric_probabilities(model, x, getattr(meta, "temperature", 1.0), tta)
+    extra = None
+    if inputs is not None:
+        padded = np.zeros((len(x_host), inputs.shape[1]), dtype=np.float32)
+        padded[:k] = inputs
+        extra = torch.from_numpy(padded).to(device)
+    mean, std = symmetric_probabilities(model, x, getattr(meta, "temperature", 1.0), tta, extra)
     timings["normalise"] += t1 - t0
     timings["forward"] += time.perf_counter() - t1
     probs[index[good]] = mean[:k]
@@ -290,7 +302,8 @@ def square_symmetry(x: torch.Tensor, code: int) -> torch.Tensor:
 
 
 def symmetric_probabilities(model: torch.nn.Module, x: torch.Tensor, temperature: float = 1.0,
-                            tta: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+                            tta: bool = True, inputs: torch.Tensor | None = None
+                            ) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities of a batch, ``softmax(logits / temperature)``, optionally over the square's symmetries.
 
     Parameters
@@ -303,6 +316,8 @@ def symmetric_probabilities(model: torch.nn.Module, x: torch.Tensor, temperature
     tta : bool
         Test-time augmentation: the mean and standard deviation (ddof=0) over the
         8 symmetries of the square (a galaxy's class does not depend on its orientation).
+    inputs : torch.Tensor, shape (n, d), optional
+        Catalog inputs on the model's device, for a model that takes them (the same for every view).
 
     Returns
     -------
@@ -314,7 +329,8 @@ def symmetric_probabilities(model: torch.nn.Module, x: torch.Tensor, temperature
     with torch.inference_mode(), autocast_for(device):
         for code in range(8 if tta else 1):
             view = square_symmetry(x, code).contiguous(memory_format=torch.channels_last)
-            samples.append(torch.softmax(model(view).float() / float(temperature), dim=1))
+            logits = model(view) if inputs is None else model(view, inputs)
+            samples.append(torch.softmax(logits.float() / float(temperature), dim=1))
     if not tta:
         return samples[0].cpu().numpy(), None
     stacked = torch.stack(samples)

@@ -144,6 +144,7 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     cat = open_catalog(source, wf.catalog.hdu if source.suffix.lower() not in (".parquet", ".pq") else None)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
+    meta.check_columns(wf.intrinsic, source=f"workflow {wf.source or wf.name} (intrinsic columns {wf.intrinsic})")
     check_cutout_root(wf, cat, "" if workflow is not None else "the checkpoint's recorded root, relative to the "
                       "catalog's real folder")
     _warn_about_training(model, meta, echo)

@@ -23,6 +23,7 @@ from relabel.catalog.missing import as_numpy_columns, missing_mask, null_where
 from relabel.catalog.reader import open_catalog
 from relabel.config import Workflow
 from relabel.cutouts.reader_process import open_reader, reading_processes
+from relabel.model.checkpoint import CheckpointMeta
 from relabel.output_columns import probability_column, spread_column
 from relabel.run.inference import cached_model, configure_torch_threads, predict_rows
 from relabel.run.output import METADATA_KEY, shard_path, write_table_atomic
@@ -182,6 +183,7 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
     model, meta = cached_model(ctx.model, ctx.model_hash, ctx.device)
     status = np.full(len(rows), st.OK, dtype=object)
     status[~_valid_coordinates(rows, workflow)] = st.BAD_COORDINATES
+    status[(status == st.OK) & missing_inputs(rows, meta, workflow)] = st.MISSING_INPUT
     # A shard packing several survey images tells the source each row's image (by catalog row number).
     image = shard.image if shard.images is None else pd.Series(shard.row_images(), index=shard.row_numbers())
     device = next(model.parameters()).device
@@ -212,6 +214,28 @@ def run_shard(shard: Shard, ctx: RunContext) -> dict:
         "device": str(device),
         "reading_processes": readers,
     }
+
+
+def missing_inputs(rows: pd.DataFrame, meta: CheckpointMeta, workflow: Workflow) -> np.ndarray:
+    """Rows missing a catalog value the model takes (null, NaN, inf or the column's missing-value code).
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Catalog rows holding the model's input columns.
+    meta : CheckpointMeta
+        Its ``catalog_inputs``.
+    workflow : Workflow
+        The missing-value codes (``catalog.missing``).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (len(rows),)
+    """
+    missing = np.zeros(len(rows), dtype=bool)
+    for column in meta.catalog_inputs:
+        missing |= missing_mask(rows[column], workflow.catalog.missing.get(column, ()))
+    return missing
 
 
 def _valid_coordinates(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:

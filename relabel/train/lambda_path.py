@@ -35,7 +35,8 @@ from relabel.config import Workflow, load_workflow
 from relabel.destination import check_output_file
 from relabel.errors import ConfigError
 from relabel.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from relabel.model.network import MorphologyCNN
+from relabel.model.inputs import rows_inputs
+from relabel.model.network import build_model
 from relabel.model.predict import predict_proba
 from relabel.train.data import LabelledCutouts, load_labelled_cutouts
 from relabel.train.loop import TrainResult, train_model, validation_metrics
@@ -112,7 +113,8 @@ def judge_model(model: torch.nn.Module, data: LabelledCutouts, rows: np.ndarray,
     """
     chunk = 4096  # the cutouts of a large survey's validation rows need not all be in memory at once
     predicted = np.concatenate([
-        predict_proba(model, torch.from_numpy(np.ascontiguousarray(data.images[rows[i:i + chunk]])), 256).argmax(1)
+        predict_proba(model, torch.from_numpy(np.ascontiguousarray(data.images[rows[i:i + chunk]])), 256,
+                      inputs=rows_inputs(model, data.intrinsic, rows[i:i + chunk])).argmax(1)
         for i in range(0, len(rows), chunk)]) if len(rows) else np.zeros(0, np.int64)
     codes = data.codes[rows]
     chosen = mask & (codes >= 0)
@@ -280,7 +282,7 @@ def _write_chosen(out: Path, results: dict, rows: list[dict], reference: dict, c
     meta.metrics["lambda_selection"] = {
         "rule": RULE, "tolerance": tolerance, "n_reference_objects": n_reference, "lambdas": lams,
         "untried": untried, "biased": reference, "path": rows, "kept_rejected": kept_rejected}
-    model = MorphologyCNN(**{k: v for k, v in meta.architecture.items() if k != "name"})
+    model = build_model(meta.architecture)
     model.load_state_dict(state)
     save_checkpoint(model, meta, out)
     for r in results.values():

@@ -37,6 +37,7 @@ from relabel.errors import ConfigError
 from relabel.model.calibration import calibrate_on_validation
 from relabel.model.checkpoint import CheckpointMeta, save_checkpoint
 from relabel.model.device import autocast_for, choose_device
+from relabel.model.inputs import input_columns, rows_inputs
 from relabel.model.network import MorphologyCNN
 from relabel.model.predict import dihedral_augment, predict_proba
 from relabel.progress import progress_iter
@@ -85,7 +86,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
                 lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 2, patience: int = 4,
                 accuracy_tolerance: float = 0.1, settle_window: int = 3, settle_tolerance: float = 0.05,
                 cache_dir=None, data: LabelledCutouts | None = None, overwrite: bool = False,
-                augment: str | None = None) -> TrainResult:
+                augment: str | None = None, catalog_inputs: str | None = None) -> TrainResult:
     """Train a classifier on a catalog's labels and write its checkpoint to ``out``.
 
     The steps: options, data and split, penalty, epoch loop, selection and settlement, checkpoint.
@@ -124,6 +125,10 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
     augment : str, optional
         ``none`` or ``degrade`` (:mod:`relabel.train.augment`: well-observed labelled galaxies
         made to look worse-observed, keeping their labels); default the workflow's ``train.augment``.
+    catalog_inputs : str, optional
+        ``none`` (images only) or ``intrinsic``: the network also takes each galaxy's intrinsic
+        columns (:class:`relabel.model.network.MorphologyCNN`); default the workflow's
+        ``train.catalog_inputs``.
 
     Returns
     -------
@@ -143,7 +148,7 @@ def train_model(catalog_path, workflow, method: str, out, epochs: int | None = N
         epochs=epochs, batch_size=batch_size, seed=seed, val_fraction=val_fraction, log2_bins_int=log2_bins_int,
         bins_obs=bins_obs, width=width, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         patience=patience, accuracy_tolerance=accuracy_tolerance, settle_window=settle_window,
-        settle_tolerance=settle_tolerance)
+        settle_tolerance=settle_tolerance, catalog_inputs=catalog_inputs)
     if wants_automatic_lambda(method, lam, workflow):
         from relabel.train.lambda_path import select_lambda  # the path trains each of its lambdas through here
 
@@ -257,12 +262,16 @@ class _EpochLoop:
         self.penalty, self.device, self.log, self.degrade = penalty, device, log, degrade
         self.architecture: dict[str, Any] = {"name": "MorphologyCNN", "n_bands": len(workflow.cutouts.bands),
                              "n_classes": len(data.classes), "width": options.width,
-                             "blocks": [1, 1, 1, 1], "stem_stride": 2, "dropout": 0.2}
+                             "blocks": [1, 1, 1, 1], "stem_stride": 2, "dropout": 0.2,
+                             "catalog_inputs": input_columns(options.catalog_inputs, workflow.intrinsic)}
         # Channels-last: oneDNN's (CPU) and cuDNN's (bf16 tensor cores) faster convolutions; 1.3x per
         # step on 2 CPU threads. Checkpoints store the plain layout.
         # Module.to takes memory_format at run time (torch's documented signature); its stubs omit it.
         self.model = MorphologyCNN(**{k: v for k, v in self.architecture.items() if k != "name"}).to(  # type: ignore[call-overload]
             device, memory_format=torch.channels_last)
+        self.inputs = rows_inputs(self.model, data.intrinsic, np.arange(len(data)))
+        if self.inputs is not None:
+            self.model.set_input_scaling(self.inputs[split.train_rows])
         self.steps_per_epoch = max(1, len(split.train_rows) // options.batch_size)
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         self.schedule = learning_rate_schedule(self.optimiser, self.steps_per_epoch * options.epochs,
@@ -351,7 +360,10 @@ class _EpochLoop:
         x = dihedral_augment(x.to(self.device, non_blocking=True), self.generator).contiguous(
             memory_format=torch.channels_last)
         with autocast_for(self.device):
-            logits = self.model(x)
+            if self.inputs is None:
+                logits = self.model(x)
+            else:
+                logits = self.model(x, self.inputs[batch].to(self.device, non_blocking=True))
         return logits.float()
 
     def losses(self, batch: np.ndarray, lam_now: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -490,7 +502,8 @@ def validation_metrics(model: nn.Module, data: LabelledCutouts, rows: np.ndarray
     from relabel.bias.metric import BiasError, labeling_bias
 
     probs = np.concatenate([
-        predict_proba(model, torch.from_numpy(np.ascontiguousarray(data.images[rows[i:i + batch_size]])), batch_size)
+        predict_proba(model, torch.from_numpy(np.ascontiguousarray(data.images[rows[i:i + batch_size]])), batch_size,
+                      inputs=rows_inputs(model, data.intrinsic, rows[i:i + batch_size]))
         for i in range(0, len(rows), batch_size)
     ])
     codes = data.codes[rows]

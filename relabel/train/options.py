@@ -32,6 +32,7 @@ class TrainOptions:
     accuracy_tolerance: float = 0.1
     settle_window: int = 3
     settle_tolerance: float = 0.05
+    catalog_inputs: str = "none"
 
     def record(self) -> dict:
         """The options as plain JSON (for the checkpoint's metrics)."""
@@ -65,8 +66,8 @@ def resolve_options(workflow: Workflow, method: str, **given) -> TrainOptions:
     ----------
     workflow : Workflow
         Supplies ``train.epochs``, ``batch_size``, ``lambda`` (a number: ``automatic`` is
-        :func:`relabel.train.lambda_path.select_lambda`'s), ``seed``, ``val_fraction``
-        and ``bias.log2_bins_int``, ``bins_obs``.
+        :func:`relabel.train.lambda_path.select_lambda`'s), ``seed``, ``val_fraction``,
+        ``catalog_inputs`` and ``bias.log2_bins_int``, ``bins_obs``.
     method : str
         ``biased`` or ``debiased``; lambda is 0 for ``biased``.
     **given
@@ -75,14 +76,16 @@ def resolve_options(workflow: Workflow, method: str, **given) -> TrainOptions:
     Raises
     ------
     ConfigError
-        Unknown method, epochs < 1, batch size < 2, lambda < 0 or ``automatic``, a settle window < 1.
+        Unknown method, epochs < 1, batch size < 2, lambda < 0 or ``automatic``, a settle window < 1,
+        an unknown ``catalog_inputs``.
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     train, bias = workflow.train, workflow.bias
     from_workflow = {"epochs": train["epochs"], "batch_size": train["batch_size"], "lam": train["lambda"],
                      "seed": train["seed"], "val_fraction": train["val_fraction"],
-                     "log2_bins_int": bias["log2_bins_int"], "bins_obs": bias["bins_obs"]}
+                     "log2_bins_int": bias["log2_bins_int"], "bins_obs": bias["bins_obs"],
+                     "catalog_inputs": train.get("catalog_inputs", "none")}
     values = {k: v for k, v in given.items() if v is not None}
     for key, default in from_workflow.items():
         values.setdefault(key, default)
@@ -99,6 +102,8 @@ def resolve_options(workflow: Workflow, method: str, **given) -> TrainOptions:
         raise ConfigError(f"need epochs >= 1 and batch_size >= 2, got {options.epochs} and {options.batch_size}")
     if options.lam < 0:
         raise ConfigError(f"lambda must be >= 0, got {options.lam}")
+    if options.catalog_inputs not in ("none", "intrinsic"):
+        raise ConfigError(f"catalog_inputs must be 'none' or 'intrinsic', got {options.catalog_inputs!r}")
     if options.settle_window < 1:
         raise ConfigError(f"settle_window must be >= 1, got {options.settle_window}")
     return options
