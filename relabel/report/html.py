@@ -109,6 +109,10 @@ def _training(training: dict) -> list[str]:
                      f"{_fmt(soft['before'], 4)} without the bias term, {_fmt(soft['after'], 4)} with it "
                      f"({html.escape(soft['source'])}).</p>")
         parts.append(_calibration(training.get("temperature"), training.get("calibration")))
+        inputs = training.get("catalog_inputs") or []
+        parts.append("<p>The network sees the cutouts only.</p>" if not inputs else
+                     f"<p>The network sees the cutouts and the catalog's {html.escape(', '.join(inputs))} (the "
+                     "catalog gives the prior, the image the evidence).</p>")
         if selection:
             parts += _lambda_path(selection)
     parts += _agreement(training["agreement"], training.get("lambda_selection"))

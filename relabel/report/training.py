@@ -58,7 +58,8 @@ def training_numbers(out_dir: Path, frame: pd.DataFrame, wf: Workflow, classes: 
     dict
         ``checkpoint``, ``checkpoint_sha256``; from the checkpoint (unless ``error`` says why it could
         not be read): ``method``, ``lambda``, ``lambda_selection`` (or None), ``settled``, ``soft_L``,
-        ``temperature`` and ``calibration`` (how it was fitted; None for checkpoints that predate the record);
+        ``temperature`` and ``calibration`` (how it was fitted; None for checkpoints that predate the record),
+        ``catalog_inputs`` (the catalog columns the network takes beside the cutouts);
         ``agreement`` (:func:`relabel.bias.agreement.best_bin_agreement` plus ``rows``) and
         ``over_correction`` (``warning``, ``text``, ``reference``).
     """
@@ -69,7 +70,8 @@ def training_numbers(out_dir: Path, frame: pd.DataFrame, wf: Workflow, classes: 
         selection = meta.metrics.get("lambda_selection")
         out.update(method=meta.method, **{"lambda": meta.lam}, lambda_selection=selection,
                    settled=meta.metrics.get("settled"), soft_L=soft_l_before_after(meta),
-                   temperature=meta.temperature, calibration=meta.metrics.get("calibration"))
+                   temperature=meta.temperature, calibration=meta.metrics.get("calibration"),
+                   catalog_inputs=meta.catalog_inputs)
     out["agreement"] = run_agreement(frame, wf, classes, predicted, meta)
     method = meta.method if meta is not None else record.get("method")
     if method == "debiased":

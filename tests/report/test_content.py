@@ -138,3 +138,14 @@ def test_report_refuses_to_replace_a_report_and_reads_fits_truth(reported, small
 def test_axis_labels_carry_units():
     assert axis_label("R50_KPC") == "R50_KPC: physical half-light radius (kpc)"
     assert axis_label("PSF_FWHM").endswith("(arcsec)")
+
+
+def test_the_report_says_what_the_network_sees(reported, small_model):
+    from relabel.model.checkpoint import read_checkpoint
+
+    _, numbers, html = reported
+    inputs = read_checkpoint(small_model)[1].catalog_inputs
+    assert numbers["training"]["catalog_inputs"] == inputs
+    expected = (f"sees the cutouts and the catalog&#x27;s {', '.join(inputs)}" if inputs
+                else "The network sees the cutouts only.")
+    assert expected in html
