@@ -35,7 +35,7 @@ from relabel.config import Workflow, load_workflow
 from relabel.destination import check_output_file
 from relabel.errors import ConfigError
 from relabel.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from relabel.model.inputs import rows_inputs
+from relabel.model.inputs import input_columns, rows_inputs
 from relabel.model.network import build_model
 from relabel.model.predict import predict_proba
 from relabel.train.data import LabelledCutouts, load_labelled_cutouts
@@ -168,7 +168,8 @@ def select_lambda(catalog_path, workflow, out, path=DEFAULT_PATH, tolerance: flo
     if not lams or lams[0] <= 0:
         raise ConfigError(f"the lambda path must hold numbers > 0, got {list(path)}")
     opts = resolve_options(workflow, "biased", **{k: v for k, v in train_options.items()
-                                                if k in ("seed", "val_fraction", "log2_bins_int", "bins_obs")})
+                                                if k in ("seed", "val_fraction", "log2_bins_int", "bins_obs",
+                                                         "catalog_inputs")})
     if data is None:
         data = load_labelled_cutouts(catalog_path, workflow, opts.seed, opts.val_fraction, cache_dir,
                                      progress=progress)
@@ -246,6 +247,10 @@ def _check_reference(path: Path, meta, data: LabelledCutouts, workflow: Workflow
         problems.append(f"it held out {split.get('n_val')} validation rows, this catalog {int(data.is_val.sum())}")
     if meta.normalisation != data.normalisation or list(meta.bands) != list(workflow.cutouts.bands):
         problems.append("its cutout bands or normalisation differ from this workflow's")
+    wanted = input_columns(opts.catalog_inputs, workflow.intrinsic)
+    if meta.catalog_inputs != wanted:
+        problems.append(f"it takes the catalog inputs {meta.catalog_inputs}, this training's models {wanted} "
+                        "(train.catalog_inputs)")
     if problems:
         raise ConfigError(f"reference model {path} cannot be the biased reference: {'; '.join(problems)}")
 

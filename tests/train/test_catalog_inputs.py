@@ -163,6 +163,11 @@ def test_the_lambda_path_trains_every_lambda_with_the_inputs(colour_models, tmp_
     model, meta = load_checkpoint(result.path)
     assert meta.catalog_inputs == ["COLOR"] and meta.metrics["chosen_lambda"] in (1.0, 3.0)
     assert len(meta.metrics["lambda_selection"]["path"]) >= 1
+    with pytest.raises(ConfigError, match="catalog inputs"):  # an image-only reference measures another network
+        select_lambda(root / "catalog.fits", root / "workflow.yaml", tmp_path / "mixed.pt", path=(1.0,),
+                      reference_model=colour_models[1].path, epochs=4, width=8, progress=False,
+                      catalog_inputs="intrinsic")
+    assert not (tmp_path / "mixed.pt").exists()
 
 
 def test_an_unknown_choice_is_refused(tmp_path):
