@@ -157,8 +157,8 @@ class TrainSettings:
     augment: str = setting("none", "'degrade': well-observed labelled galaxies also shown made to look worse-observed",
                            choices=("none", "degrade"))
     catalog_inputs: str = setting(
-        "none", "'intrinsic': the network also sees each galaxy's intrinsic columns (the catalog gives the prior)",
-        choices=("none", "intrinsic"))
+        "intrinsic", "'intrinsic': the network also sees each galaxy's intrinsic columns (the catalog gives the "
+        "prior); 'none': the cutouts only", choices=("none", "intrinsic"))
 
 
 @dataclass

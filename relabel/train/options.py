@@ -85,7 +85,7 @@ def resolve_options(workflow: Workflow, method: str, **given) -> TrainOptions:
     from_workflow = {"epochs": train["epochs"], "batch_size": train["batch_size"], "lam": train["lambda"],
                      "seed": train["seed"], "val_fraction": train["val_fraction"],
                      "log2_bins_int": bias["log2_bins_int"], "bins_obs": bias["bins_obs"],
-                     "catalog_inputs": train.get("catalog_inputs", "none")}
+                     "catalog_inputs": train["catalog_inputs"]}
     values = {k: v for k, v in given.items() if v is not None}
     for key, default in from_workflow.items():
         values.setdefault(key, default)

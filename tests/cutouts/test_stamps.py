@@ -1,6 +1,7 @@
 """PNG/JPEG stamps in layout "files": channels to bands, faults, 8-bit normalisation, a run end to end."""
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 import yaml
@@ -101,6 +102,7 @@ def test_eight_bit_stamps_get_the_linear_normalisation():
 def test_jpeg_catalog_end_to_end_through_train_and_run(tmp_path, capsys):
     from relabel.cli import main
     from relabel.model import load_checkpoint, predict_proba, preprocess
+    from relabel.model.inputs import frame_inputs
     from relabel.train import train_model
 
     rng = np.random.default_rng(3)
@@ -133,5 +135,8 @@ def test_jpeg_catalog_end_to_end_through_train_and_run(tmp_path, capsys):
     assert code == 0
     df = pd.read_parquet(tmp_path / "out").sort_values("row")
     assert (df["status"] == st.OK).all()  # before: every JPEG row was corrupt_file
-    expect = predict_proba(net, preprocess(np.stack(stamps).astype(np.float32), meta), temperature=meta.temperature)
+    inputs = torch.from_numpy(frame_inputs(net, table))  # the model also takes the intrinsic columns (default)
+    assert meta.catalog_inputs == ["ABS_MAG", "R50_KPC"]
+    expect = predict_proba(net, preprocess(np.stack(stamps).astype(np.float32), meta), temperature=meta.temperature,
+                           inputs=inputs)
     np.testing.assert_allclose(df[["p_elliptical", "p_spiral"]].to_numpy(), expect, atol=1e-5)

@@ -146,6 +146,6 @@ def test_the_report_says_what_the_network_sees(reported, small_model):
     _, numbers, html = reported
     inputs = read_checkpoint(small_model)[1].catalog_inputs
     assert numbers["training"]["catalog_inputs"] == inputs
-    expected = (f"sees the cutouts and the catalog&#x27;s {', '.join(inputs)}" if inputs
+    expected = (f"sees the cutouts and the catalog's {', '.join(inputs)}" if inputs
                 else "The network sees the cutouts only.")
     assert expected in html

@@ -247,7 +247,7 @@ def test_resume_with_another_workflow_is_refused(small_survey, small_model, tmp_
     _run(small_survey, small_model, tmp_path / "out", shard_size=300)
     raw = yaml.safe_load(small_survey.workflow.read_text())
     raw["cutouts"]["root"] = str(small_survey.root)
-    raw["intrinsic"] = raw["intrinsic"][:2]
+    raw["observables"] = raw["observables"][:2]  # the model's inputs (the intrinsic columns) are all still there
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(OutputError, match="workflow_hash"):
         run_catalog(small_survey.catalog, small_model, tmp_path / "out", workflow=tmp_path / "other.yaml",

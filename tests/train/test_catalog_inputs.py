@@ -78,7 +78,7 @@ def colour_models(tmp_path_factory):
     write_colour_only_survey(root)
     common = dict(catalog_path=root / "catalog.fits", workflow=root / "workflow.yaml", method="biased", width=8,
                   progress=False)
-    images_only = train_model(out=root / "images.pt", **common)
+    images_only = train_model(out=root / "images.pt", catalog_inputs="none", **common)
     with_inputs = train_model(out=root / "inputs.pt", catalog_inputs="intrinsic", **common)
     return root, images_only, with_inputs
 
