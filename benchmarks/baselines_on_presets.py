@@ -1,9 +1,10 @@
 """The catalog-level correction against the acceptance study's models, on every preset.
 
-    python benchmarks/baselines_on_presets.py --study scratch/s7 --out benchmarks/results/baselines_presets
+    python benchmarks/baselines_on_presets.py --study scratch/s8 --surveys scratch/s7 \
+        --out benchmarks/results/baselines_presets
 
 For each run of the acceptance study (``bench_train.py``: survey
-``STUDY/survey_PRESET_20000``, models ``STUDY/models_PRESET_seedS/{biased,debiased_automatic}.pt``,
+``SURVEYS/survey_PRESET_20000``, models ``STUDY/models_PRESET_seedS/{biased,debiased_automatic}.pt``,
 trained with the workflow's defaults), compares the catalog's labels, the catalog-level
 correction along each of the workflow's observables (Hart et al. 2016 use redshift) and
 the two models on the same held-out galaxies (:func:`relabel.evaluate.compare_methods`).
@@ -20,9 +21,9 @@ from relabel.config import load_workflow
 from relabel.evaluate import compare_methods, correction_row
 
 
-def compare_run(study: Path, preset: str, seed: int) -> dict | None:
+def compare_run(study: Path, preset: str, seed: int, surveys: Path | None = None) -> dict | None:
     """:func:`compare_methods` of one study run, or None when its checkpoints are not there."""
-    survey = study / f"survey_{preset}_20000"
+    survey = (surveys or study) / f"survey_{preset}_20000"
     models = study / f"models_{preset}_seed{seed}"
     paths = {"biased": models / "biased.pt", "de-biased": models / "debiased_automatic.pt"}
     if not all(p.exists() for p in paths.values()):
@@ -59,7 +60,8 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", type=Path, default=Path("scratch/s7"))
+    parser.add_argument("--study", type=Path, default=Path("scratch/s8"), help="folder of the study's models")
+    parser.add_argument("--surveys", type=Path, default=None, help="folder of the surveys (default: --study)")
     parser.add_argument("--presets", nargs="+", default=["default", "sdss", "deep"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "baselines_presets")
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
     results = {}
     for preset in args.presets:
         for seed in args.seeds:
-            result = compare_run(args.study, preset, seed)
+            result = compare_run(args.study, preset, seed, args.surveys)
             if result is None:
                 print(f"{preset} seed {seed}: no checkpoints under {args.study}, skipped", flush=True)
                 continue

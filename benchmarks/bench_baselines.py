@@ -223,15 +223,20 @@ def degrade_cost(data, workflow, batch: int = 256, repeats: int = 10) -> dict:
 
 def tta_cost(model_path: Path, data, batch: int = 256, repeats: int = 3) -> dict:
     """CPU seconds per galaxy of the 8-symmetry mean against the plain forward pass, alternated."""
+    from relabel.model.inputs import rows_inputs
+
     model, meta = load_checkpoint(model_path)
-    images = torch.from_numpy(np.ascontiguousarray(data.images[np.flatnonzero(data.is_val)[:batch * 2]]))
+    rows = np.flatnonzero(data.is_val)[:batch * 2]
+    images = torch.from_numpy(np.ascontiguousarray(data.images[rows]))
+    inputs = rows_inputs(model, data.intrinsic, rows)  # a model with catalog inputs takes them in both modes
     timings = {"plain": [], "tta": []}
     for _ in range(repeats):
         for mode in ("plain", "tta"):
             t0 = time.process_time()
             for start in range(0, len(images), batch):
                 x = images[start:start + batch].contiguous(memory_format=torch.channels_last)
-                symmetric_probabilities(model, x, meta.temperature, tta=mode == "tta")
+                extra = None if inputs is None else inputs[start:start + batch]
+                symmetric_probabilities(model, x, meta.temperature, tta=mode == "tta", inputs=extra)
             timings[mode].append((time.process_time() - t0) / len(images))
     plain, tta = float(np.median(timings["plain"])), float(np.median(timings["tta"]))
     return {"plain_cpu_ms_per_galaxy": plain * 1e3, "tta_cpu_ms_per_galaxy": tta * 1e3, "ratio": tta / plain,

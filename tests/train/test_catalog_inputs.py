@@ -18,6 +18,7 @@ from relabel.evaluate import evaluate_model
 from relabel.model import MorphologyCNN, load_checkpoint
 from relabel.run.clusters import ClusterOptions
 from relabel.train import train_model
+from tests.train.test_loop import write_tile_survey
 
 WORKFLOW = textwrap.dedent(
     """\
@@ -56,18 +57,7 @@ def write_colour_only_survey(root: Path, n: int = 1200, seed: int = 0) -> pd.Dat
     data["P_CS"] = np.where(spiral, 0.9, 0.1)
     data["P_EL"] = 1 - data["P_CS"]
     data["COLOR"], data["RESOLUTION"] = colour, rng.uniform(0, 1, n)
-    per_tile = 256
-    data["TILE"] = [f"tiles/t{i // per_tile}.fits".encode() for i in range(n)]
-    data["TILE_INDEX"] = np.arange(n) % per_tile
-    (root / "tiles").mkdir(parents=True, exist_ok=True)
-    for t in range(0, n, per_tile):
-        fitsio.write(str(root / "tiles" / f"t{t // per_tile}.fits"), images[t:t + per_tile], clobber=True)
-    fitsio.write(str(root / "catalog.fits"), data, extname="CATALOG", clobber=True)
-    (root / "workflow.yaml").write_text(WORKFLOW)
-    truth = pd.DataFrame({"OBJID": data["OBJID"].astype(np.int64),
-                          "TRUE_CLASS": np.where(spiral, "spiral", "elliptical")})
-    truth.to_parquet(root / "truth.parquet")
-    return truth
+    return write_tile_survey(root, data, images, spiral, WORKFLOW)
 
 
 @pytest.fixture(scope="module")

@@ -69,14 +69,21 @@ def write_toy_survey(root: Path, n: int = 1600, seed: int = 0) -> pd.DataFrame:
     data["OBJID"] = 1 + np.arange(n)
     data["P_CS"], data["P_EL"] = p_cs, 1 - p_cs
     data["MASS"], data["RESOLUTION"] = mass, res
-    per_tile = 256
+    return write_tile_survey(root, data, images, spiral, TOY_WORKFLOW)
+
+
+def write_tile_survey(root: Path, data: np.ndarray, images: np.ndarray, spiral: np.ndarray, workflow: str,
+                      per_tile: int = 256) -> pd.DataFrame:
+    """Write ``images`` (n, 1, H, W) as tiles of ``per_tile``, the catalog ``data`` (its TILE / TILE_INDEX filled
+    here), the workflow and the truth (OBJID, TRUE_CLASS from ``spiral``) under ``root``; returns the truth."""
+    n = len(data)
     data["TILE"] = [f"tiles/t{i // per_tile}.fits".encode() for i in range(n)]
     data["TILE_INDEX"] = np.arange(n) % per_tile
     (root / "tiles").mkdir(parents=True, exist_ok=True)
     for t in range(0, n, per_tile):
         fitsio.write(str(root / "tiles" / f"t{t // per_tile}.fits"), images[t:t + per_tile], clobber=True)
     fitsio.write(str(root / "catalog.fits"), data, extname="CATALOG", clobber=True)
-    (root / "workflow.yaml").write_text(TOY_WORKFLOW)
+    (root / "workflow.yaml").write_text(workflow)
     truth = pd.DataFrame({"OBJID": data["OBJID"].astype(np.int64),
                           "TRUE_CLASS": np.where(spiral, "spiral", "elliptical")})
     truth.to_parquet(root / "truth.parquet")
