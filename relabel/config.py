@@ -141,6 +141,10 @@ class BiasSettings:
     seed: int = setting(0, "random seed", minimum=0)
 
 
+#: ``train.catalog_inputs``: the catalog columns the network also sees (none, or the intrinsic ones).
+CATALOG_INPUTS = ("none", "intrinsic")
+
+
 @dataclass
 class TrainSettings:
     """Training of the classifier (``relabel train``)."""
@@ -158,7 +162,7 @@ class TrainSettings:
                            choices=("none", "degrade"))
     catalog_inputs: str = setting(
         "intrinsic", "'intrinsic': the network also sees each galaxy's intrinsic columns (the catalog gives the "
-        "prior); 'none': the cutouts only", choices=("none", "intrinsic"))
+        "prior); 'none': the cutouts only", choices=CATALOG_INPUTS)
 
 
 @dataclass

@@ -9,9 +9,6 @@ from torch import nn
 
 from relabel.model.network import catalog_inputs
 
-#: ``train.catalog_inputs``: which catalog columns the network also sees.
-CATALOG_INPUTS = ("none", "intrinsic")
-
 
 def input_columns(choice: str, intrinsic: list[str] | tuple[str, ...]) -> list[str]:
     """The columns a training's ``catalog_inputs`` choice names.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from relabel.config import Workflow
+from relabel.config import CATALOG_INPUTS, Workflow
 from relabel.errors import ConfigError
 
 METHODS = ("biased", "debiased")
@@ -102,8 +102,9 @@ def resolve_options(workflow: Workflow, method: str, **given) -> TrainOptions:
         raise ConfigError(f"need epochs >= 1 and batch_size >= 2, got {options.epochs} and {options.batch_size}")
     if options.lam < 0:
         raise ConfigError(f"lambda must be >= 0, got {options.lam}")
-    if options.catalog_inputs not in ("none", "intrinsic"):
-        raise ConfigError(f"catalog_inputs must be 'none' or 'intrinsic', got {options.catalog_inputs!r}")
+    if options.catalog_inputs not in CATALOG_INPUTS:
+        raise ConfigError(f"catalog_inputs must be one of {', '.join(CATALOG_INPUTS)}, "
+                          f"got {options.catalog_inputs!r}")
     if options.settle_window < 1:
         raise ConfigError(f"settle_window must be >= 1, got {options.settle_window}")
     return options
