@@ -189,3 +189,18 @@ def test_a_network_with_catalog_inputs_is_calibrated_on_its_galaxies_as_observed
     assert calibrations["none"].temperature_conditions is not None, "an image-only network is shown the views"
     assert calibrations["intrinsic"].views == "as observed"
     assert calibrations["intrinsic"].temperature_conditions is None
+
+
+def test_a_null_in_a_nullable_input_column_is_a_missing_input(colour_models):
+    # Parquet and pandas nulls (pd.NA in a nullable float or integer column), besides NaN, inf and codes.
+    root, _, with_inputs = colour_models
+    data = fitsio.read(str(root / "catalog.fits"))
+    frame = pd.DataFrame(data.byteswap().view(data.dtype.newbyteorder())).iloc[:40].reset_index(drop=True)
+    for dtype in ("Float64", "Int64"):
+        rows = frame.copy()
+        colour = rows["COLOR"].astype(np.float64)
+        rows["COLOR"] = (colour * 100).round().astype(dtype) if dtype == "Int64" else colour.astype(dtype)
+        rows.loc[[2, 9], "COLOR"] = pd.NA
+        out = relabel.predict_frame(rows, with_inputs.path, root / "workflow.yaml")
+        assert sorted(np.flatnonzero(out["status"] != st.OK)) == [2, 9], dtype
+        assert (out.loc[[2, 9], "status"] == st.MISSING_INPUT).all() and out.loc[[2, 9], "p_spiral"].isna().all()
