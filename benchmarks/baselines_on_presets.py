@@ -44,7 +44,12 @@ def markdown(results: dict) -> str:
             quartiles = " | ".join(f"{a:.3f}" for a in row["accuracy_by_quartile"])
             lines.append(f"| {run} | {row['method']} | {row['excess_L']:.4f} ± {spread:.4f} | {row['accuracy']:.3f} "
                          f"| {quartiles} | {row['fraction_error']:.3f} | {row['ece']:.3f} |")
-    lines += ["", "| run | beats the correction along | worst quartile | excess L |", "|---|---|---|---|"]
+        truth = result.get("truth_L")
+        if truth:
+            spread = (truth["L_std"] ** 2 + truth["null_L_std"] ** 2) ** 0.5
+            lines.append(f"| {run} | true classes | {truth['excess_L']:.4f} ± {spread:.4f} | 1.000 | | | | | 0.000 | |")
+    lines += ["", "| run | beats the correction along | worst quartile | excess L | truth's own excess L |",
+              "|---|---|---|---|---|"]
     for run, result in results.items():
         rows = {r["method"]: r for r in result["rows"]}
         debiased = rows["de-biased"]
@@ -54,7 +59,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {run} | {column} | {'yes' if q1 else 'NO'} ({debiased['accuracy_by_quartile'][0]:.3f} vs "
                          f"{other['accuracy_by_quartile'][0]:.3f}) | "
                          f"{'yes' if debiased['excess_L'] < other['excess_L'] else 'NO'} "
-                         f"({debiased['excess_L']:.4f} vs {other['excess_L']:.4f}) |")
+                         f"({debiased['excess_L']:.4f} vs {other['excess_L']:.4f}) | "
+                         f"{result['truth_L']['excess_L'] if 'truth_L' in result else float('nan'):.4f} |")
     return "\n".join(lines) + "\n"
 
 

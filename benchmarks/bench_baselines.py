@@ -253,6 +253,9 @@ def acceptance(comparison: dict, costs: dict) -> list[dict]:
     debiased = rows["de-biased"]
     # Comparisons written before the correction had several observables hold one, along the first.
     along = comparison.get("correction_observables") or [comparison["quartile_observable"]]
+    truth = comparison.get("truth_L")
+    # The truth's own excess: what a perfect classifier keeps (comparisons written before it was measured lack it).
+    truth_note = f" (the truth's own: {truth['excess_L']:.4f} ± {_spread(truth):.4f})" if truth else ""
     out = []
     for column in along:
         correction = rows[correction_row(along, column)]
@@ -262,7 +265,7 @@ def acceptance(comparison: dict, costs: dict) -> list[dict]:
              "passed": debiased["accuracy_by_quartile"][0] > correction["accuracy_by_quartile"][0]},
             {"criterion": f"de-biased beats the correction along {column} on excess L",
              "measured": f"{debiased['excess_L']:.4f} ± {_spread(debiased):.4f} vs {correction['excess_L']:.4f} ± "
-                         f"{_spread(correction):.4f}",
+                         f"{_spread(correction):.4f}{truth_note}",
              "passed": debiased["excess_L"] < correction["excess_L"]},
         ]
     return out + [

@@ -361,7 +361,10 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     dict
         ``rows``: one dict per method (``method``, ``n``, ``coverage``, ``L``, ``L_std``, ``null_L``, ``null_L_std``,
         ``excess_L``, ``accuracy``, ``accuracy_by_quartile``, ``fraction_by_quartile``,
-        ``fraction_error``, ``ece``, ``ece_by_quartile``), ``true_fraction_by_quartile``, ``reliability``
+        ``fraction_error``, ``ece``, ``ece_by_quartile``), ``true_fraction_by_quartile``, ``truth_L`` (``L``,
+        ``L_std``, ``null_L``, ``null_L_std``, ``excess_L`` of the true classes on the same rows and bins: the
+        dependence an unbiased classifier keeps, since the truth itself varies with the observables inside
+        L's intrinsic bins; a method whose excess L is below it has removed real dependence), ``reliability``
         (method -> :func:`relabel.model.calibration.reliability_diagram`), ``quartile_edges``,
         ``quartile_observable``, ``classes``, ``n``, ``bins``, ``correction_observables``. Plain data; see
         :func:`comparison_frame` for a table.
@@ -386,12 +389,18 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     quartile, edges = observable_quartiles(table[workflow.observable_columns[0]].to_numpy(),
                                            workflow.observables[0].best)
     true_fractions = _fractions(truth_codes, quartile, truth_classes)
+    true_L = bias_with_errors(table[workflow.intrinsic], table[workflow.observable_columns], truth_codes,
+                              len(truth_classes), params["log2_bins_int"], params["bins_obs"],
+                              [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
+                              n_null=params["n_null"], classes=truth_classes)
     rows, reliability = [], {}
     for name, (probs, hard) in methods.items():
         row, reliability[name] = _method_row(name, probs, hard, truth_codes, quartile, true_fractions, table,
                                              workflow, classes, ece_bins)
         rows.append(row)
     return {"rows": rows, "true_fraction_by_quartile": true_fractions, "reliability": reliability,
+            "truth_L": {"L": true_L.L, "L_std": true_L.L_std, "null_L": true_L.null_L,
+                        "null_L_std": true_L.null_L_std, "excess_L": true_L.excess},
             "quartile_edges": edges, "quartile_observable": workflow.observable_columns[0], "classes": classes,
             "n": int(len(table)), "bins": f"{2 ** params['log2_bins_int']} x {params['bins_obs']}",
             "correction_observables": along,
@@ -490,7 +499,7 @@ def comparison_frame(result: dict) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Indexed by method (plus a ``truth`` row of true fractions): ``n``, ``coverage``,
+        Indexed by method (plus a ``truth`` row: the true fractions and the truth's own L): ``n``, ``coverage``,
         ``excess_L``, ``L``, ``L_std``, ``null_L``, ``null_L_std``, ``accuracy``, ``fraction_error``, ``ece``,
         ``accuracy_q1..q4``, ``ece_q1..q4`` and ``<class>_q1..q4`` (quartile 1 is the worst observed).
     """
@@ -506,7 +515,7 @@ def comparison_frame(result: dict) -> pd.DataFrame:
             for q, value in enumerate(values):
                 record[f"{name}_q{q + 1}"] = value
         records.append(record)
-    truth = {"method": "truth"}
+    truth = {"method": "truth", **result.get("truth_L", {})}
     for name, values in result["true_fraction_by_quartile"].items():
         if name in result["classes"]:
             truth.update({f"{name}_q{q + 1}": v for q, v in enumerate(values)})

@@ -168,6 +168,26 @@ def test_comparison_table_measures_every_method_on_the_same_galaxies(small_surve
     frame = comparison_frame(result)
     assert list(frame.index) == [LABELS_ROW, CORRECTION_ROW, "biased", "again", "truth"]
     assert frame.loc["truth", "spiral_q1"] == pytest.approx(result["true_fraction_by_quartile"]["spiral"][0])
+    # The truth's own L, on the same held-out rows and bins: the floor an unbiased classifier keeps.
+    from astropy.table import Table
+
+    from relabel.bias.metric import bias_with_errors
+    from relabel.model.checkpoint import load_checkpoint
+    from relabel.train.split import validation_mask
+
+    catalog = Table.read(small_survey.catalog).to_pandas()
+    split = load_checkpoint(small_model)[1].split
+    held = catalog[validation_mask(catalog["OBJID"].to_numpy(), split["seed"], split["val_fraction"])]
+    true_class = pd.read_parquet(small_survey.truth).set_index("OBJID").loc[held["OBJID"], "TRUE_CLASS"]
+    codes = pd.Categorical(true_class, categories=["elliptical", "spiral"]).codes
+    params = workflow.bias
+    expected = bias_with_errors(held[workflow.intrinsic], held[workflow.observable_columns], codes, 2,
+                                params["log2_bins_int"], params["bins_obs"], [o.best for o in workflow.observables],
+                                n_boot=params["n_boot"], seed=params["seed"], n_null=params["n_null"])
+    assert len(held) == result["n"]
+    assert result["truth_L"]["L"] == pytest.approx(expected.L)
+    assert result["truth_L"]["excess_L"] == pytest.approx(expected.excess)
+    assert frame.loc["truth", "excess_L"] == pytest.approx(expected.excess)
     json.dumps(result)  # plain data for the report
 
 
