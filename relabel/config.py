@@ -94,6 +94,12 @@ class CatalogSpec:
     id: str = setting("OBJID", "galaxy id column")
     ra: str = setting("RA", "right ascension column (deg)")
     dec: str = setting("DEC", "declination column (deg)")
+    ra_unit: str | None = setting(
+        None, "unit of the RA column when the catalog states none (deg, rad, arcsec, hourangle; FITS TUNIT "
+        "otherwise); sexagesimal text is read as hours")
+    dec_unit: str | None = setting(
+        None, "unit of the Dec column when the catalog states none (deg, rad, arcsec); sexagesimal text is read as "
+        "degrees")
     passthrough: list[str] = setting([], "extra catalog columns copied to the run output")
     missing: dict[str, Any] = setting({}, "missing-value codes per column, e.g. {REDSHIFT: [-9999], M_R: [99]}")
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from relabel import status as st
 from relabel.bias.metric import BiasError, bias_with_errors
+from relabel.catalog.coordinates import catalog_coordinate_units
 from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.reader import catalog_folder, describe_catalog
 from relabel.config import Workflow
@@ -141,6 +142,7 @@ def _evaluated_rows(catalog_path, model_path, model, meta, workflow: Workflow, a
         held_out = validation_mask(table[workflow.catalog.id].to_numpy(), split["seed"], split["val_fraction"])
         table = table[held_out].reset_index(drop=True)
 
+    workflow = catalog_coordinate_units(catalog_path, workflow)  # RA/Dec in the catalog's units
     with open_cutout_source(workflow) as source:
         predictions = predict_rows(table, source, model, meta, batch_size=batch_size)
     usable = np.isin(predictions.status, st.PREDICTED)
@@ -470,6 +472,7 @@ def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_
     corrected = {column: values[held_out] for column, values in corrected.items()}
     probabilities = {}
     usable = np.ones(len(table), dtype=bool)
+    workflow = catalog_coordinate_units(catalog_path, workflow)  # RA/Dec in the catalog's units
     with open_cutout_source(workflow) as source:
         for name, (model, meta) in loaded.items():
             meta.check_columns(table.columns, source=f"the workflow of {describe_catalog(catalog_path)} (intrinsic "

@@ -35,7 +35,7 @@ DESCRIPTIONS = {
     BAD_INDEX: "the row's index into its tile is outside the tile's cube",
     ALL_NAN: "every pixel of the cutout is NaN or inf",
     TOO_MANY_NAN: f"more than {MAX_NAN_FRACTION:.0%} of the cutout's pixels are NaN or inf",
-    BAD_COORDINATES: "RA/Dec is NaN or outside [0, 360) x [-90, 90]",
+    BAD_COORDINATES: "RA/Dec is missing, not readable as an angle, or outside [-180, 360) x [-90, 90] degrees",
     PARTIAL_EDGE: "predicted; the stamp runs off its survey image and was padded with 0 (background) "
                   "there (column coverage: the share of the stamp on the image)",
     OUTSIDE_IMAGE: "the galaxy's centre lies on no survey image (outside every image's pixels)",

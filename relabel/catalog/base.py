@@ -29,6 +29,7 @@ class Catalog:
     columns: list[str]
     _dtypes: dict[str, np.dtype]
     _shapes: dict[str, tuple] = {}
+    _units: dict[str, str] = {}
 
     @property
     def n_rows(self) -> int:
@@ -51,6 +52,21 @@ class Catalog:
             ``stop - start`` rows, index ``start..stop-1``.
         """
         raise NotImplementedError
+
+    def unit(self, column: str) -> str | None:
+        """The unit the catalog states for ``column`` (FITS ``TUNITn``, a Parquet file's astropy metadata,
+        an astropy Table column's unit), as written; None when it states none.
+
+        Parameters
+        ----------
+        column : str
+            A column name, as in the file.
+
+        Returns
+        -------
+        str or None
+        """
+        return self._units.get(column) or None
 
     def dtype(self, column: str) -> np.dtype:
         """The column's dtype once read (native byte order; scaled integers: float64; nullable integers: ``Int64``...).

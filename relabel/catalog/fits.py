@@ -89,8 +89,10 @@ class FitsCatalog(Catalog):
             info = fits[self.hdu]
             self.nrows = info.get_nrows()
             ascii_table = info.get_exttype() == "ASCII_TBL"
-            self.plans = {p.name: p for p in plan_columns(info.read_header(), ascii_table)}
+            header = info.read_header()
+            self.plans = {p.name: p for p in plan_columns(header, ascii_table)}
             self.columns = list(self.plans)
+            self._units = {name: str(header.get(f"TUNIT{i}", "")).strip() for i, name in enumerate(self.columns, 1)}
         # cfitsio matches names regardless of case: columns with a case sibling are refused by require(), not read
         upper = [c.upper() for c in self.columns]
         readable = [c for c in self.columns if upper.count(c.upper()) == 1]

@@ -41,6 +41,7 @@ class ParquetCatalog(Catalog):
         self.nrows = int(self._offsets[-1])
         self.columns = [n for n in schema.names if not n.startswith("__index_level")]
         self._schema = schema
+        self._units = _astropy_units(schema)
         self._dtypes = {f.name: _element_dtype(f.type) for f in schema if f.name in self.columns}
         self._shapes = {f.name: _list_shape(f.type) for f in schema if f.name in self.columns}
 
@@ -139,3 +140,20 @@ def _list_shape(kind) -> tuple:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return (0,)
     return ()
+
+
+def _astropy_units(schema) -> dict[str, str]:
+    """Column units from a Parquet schema: astropy's ``table_meta_yaml`` (``Table.write``), or a field's ``unit``."""
+    import yaml
+
+    units = {f.name: f.metadata[b"unit"].decode() for f in schema if f.metadata and b"unit" in f.metadata}
+    meta = (schema.metadata or {}).get(b"table_meta_yaml")
+    if meta:
+        try:
+            header = yaml.safe_load(meta.decode())
+        except yaml.YAMLError:
+            return units  # metadata another writer mangled: the data is still readable
+        for entry in (header or {}).get("datatype", []) if isinstance(header, dict) else []:
+            if isinstance(entry, dict) and entry.get("unit") and entry.get("name"):
+                units.setdefault(str(entry["name"]), str(entry["unit"]))
+    return units

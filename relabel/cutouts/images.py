@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from relabel import status as st
+from relabel.catalog.coordinates import to_degrees
 from relabel.config import CutoutSpec
 from relabel.cutouts.sources import Cutouts, CutoutSource
 from relabel.errors import ConfigError
@@ -374,9 +375,10 @@ class ImageSource(CutoutSource):
     max_open = 8
 
     def __init__(self, spec: CutoutSpec, size: int | None = None, n_bands: int | None = None,
-                 ra: str = "RA", dec: str = "DEC", image: str | pd.Series | None = None):
+                 ra: str = "RA", dec: str = "DEC", image: str | pd.Series | None = None,
+                 units: tuple[str | None, str | None] = (None, None)):
         super().__init__(spec, size, n_bands)
-        self.ra, self.dec, self.image = ra, dec, image
+        self.ra, self.dec, self.image, self.units = ra, dec, image, units
         self.columns = (ra, dec, *spec.columns)
         self._open: OrderedDict[str, tuple[SurveyImage | None, str | None]] = OrderedDict()
         self._footprints: list[Footprint] | None = None
@@ -387,7 +389,8 @@ class ImageSource(CutoutSource):
         Parameters
         ----------
         rows : pandas.DataFrame
-            Rows holding :attr:`columns` (RA/Dec in degrees, and the image column when the workflow has one).
+            Rows holding :attr:`columns` (RA/Dec in the units the source was given, numbers or sexagesimal
+            text; :mod:`relabel.catalog.coordinates`), and the image column when the workflow has one.
 
         Returns
         -------
@@ -396,8 +399,8 @@ class ImageSource(CutoutSource):
         """
         out = self._empty(len(rows))
         out.coverage = np.ones(len(rows), dtype=np.float32)
-        ra = rows[self.ra].to_numpy(dtype=np.float64)
-        dec = rows[self.dec].to_numpy(dtype=np.float64)
+        ra = to_degrees(rows[self.ra], self.units[0], True, self.ra)
+        dec = to_degrees(rows[self.dec], self.units[1], False, self.dec)
         images = self._images_of(rows, ra, dec)
         for image in pd.unique(images):
             where = np.flatnonzero(images == image)
@@ -510,10 +513,6 @@ def find_footprints(spec: CutoutSpec) -> list[Footprint]:
     ConfigError
         No image matches, an image lacks one of the bands, or a header has no usable WCS.
     """
-    import fitsio
-
-    from relabel.cutouts.sources import _first_image
-
     pattern = spec.image_pattern or ""
     images = sorted(set().union(*(_matching_images(spec.root, pattern, band) for band in spec.bands)))
     if not images:
@@ -524,18 +523,44 @@ def find_footprints(spec: CutoutSpec) -> list[Footprint]:
             if not (spec.root / band_path(image, band)).is_file():
                 raise ConfigError(f"cutouts.image_pattern {pattern!r}: image {image} has no {band}-band "
                                   f"file {band_path(image, band)} under {spec.root}")
-        name = band_path(image, spec.bands[0])
-        try:
-            with fitsio.FITS(str(spec.root / name)) as fits:
-                hdu = _first_image(fits)
-                dims = tuple(hdu.get_dims()) if hdu is not None else ()
-                wcs = header_wcs(hdu) if len(dims) == 2 else None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"survey image {spec.root / name} is not readable FITS ({exc})") from None
-        if wcs is None or not wcs.has_celestial:
-            raise ConfigError(f"survey image {spec.root / name} has no 2-D image with a celestial WCS")
-        footprints.append(_footprint(image, wcs, dims))
+        footprints.append(image_footprint(spec, image))
     return footprints
+
+
+def image_footprint(spec: CutoutSpec, image: str) -> Footprint:
+    """Where one survey image lies: its first band's WCS and shape, read from its header.
+
+    Parameters
+    ----------
+    spec : relabel.config.CutoutSpec
+        The workflow's ``cutouts`` (``root``, ``bands``).
+    image : str
+        The image's path template (``{band}`` for several bands), relative to ``spec.root``.
+
+    Returns
+    -------
+    Footprint
+
+    Raises
+    ------
+    ConfigError
+        The file is not readable FITS or holds no 2-D image with a celestial WCS.
+    """
+    import fitsio
+
+    from relabel.cutouts.sources import _first_image
+
+    name = band_path(image, spec.bands[0])
+    try:
+        with fitsio.FITS(str(spec.root / name)) as fits:
+            hdu = _first_image(fits)
+            dims = tuple(hdu.get_dims()) if hdu is not None else ()
+            wcs = header_wcs(hdu) if len(dims) == 2 else None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"survey image {spec.root / name} is not readable FITS ({exc})") from None
+    if wcs is None or not wcs.has_celestial:
+        raise ConfigError(f"survey image {spec.root / name} has no 2-D image with a celestial WCS")
+    return _footprint(image, wcs, dims)
 
 
 def _matching_images(root: Path, pattern: str, band: str) -> set[str]:

@@ -324,7 +324,8 @@ def open_cutout_source(workflow: Workflow, size: int | None = None, n_bands: int
     if workflow.cutouts.layout == "images":
         from relabel.cutouts.images import ImageSource
 
-        return ImageSource(workflow.cutouts, size, n_bands, workflow.catalog.ra, workflow.catalog.dec, image)
+        spec = workflow.catalog
+        return ImageSource(workflow.cutouts, size, n_bands, spec.ra, spec.dec, image, (spec.ra_unit, spec.dec_unit))
     kinds = {"tiles": TileSource, "files": FileSource}
     return kinds[workflow.cutouts.layout](workflow.cutouts, size, n_bands)
 

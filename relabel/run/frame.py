@@ -52,6 +52,7 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
         meta = relabel.predict_frame(ddf._meta, "model.pt", "workflow.yaml")
         out = ddf.map_partitions(relabel.predict_frame, "model.pt", "workflow.yaml", meta=meta)
     """
+    from relabel.catalog.coordinates import catalog_coordinate_units
     from relabel.cutouts.sources import open_cutout_source
     from relabel.model.checkpoint import read_checkpoint
     from relabel.run.inference import cached_model, predict_rows
@@ -66,6 +67,7 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
         net, meta = cached_model(model, None, device)
         wf = resolve_workflow(workflow, meta, Path.cwd(), model)
         rows = df.reset_index(drop=True)
+        wf = catalog_coordinate_units(rows, wf)  # the units the workflow names (a DataFrame states none)
         status = np.full(len(rows), st.OK, dtype=object)
         status[~_valid_coordinates(rows, wf)] = st.BAD_COORDINATES
         meta.check_columns(rows.columns, source="the DataFrame")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from relabel import __version__
+from relabel.catalog.coordinates import resolve_coordinate_units
 from relabel.catalog.ids import check_ids
 from relabel.catalog.missing import missing_mask
 from relabel.catalog.reader import Catalog, open_catalog
@@ -44,7 +45,7 @@ from relabel.run.output import (
     write_json_atomic,
     write_table_atomic,
 )
-from relabel.run.plan import plan_digest, plan_shards
+from relabel.run.plan import check_rows_on_images, plan_digest, plan_shards
 from relabel.run.task import NEW_COLUMNS, ROW, RunContext, catalog_columns, output_schema, run_shard
 from relabel.run.workflow import resolve_workflow
 
@@ -142,6 +143,7 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     wf = resolve_workflow(workflow, meta, seen_as.resolve().parent, model)
     source = staged or catalog
     cat = open_catalog(source, wf.catalog.hdu if source.suffix.lower() not in (".parquet", ".pq") else None)
+    wf = resolve_coordinate_units(cat, wf)
     validate_catalog(cat, wf, meta.classes)
     meta.check_input(wf.cutouts.bands, wf.cutouts.size, source=f"the cutouts of workflow {wf.source or wf.name}")
     meta.check_columns(wf.intrinsic, source=f"workflow {wf.source or wf.name} (intrinsic columns {wf.intrinsic})")
@@ -153,6 +155,8 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     shards = plan_shards(cat, wf, shard_size)
     if wf.cutouts.layout == "images":
         from relabel.cutouts.images import check_pixel_scales
+
+        check_rows_on_images(shards, cat, wf)
 
         trained = meta.workflow.get("cutouts", {}).get("pixel_scale", wf.cutouts.pixel_scale)
         check_pixel_scales({i for s in shards for i in s.image_names}, wf.cutouts, float(trained),
@@ -399,12 +403,16 @@ def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
     CatalogError
         Naming the catalog, the column and the offending count / first rows.
     """
-    numeric = [wf.catalog.ra, wf.catalog.dec, *wf.intrinsic, *wf.observable_columns]
+    numeric = [*wf.intrinsic, *wf.observable_columns]
     if wf.labels.probabilities:
         numeric += wf.labels.columns
     if wf.cutouts.layout == "tiles":
         numeric.append(wf.cutouts.index_column)
     cat.require(catalog_columns(wf), numeric=numeric, what=f"workflow {wf.source or wf.name}")
+    for col in (wf.catalog.ra, wf.catalog.dec):  # numbers in their unit, or sexagesimal text
+        if cat.shape(col) or getattr(cat.dtype(col), "kind", "O") not in "iufOSU":
+            raise CatalogError(f"{cat.path}: coordinate column {col} must hold one number or one sexagesimal text "
+                               f"per row for workflow {wf.source or wf.name}, but it holds {cat.dtype(col)} values")
     complex_columns = [c for c in wf.catalog.passthrough if getattr(cat.dtype(c), "kind", "O") == "c"]
     if complex_columns:
         raise CatalogError(f"{cat.path}: passthrough column(s) {', '.join(complex_columns)} hold complex numbers, "

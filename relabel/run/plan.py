@@ -13,9 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from relabel.catalog.coordinates import to_degrees
 from relabel.catalog.reader import Catalog
 from relabel.config import Workflow
+from relabel.errors import CatalogError
 
 #: Rows read per chunk while planning: a few columns of a 50M-row catalog never sit in memory at once.
 PLAN_CHUNK_ROWS = 2_000_000
@@ -237,14 +240,98 @@ def _rows_by_image(catalog: Catalog, workflow: Workflow) -> tuple[np.ndarray, np
     columns = [spec.image_column, dec] if spec.image_column else [ra, dec]
     for chunk in catalog.iter_chunks(columns, PLAN_CHUNK_ROWS):
         where = slice(chunk.index[0], chunk.index[-1] + 1)
-        decs = chunk[dec].to_numpy(np.float64, na_value=np.nan)
+        decs = to_degrees(chunk[dec], workflow.catalog.dec_unit, False, dec)
         if footprints is None:
             images = np.array([str(v).rstrip() for v in chunk[spec.image_column].to_numpy()], dtype=object)
             pixel_row[where] = decs
         else:
-            images, pixel_row[where] = assign_images(footprints, chunk[ra].to_numpy(np.float64, na_value=np.nan),
-                                                     decs, pixel_rows=True)
+            ras = to_degrees(chunk[ra], workflow.catalog.ra_unit, True, ra)
+            images, pixel_row[where] = assign_images(footprints, ras, decs, pixel_rows=True)
         uniq, inverse = np.unique(images.astype(str), return_inverse=True)
         mapping = np.array([names.setdefault(str(u), len(names)) for u in uniq], dtype=np.int64)
         codes[where] = mapping[inverse]
     return codes, pixel_row, {code: name for name, code in names.items()}
+
+
+
+#: Rows whose images are opened to see whether any lies on its image, when a column names each row's image.
+ON_IMAGE_SAMPLE = 200
+
+
+def check_rows_on_images(shards: list[Shard], catalog: Catalog, workflow: Workflow) -> None:
+    """Refuse a catalog of which no row lies on its survey image (layout "images").
+
+    Some rows off every image is normal (a catalog wider than the images: their status is
+    ``outside_image``); all of them is almost always coordinates in another unit than the
+    one read (radians or hours without a unit, :mod:`relabel.catalog.coordinates`) or
+    images of another field, and the run would write a table with no prediction. With
+    images found by footprint the plan already knows; with ``cutouts.image_column``,
+    up to :data:`ON_IMAGE_SAMPLE` rows spread over the catalog are placed on their images.
+
+    Parameters
+    ----------
+    shards : list of Shard
+        The plan (:func:`plan_image_shards`).
+    catalog : Catalog
+        The catalog planned.
+    workflow : Workflow
+        Its RA/Dec columns and units, and the images.
+
+    Raises
+    ------
+    CatalogError
+        Naming the catalog, the range of its coordinates as read and the images' centres.
+    """
+    from relabel.cutouts.images import find_footprints
+
+    spec, cut = workflow.catalog, workflow.cutouts
+    if not catalog.nrows:
+        return
+    if cut.image_column:
+        rows = np.unique(np.linspace(0, catalog.nrows - 1, min(catalog.nrows, ON_IMAGE_SAMPLE)).astype(np.int64))
+        sample = catalog.read_rows([spec.ra, spec.dec, cut.image_column], rows)
+        footprints = _sample_on_images(sample, workflow)
+        if footprints is None:
+            return
+        what = f"its image (column {cut.image_column}; {len(rows)} rows spread over the catalog tried)"
+    else:
+        if any(s.image or s.images for s in shards):
+            return
+        sample = catalog.read([spec.ra, spec.dec], 0, min(catalog.nrows, 100_000))
+        footprints = find_footprints(cut)
+        what = f"any survey image matching {cut.image_pattern!r}"
+    ra = to_degrees(sample[spec.ra], spec.ra_unit, True, spec.ra)
+    dec = to_degrees(sample[spec.dec], spec.dec_unit, False, spec.dec)
+    centres = np.array([f.centre for f in footprints]).reshape(-1, 2)
+    span = (f"RA {np.nanmin(ra):.4g} to {np.nanmax(ra):.4g}, Dec {np.nanmin(dec):.4g} to {np.nanmax(dec):.4g} deg"
+            if np.isfinite(ra).any() and np.isfinite(dec).any() else "no readable RA/Dec")
+    where = (f"RA {centres[:, 0].min():.4g} to {centres[:, 0].max():.4g}, Dec {centres[:, 1].min():.4g} to "
+             f"{centres[:, 1].max():.4g} deg" if len(centres) else "none found")
+    raise CatalogError(
+        f"{catalog.path}: no row lies on {what}. Its coordinates as read ({spec.ra} in {spec.ra_unit or 'deg'}, "
+        f"{spec.dec} in {spec.dec_unit or 'deg'}): {span}; the images' centres: {where}. If RA/Dec are in "
+        "radians or hours, say so with the column's unit (FITS TUNITn) or catalog.ra_unit / catalog.dec_unit "
+        "in the workflow")
+
+
+def _sample_on_images(sample, workflow: Workflow):
+    """None when a row of ``sample`` lies on its named image (or none of their images could be read);
+    else the footprints of the images read."""
+    from relabel.cutouts.images import image_footprint, stamp_corners
+    from relabel.errors import ConfigError
+
+    spec, cut = workflow.catalog, workflow.cutouts
+    ra = to_degrees(sample[spec.ra], spec.ra_unit, True, spec.ra)
+    dec = to_degrees(sample[spec.dec], spec.dec_unit, False, spec.dec)
+    names = np.array([str(v).rstrip() for v in sample[cut.image_column].to_numpy()], dtype=object)
+    footprints = []
+    for name in pd.unique(names):
+        try:
+            footprint = image_footprint(cut, str(name))
+        except ConfigError:
+            continue  # a missing or unreadable image is its rows' status, not the whole catalog's fault
+        footprints.append(footprint)
+        here = names == name
+        if stamp_corners(footprint.wcs, ra[here], dec[here], cut.size, footprint.shape)[2].any():
+            return None
+    return footprints or None

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from relabel import status as st
+from relabel.catalog.coordinates import sky_degrees
 from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.missing import as_numpy_columns, missing_mask, null_where
 from relabel.catalog.reader import open_catalog
@@ -239,10 +240,10 @@ def missing_inputs(rows: pd.DataFrame, meta: CheckpointMeta, workflow: Workflow)
 
 
 def _valid_coordinates(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:
-    ra = rows[workflow.catalog.ra].to_numpy(dtype=np.float64, na_value=np.nan)
-    dec = rows[workflow.catalog.dec].to_numpy(dtype=np.float64, na_value=np.nan)
+    ra, dec = sky_degrees(rows, workflow)
     with np.errstate(invalid="ignore"):
-        return np.isfinite(ra) & np.isfinite(dec) & (ra >= 0) & (ra < 360) & (np.abs(dec) <= 90)
+        # RA in [0, 360) or the other common convention, (-180, 180]; a WCS takes either.
+        return np.isfinite(ra) & np.isfinite(dec) & (ra >= -180) & (ra < 360) & (np.abs(dec) <= 90)
 
 
 def original_labels(rows: pd.DataFrame, workflow: Workflow) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from relabel import status as st
+from relabel.catalog.coordinates import catalog_coordinate_units
 from relabel.catalog.ids import check_ids
 from relabel.catalog.labels import table_labels
 from relabel.catalog.missing import as_numpy_columns, drop_missing
@@ -126,6 +127,7 @@ def load_labelled_cutouts(catalog_path, workflow: Workflow, seed: int, val_fract
     ConfigError
         No training row has a usable cutout.
     """
+    workflow = catalog_coordinate_units(catalog_path, workflow)  # the cutout source reads RA/Dec in their units
     table, dropped = read_table(catalog_path, workflow)
     codes, classes = table_labels(table, workflow.labels)
     images = _cutout_cache(cache_dir, (len(table), len(workflow.cutouts.bands), workflow.cutouts.size,

@@ -12,7 +12,7 @@ from relabel import status as st
 from relabel.config import CutoutSpec
 from relabel.cutouts.images import (ImageSource, assign_images, check_pixel_scales, find_footprints,
                                     pixel_scales, stamp_corners)
-from relabel.errors import ConfigError
+from relabel.errors import CatalogError, ConfigError
 
 SCALE = 0.26 / 3600  # degrees / pixel (DECam-like)
 
@@ -298,3 +298,91 @@ def test_run_checks_the_pixel_scale_of_every_image_of_a_packed_shard(tmp_path):
         run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
                     cluster=ClusterOptions(kind="none"), shard_size=100, bias=False, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def _coordinates_in(convention: str, table: pd.DataFrame, root) -> tuple[str, dict]:
+    """The catalog of ``table`` with its RA/Dec in ``convention``: (file name, workflow catalog keys)."""
+    from astropy.coordinates import Angle
+    from astropy.table import Table
+
+    ra, dec = table["RA"].to_numpy(), table["DEC"].to_numpy()
+    if convention == "radians, unit in astropy's Parquet metadata":
+        t = Table.from_pandas(table)
+        t["RA"], t["DEC"] = np.radians(ra), np.radians(dec)
+        t["RA"].unit = t["DEC"].unit = "rad"
+        t.write(root / "c.parquet")
+        return "c.parquet", {}
+    if convention == "hours and arcsec, FITS TUNIT":
+        data = table.copy()
+        data["RA"], data["DEC"] = ra / 15, dec * 3600
+        units = ["h" if c == "RA" else "arcsec" if c == "DEC" else "" for c in data.columns]
+        fitsio.write(str(root / "c.fits"), data.to_records(index=False), units=units)
+        return "c.fits", {}
+    if convention == "sexagesimal text":
+        data = table.copy()
+        data["RA"] = Angle(ra, unit="deg").to_string(unit="hourangle", sep=":", precision=4)
+        data["DEC"] = Angle(dec, unit="deg").to_string(sep=" ", precision=3, alwayssign=True)
+        data.to_parquet(root / "c.parquet")
+        return "c.parquet", {}
+    data = table.copy()  # "hours, unit named by the workflow"
+    data["RA"] = ra / 15
+    data.to_parquet(root / "c.parquet")
+    return "c.parquet", {"ra_unit": "hourangle"}
+
+
+@pytest.mark.parametrize("convention", ["radians, unit in astropy's Parquet metadata", "hours and arcsec, FITS TUNIT",
+                                        "sexagesimal text", "hours, unit named by the workflow"])
+def test_coordinates_in_any_unit_or_notation_cut_the_same_stamps(tmp_path, convention):
+    import yaml
+
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    _, _, _, model = _image_run(tmp_path)
+    options = dict(cluster=ClusterOptions(kind="none"), shard_size=5, bias=False, progress=False)
+    run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "ref", workflow=tmp_path / "images.yaml", **options)
+    reference = pd.read_parquet(tmp_path / "ref").sort_values("row")
+    name, keys = _coordinates_in(convention, pd.read_parquet(tmp_path / "catalog.parquet"), tmp_path)
+    raw = yaml.safe_load((tmp_path / "images.yaml").read_text())
+    raw["catalog"].update(keys)
+    (tmp_path / "units.yaml").write_text(yaml.safe_dump(raw))
+    run_catalog(tmp_path / name, model, tmp_path / "out", workflow=tmp_path / "units.yaml", **options)
+    out = pd.read_parquet(tmp_path / "out").sort_values("row")
+    assert out["status"].tolist() == reference["status"].tolist() == [st.OK] * 10 + [st.PARTIAL_EDGE,
+                                                                                      st.OUTSIDE_IMAGE]
+    np.testing.assert_allclose(out[["p_elliptical", "p_spiral"]].to_numpy(),
+                               reference[["p_elliptical", "p_spiral"]].to_numpy(), atol=1e-6)
+    from relabel.catalog.reader import open_catalog
+
+    as_read = open_catalog(tmp_path / name).read_all(["RA"])["RA"]
+    assert out["RA"].tolist() == as_read.tolist()  # the output keeps the catalog's own values
+
+
+def test_coordinates_on_no_image_at_all_are_refused_with_their_range_before_writing(tmp_path):
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    _, _, _, model = _image_run(tmp_path)
+    table = pd.read_parquet(tmp_path / "catalog.parquet")
+    table["RA"], table["DEC"] = np.radians(table["RA"]), np.radians(table["DEC"])  # radians, and nothing says so
+    table.to_parquet(tmp_path / "radians.parquet")
+    with pytest.raises(CatalogError, match=r"no row lies on its image \(column IMAGE; 12 rows .*\)\. Its coordinates "
+                                           r"as read \(RA in deg, DEC in deg\): RA 2\.6\d* to 2\.6\d*.* the images' "
+                                           r"centres: RA 150 to 150"):
+        run_catalog(tmp_path / "radians.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                    cluster=ClusterOptions(kind="none"), bias=False, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_reads_the_same_stamps_from_coordinates_in_radians(tmp_path):
+    from relabel.config import load_workflow
+    from relabel.train import load_labelled_cutouts
+
+    _image_run(tmp_path)
+    workflow = load_workflow(tmp_path / "images.yaml")
+    table = pd.read_parquet(tmp_path / "catalog.parquet")
+    name, _ = _coordinates_in("radians, unit in astropy's Parquet metadata", table, tmp_path)
+    reference = load_labelled_cutouts(tmp_path / "catalog.parquet", workflow, 0, 0.25, progress=False)
+    radians = load_labelled_cutouts(tmp_path / name, workflow, 0, 0.25, progress=False)
+    assert len(radians) == len(reference) > 0
+    np.testing.assert_array_equal(radians.images, reference.images)

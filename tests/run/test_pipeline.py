@@ -87,6 +87,8 @@ def test_per_row_faults_become_statuses(tiny_run):
     bad["TILE_INDEX"][1] = 99
     bad["RA"][2] = np.nan
     bad["DEC"][3] = 95.0
+    bad["RA"][4] = -10.0  # the (-180, 180] convention: a position, predicted
+    bad["RA"][34] = 400.0  # no RA convention reaches this
     fitsio.write(str(root / "catalog.fits"), bad, extname="CATALOG", clobber=True)
     cube = fitsio.read(str(root / "tiles" / "tile_00002.fits"))
     cube[0] = np.nan
@@ -95,11 +97,11 @@ def test_per_row_faults_become_statuses(tiny_run):
     _run(root, model, root / "out", shard_size=16)
     df = pd.read_parquet(root / "out").set_index("row").sort_index()
     expected = {0: st.MISSING_FILE, 1: st.BAD_INDEX, 2: st.BAD_COORDINATES, 3: st.BAD_COORDINATES,
-                32: st.ALL_NAN, 33: st.NAN_FILLED}
+                32: st.ALL_NAN, 33: st.NAN_FILLED, 34: st.BAD_COORDINATES}
     for row, value in expected.items():
         assert df.loc[row, "status"] == value, row
     others = df.drop(index=list(expected))
-    assert (others["status"] == "ok").all() and len(others) == 34
+    assert (others["status"] == "ok").all() and len(others) == 33 and 4 in others.index
     no_pred = df.loc[[0, 1, 2, 3, 32]]
     assert no_pred["p_spiral"].isna().all() and no_pred["label"].isna().all()
     assert df.loc[33, "p_spiral"] == df.loc[33, "p_spiral"]  # predicted despite 2 NaN rows of pixels
@@ -107,7 +109,7 @@ def test_per_row_faults_become_statuses(tiny_run):
     direct = _direct_predictions(model, images[4:16])
     np.testing.assert_allclose(df.loc[4:15, ["p_elliptical", "p_spiral"]].to_numpy(), direct, atol=1e-6)
     summary = json.loads((root / "out" / "_summary.json").read_text())
-    assert summary["status"] == {"ok": 34, st.MISSING_FILE: 1, st.BAD_INDEX: 1, st.BAD_COORDINATES: 2,
+    assert summary["status"] == {"ok": 33, st.MISSING_FILE: 1, st.BAD_INDEX: 1, st.BAD_COORDINATES: 3,
                                  st.ALL_NAN: 1, st.NAN_FILLED: 1}
 
 
