@@ -25,6 +25,7 @@ files first. How a stamp is cut:
 from __future__ import annotations
 
 import re
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,62 @@ def header_wcs(hdu, header=None):
     for key in ("XTENSION", "PCOUNT", "GCOUNT", "TFIELDS"):
         header.remove(key, ignore_missing=True)
     return WCS(header, naxis=2)
+
+
+def sky_to_pixel(wcs, ra, dec) -> tuple[np.ndarray, np.ndarray]:
+    """0-based pixel (x, y) of ICRS positions on an image, whatever its WCS's sky frame and axis order.
+
+    An image's WCS may be equatorial (ICRS, or FK5 / FK4 at an equinox), galactic or
+    ecliptic, with longitude or latitude first; the catalog's RA/Dec are ICRS (FK5 J2000
+    differs by tens of milliarcseconds). astropy transforms between frames
+    (:func:`astropy.wcs.utils.skycoord_to_pixel`, distortions included).
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+        A celestial WCS.
+    ra, dec : numpy.ndarray of float, shape (n,)
+        ICRS degrees.
+
+    Returns
+    -------
+    x, y : numpy.ndarray of float, shape (n,)
+        NaN where the projection has no pixel for a position.
+    """
+    from astropy.coordinates import SkyCoord
+    from astropy.wcs.utils import skycoord_to_pixel
+
+    ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+    finite = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+    x, y = np.full(len(ra), np.nan), np.full(len(ra), np.nan)
+    if finite.any():
+        sky = SkyCoord(ra[finite], dec[finite], unit="deg", frame="icrs")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # positions far off a TAN image do not converge: NaN, checked below
+            px, py = skycoord_to_pixel(sky, wcs, origin=0, mode="all")
+        x[finite], y[finite] = px, py
+    return x, y
+
+
+def pixel_to_sky(wcs, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS degrees of 0-based pixel positions on an image (the inverse of :func:`sky_to_pixel`).
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+        A celestial WCS, in any sky frame.
+    x, y : numpy.ndarray of float
+        Pixel positions.
+
+    Returns
+    -------
+    ra, dec : numpy.ndarray of float
+        ICRS degrees.
+    """
+    from astropy.wcs.utils import pixel_to_skycoord
+
+    sky = pixel_to_skycoord(np.asarray(x, float), np.asarray(y, float), wcs, origin=0, mode="all").icrs
+    return np.asarray(sky.ra.deg), np.asarray(sky.dec.deg)
 
 
 def pixel_scales(wcs) -> np.ndarray:
@@ -330,7 +387,7 @@ def stamp_corners(wcs, ra: np.ndarray, dec: np.ndarray, size: int, shape: tuple[
     inside : numpy.ndarray of bool
         The galaxy's centre falls on a pixel of the image.
     """
-    x, y = wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0, quiet=True)
+    x, y = sky_to_pixel(wcs, ra, dec)
     finite = np.isfinite(x) & np.isfinite(y)
     x, y = np.where(finite, x, -1e9), np.where(finite, y, -1e9)
     ny, nx = shape
@@ -580,7 +637,7 @@ def _footprint(image: str, wcs, shape: tuple[int, int]) -> Footprint:
     ny, nx = shape
     xs = np.array([(nx - 1) / 2, -0.5, nx - 0.5, -0.5, nx - 0.5])
     ys = np.array([(ny - 1) / 2, -0.5, -0.5, ny - 0.5, ny - 0.5])
-    ra, dec = wcs.all_pix2world(xs, ys, 0)
+    ra, dec = pixel_to_sky(wcs, xs, ys)
     radius = float(np.max(_separation(ra[0], dec[0], ra[1:], dec[1:])))
     return Footprint(image, wcs, shape, (float(ra[0]), float(dec[0])), radius)
 
@@ -622,7 +679,7 @@ def assign_images(footprints: list[Footprint], ra: np.ndarray, dec: np.ndarray, 
         near = np.flatnonzero(_separation(fp.centre[0], fp.centre[1], ra, dec) <= fp.radius * 1.01)
         if len(near) == 0:
             continue
-        x, y = fp.wcs.all_world2pix(ra[near], dec[near], 0, quiet=True)
+        x, y = sky_to_pixel(fp.wcs, ra[near], dec[near])
         ny, nx = fp.shape
         with np.errstate(invalid="ignore"):
             m = np.minimum.reduce([x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y])

@@ -386,3 +386,47 @@ def test_training_reads_the_same_stamps_from_coordinates_in_radians(tmp_path):
     radians = load_labelled_cutouts(tmp_path / name, workflow, 0, 0.25, progress=False)
     assert len(radians) == len(reference) > 0
     np.testing.assert_array_equal(radians.images, reference.images)
+
+
+def _frame_wcs(kind: str) -> WCS:
+    """A TAN image WCS near (RA 150, Dec 2) whose world axes are not plain ICRS RA/Dec in the usual order."""
+    from astropy.coordinates import SkyCoord
+
+    wcs = WCS(naxis=2)
+    centre = SkyCoord(150.0, 2.0, unit="deg", frame="icrs")
+    if kind == "galactic":
+        wcs.wcs.ctype, lon_lat = ["GLON-TAN", "GLAT-TAN"], centre.galactic
+        wcs.wcs.crval = [lon_lat.l.deg, lon_lat.b.deg]
+    elif kind == "fk4 B1950":
+        wcs.wcs.ctype, wcs.wcs.radesys, wcs.wcs.equinox = ["RA---TAN", "DEC--TAN"], "FK4", 1950.0
+        lon_lat = centre.transform_to("fk4")
+        wcs.wcs.crval = [lon_lat.ra.deg, lon_lat.dec.deg]
+    else:  # "declination first": axis 1 is latitude
+        wcs.wcs.ctype, wcs.wcs.crval = ["DEC--TAN", "RA---TAN"], [2.0, 150.0]
+    wcs.wcs.crpix = [256.5, 200.5]
+    wcs.wcs.cd = np.array([[-SCALE, 0.0], [0.0, SCALE]]) if kind != "declination first" else np.array(
+        [[0.0, SCALE], [-SCALE, 0.0]])
+    return wcs
+
+
+@pytest.mark.parametrize("kind", ["galactic", "fk4 B1950", "declination first"])
+def test_images_in_other_sky_frames_or_axis_orders_cut_stamps_on_their_galaxies(tmp_path, kind):
+    from astropy.wcs.utils import pixel_to_skycoord
+
+    wcs = _frame_wcs(kind)
+    centres = [(100.3, 80.8), (300.1, 250.2), (420.6, 40.2)]
+    ramp = np.arange(400 * 512, dtype=np.float32).reshape(400, 512) * 1e-6
+    data = blobs((400, 512), centres) + ramp
+    header = [{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards if c.keyword]
+    fitsio.write(str(tmp_path / "img_r.fits"), data, header=header, clobber=True)
+    sky = pixel_to_skycoord(*np.array(centres).T, wcs, origin=0).icrs  # the catalog's ICRS positions
+    rows = pd.DataFrame({"RA": sky.ra.deg, "DEC": sky.dec.deg, "IMAGE": "img_r.fits"})
+    spec = CutoutSpec(layout="images", root=tmp_path, size=24, bands=["r"], image_column="IMAGE")
+    with ImageSource(spec) as source:
+        got = source.read(rows)
+    assert list(got.status) == [st.OK] * 3
+    for k, (x, y) in enumerate(centres):
+        x0, y0 = int(np.floor(x - 11.5 + 0.5)), int(np.floor(y - 11.5 + 0.5))
+        np.testing.assert_array_equal(got.images[k, 0], data[y0:y0 + 24, x0:x0 + 24])
+    pattern = CutoutSpec(layout="images", root=tmp_path, size=24, bands=["r"], image_pattern="img_{band}.fits")
+    assert assign_images(find_footprints(pattern), sky.ra.deg, sky.dec.deg).tolist() == ["img_{band}.fits"] * 3
