@@ -99,7 +99,7 @@ def resolve_coordinate_units(catalog, workflow):
         declared = getattr(spec, key)
         where = f"workflow {workflow.source or workflow.name} (catalog.{key})"
         wanted = angle_unit(declared, column, where, key == "ra_unit")
-        found_text = catalog.unit(column) if column in catalog.columns else None
+        found_text = catalog.unit(column)
         found = angle_unit(found_text, column, str(catalog.path), key == "ra_unit")
         if wanted is not None and found is not None and wanted != found:
             raise CatalogError(f"{catalog.path}: column {column} has unit {found_text!r} but {where} says "

@@ -89,6 +89,7 @@ class FitsCatalog(Catalog):
             info = fits[self.hdu]
             self.nrows = info.get_nrows()
             ascii_table = info.get_exttype() == "ASCII_TBL"
+            _refuse_truncated(path, info)
             header = info.read_header()
             self.plans = {p.name: p for p in plan_columns(header, ascii_table)}
             self.columns = list(self.plans)
@@ -118,8 +119,8 @@ class FitsCatalog(Catalog):
         CatalogError
             Also naming a variable-length array column and its TFORM.
         """
-        super().require(columns, numeric, what)
-        for column in dict.fromkeys(columns):
+        super().require([self._file_name(c) for c in columns], [self._file_name(c) for c in numeric], what)
+        for column in dict.fromkeys(self._file_name(c) for c in columns):
             plan = self.plans[column]
             kind = plan.tform.lstrip("0123456789")
             # Variable-length text (rPA(e), what fitsio writes for Python strings) is text of any length: read it.
@@ -141,8 +142,8 @@ class FitsCatalog(Catalog):
         self.require(columns, what="this read")
         start, stop = self._check_range(start, stop)
         columns = list(dict.fromkeys(columns))
-        arrays = self._read_columns(columns, start, stop)
-        return pd.DataFrame({c: arrays[c] for c in columns}, index=pd.RangeIndex(start, stop))
+        arrays = self._read_columns(list(dict.fromkeys(self._file_name(c) for c in columns)), start, stop)
+        return pd.DataFrame({c: arrays[self._file_name(c)] for c in columns}, index=pd.RangeIndex(start, stop))
 
     def read_rows(self, columns: Sequence[str], rows: np.ndarray) -> pd.DataFrame:
         """The given row numbers (any order), reading only those rows (a shard of scattered tile rows).
@@ -169,12 +170,32 @@ class FitsCatalog(Catalog):
         if len(rows) and (rows.min() < 0 or rows.max() >= self.nrows):
             raise CatalogError(f"{self.path}: row numbers outside the table's {self.nrows} rows")
         columns = list(dict.fromkeys(columns))
+        names = list(dict.fromkeys(self._file_name(c) for c in columns))
         order = np.argsort(rows, kind="stable")
-        arrays = self._read_columns(columns, 0, 0, rows=rows[order]) if len(rows) else \
-            self._read_columns(columns, 0, 0)
+        arrays = self._read_columns(names, 0, 0, rows=rows[order]) if len(rows) else self._read_columns(names, 0, 0)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
-        return pd.DataFrame({c: arrays[c][inverse] for c in columns}, index=pd.Index(rows))
+        return pd.DataFrame({c: arrays[self._file_name(c)][inverse] for c in columns}, index=pd.Index(rows))
+
+    def _file_name(self, column: str) -> str:
+        """The table's own name for ``column``: FITS column names compare regardless of case (FITS 4.0,
+        section 7.2.2), so a workflow's ``OBJID`` reads a column ``objid``, unless several columns fold to it."""
+        if column in self.plans:
+            return column
+        folded = [c for c in self.columns if c.upper() == column.upper()]
+        return folded[0] if len(folded) == 1 else column
+
+    def dtype(self, column: str) -> np.dtype:
+        """As :meth:`Catalog.dtype`, the name compared regardless of case (:meth:`_file_name`)."""
+        return super().dtype(self._file_name(column))
+
+    def shape(self, column: str) -> tuple:
+        """As :meth:`Catalog.shape`, the name compared regardless of case."""
+        return super().shape(self._file_name(column))
+
+    def unit(self, column: str) -> str | None:
+        """As :meth:`Catalog.unit` (``TUNITn``), the name compared regardless of case."""
+        return super().unit(self._file_name(column))
 
     def _read_columns(self, columns: list[str], start: int, stop: int, rows: np.ndarray | None = None) -> dict:
         """Column name -> values of rows ``start:stop`` (or the sorted ``rows``), by route."""
@@ -205,6 +226,25 @@ class FitsCatalog(Catalog):
             else:
                 rec = hdu.read(columns=columns, rows=np.arange(start, stop) if rows is None else rows)
         return {c: finish_values(rec[c], None, nullable=False) for c in columns}
+
+
+def _refuse_truncated(path: Path, info) -> None:
+    """A file cut short (an interrupted copy or download) holds fewer bytes than its table header promises."""
+    if str(path).lower().endswith(".gz"):
+        return  # the compressed size says nothing; gzip itself reports a stream cut short
+    header = info.read_header()
+    # The data proper, without the padding to 2880 bytes that some writers leave off the last HDU.
+    end = int(info.get_offsets()["data_start"]) + int(header.get("NAXIS1", 0)) * int(header.get("NAXIS2", 0)) + \
+        int(header.get("PCOUNT", 0))
+    size = path.stat().st_size
+    if size < end:
+        raise CatalogError(f"{path}: truncated: its table HDU {info.get_extnum()} ({info.get_nrows()} rows) "
+                           f"ends at byte {end:,} but the file has {size:,} bytes; copy it again")
+    padded = int(info.get_offsets()["data_end"])
+    if size < padded:
+        raise CatalogError(f"{path}: its last block is not padded to a multiple of 2880 bytes ({size:,} bytes, "
+                           f"{padded:,} expected), as the FITS standard requires and cfitsio needs to read it; "
+                           f"append the {padded - size:,} zero bytes a table's padding holds")
 
 
 def finish_values(values: np.ndarray, mask: np.ndarray | None, nullable: bool):

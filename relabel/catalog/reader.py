@@ -63,12 +63,12 @@ def open_catalog(path, hdu: int | str | None = None) -> Catalog:
     path = Path(path)
     if not path.exists():
         raise CatalogError(f"catalog {path} does not exist")
-    if path.is_dir() or path.suffix.lower() in (".parquet", ".pq"):
+    if path.is_dir() or path.suffix.lower() in (".parquet", ".pq") or _looks_like_parquet(path):
         return ParquetCatalog(path)
     if not _looks_like_fits(path):
         raise CatalogError(
-            f"{path}: not a FITS file (no SIMPLE card at its start) and not Parquet (.parquet); "
-            "relabel reads FITS binary tables and Parquet"
+            f"{path}: not a FITS file (no SIMPLE card at its start) and not Parquet (no PAR1 magic); "
+            "relabel reads FITS tables and Parquet files or folders"
         )
     return FitsCatalog(path, hdu)
 
@@ -144,5 +144,16 @@ def _looks_like_fits(path: Path) -> bool:
     try:
         with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb") as fh:
             return fh.read(9) == b"SIMPLE  ="
+    except OSError:
+        return False
+
+
+def _looks_like_parquet(path: Path) -> bool:
+    """A Parquet file by its content (``PAR1`` at both ends), whatever its name (``.parq``, none)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(-4, 2)
+            return head == b"PAR1" and fh.read(4) == b"PAR1"
     except OSError:
         return False

@@ -226,9 +226,45 @@ def test_case_siblings_refused_naming_both(tmp_path):
         cat.require(["ra", "Z"], what="relabel run")
     with pytest.raises(CatalogError, match=r"columns RA and ra differ only in case"):
         cat.read(["RA"])
-    with pytest.raises(CatalogError, match=r"needs column\(s\) z \(the catalog has Z\)"):
-        cat.require(["z"])
     assert cat.read(["Z"])["Z"].tolist() == [0.1, 0.2]
+    # Without a sibling, FITS names compare regardless of case (FITS 4.0, 7.2.2); the frame keeps the name asked.
+    cat.require(["z"], numeric=["z"])
+    assert cat.read(["z"])["z"].tolist() == [0.1, 0.2] and cat.dtype("z") == np.float64
+    assert cat.read_rows(["z", "Z"], np.array([1, 0])).to_dict("list") == {"z": [0.2, 0.1], "Z": [0.2, 0.1]}
+
+
+def test_fits_column_names_match_regardless_of_case_end_to_end(tmp_path):
+    from astropy.table import Table
+
+    table = Table({"objid": [1, 2, 3], "p_el": [0.9, 0.1, 0.5], "ra": [150.0, 150.1, 150.2]})
+    table["ra"].unit = "deg"
+    table.write(tmp_path / "lower.fits")
+    cat = open_catalog(tmp_path / "lower.fits")
+    frame = cat.read_all(["OBJID", "P_EL", "RA"])
+    assert frame.columns.tolist() == ["OBJID", "P_EL", "RA"] and frame["OBJID"].tolist() == [1, 2, 3]
+    assert cat.unit("RA") == "deg"
+    table.to_pandas().to_parquet(tmp_path / "lower.parquet")  # Parquet names are case-sensitive: a hint instead
+    with pytest.raises(CatalogError, match=r"needs column\(s\) OBJID \(the catalog has objid\)"):
+        open_catalog(tmp_path / "lower.parquet").require(["OBJID"])
+
+
+def test_a_truncated_or_unpadded_fits_table_is_refused_naming_the_file(tmp_path):
+    import fitsio
+
+    path = tmp_path / "c.fits"
+    fitsio.write(str(path), np.array([(i, 0.5) for i in range(200)], [("OBJID", "i8"), ("P", "f8")]))
+    raw = path.read_bytes()
+    hdu = fitsio.FITS(str(path))[1]
+    data_end = hdu.get_offsets()["data_start"] + 16 * 200
+    (tmp_path / "cut.fits").write_bytes(raw[:data_end - 100])
+    with pytest.raises(CatalogError, match=r"cut.fits: truncated: its table HDU 1 \(200 rows\) ends at byte "
+                                           rf"{data_end:,} but the file has {data_end - 100:,} bytes"):
+        open_catalog(tmp_path / "cut.fits")
+    (tmp_path / "unpadded.fits").write_bytes(raw[:data_end])
+    with pytest.raises(CatalogError, match=r"unpadded.fits: its last block is not padded to a multiple of 2880"):
+        open_catalog(tmp_path / "unpadded.fits")
+    (tmp_path / "unpadded.fits").write_bytes(raw[:data_end] + bytes(len(raw) - data_end))  # as the message says
+    assert open_catalog(tmp_path / "unpadded.fits").read_all(["OBJID"])["OBJID"].tolist() == list(range(200))
 
 
 def test_vector_column_refused_where_a_number_is_needed(tmp_path):

@@ -105,3 +105,15 @@ def test_corrupt_parquet(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 garbage")
     with pytest.raises(CatalogError, match="not a readable Parquet"):
         open_catalog(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize("name", ["catalog", "catalog.parq", "catalog.PARQUET", "catalog.pqt"])
+def test_parquet_is_known_by_its_content_whatever_its_name(tmp_path, name):
+    import pandas as pd
+
+    pd.DataFrame({"OBJID": [3, 4], "P_CS": [0.5, 0.25]}).to_parquet(tmp_path / name)
+    assert open_catalog(tmp_path / name).read_all(["OBJID", "P_CS"]).to_dict("list") == {"OBJID": [3, 4],
+                                                                                        "P_CS": [0.5, 0.25]}
+    (tmp_path / "notes").write_text("PAR1 is how a Parquet file starts, and ends, but this one does not")
+    with pytest.raises(CatalogError, match=r"notes: not a FITS file .* and not Parquet \(no PAR1 magic\)"):
+        open_catalog(tmp_path / "notes")
