@@ -18,6 +18,7 @@ that cannot be read becomes NaN, which gives its row the status ``bad_coordinate
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 
@@ -106,7 +107,15 @@ def resolve_coordinate_units(catalog, workflow):
                                f"{declared!r}; remove catalog.{key} or correct it")
         chosen = declared if wanted is not None else (found_text if found is not None else None)
         units[key] = None if chosen is None else str(chosen).strip()
-    return dataclasses.replace(workflow, catalog=dataclasses.replace(spec, **units))
+    raw = copy.deepcopy(workflow.raw)
+    # The run record keeps the mapping: a unit found in the catalog goes into it, so that whatever re-reads the
+    # run's output (the report's stamps) cuts at the same places. Degrees are the default and need no entry.
+    import astropy.units as u
+
+    for key, unit in units.items():
+        if unit is not None and angle_unit(unit, key, "", key == "ra_unit") != u.deg:
+            raw.setdefault("catalog", {})[key] = unit
+    return dataclasses.replace(workflow, catalog=dataclasses.replace(spec, **units), raw=raw)
 
 
 def catalog_coordinate_units(catalog_path, workflow):

@@ -335,7 +335,10 @@ def _coordinates_in(convention: str, table: pd.DataFrame, root) -> tuple[str, di
 def test_coordinates_in_any_unit_or_notation_cut_the_same_stamps(tmp_path, convention):
     import yaml
 
+    import json
+
     from relabel.run.clusters import ClusterOptions
+    from relabel.run.output import RUN_RECORD
     from relabel.run.pipeline import run_catalog
 
     _, _, _, model = _image_run(tmp_path)
@@ -356,6 +359,12 @@ def test_coordinates_in_any_unit_or_notation_cut_the_same_stamps(tmp_path, conve
 
     as_read = open_catalog(tmp_path / name).read_all(["RA"])["RA"]
     assert out["RA"].tolist() == as_read.tolist()  # the output keeps the catalog's own values
+    # The record keeps the units found, so whatever re-reads the output (the report's stamps) reads it the same way.
+    recorded = json.loads((tmp_path / "out" / RUN_RECORD).read_text())["workflow"]["catalog"]
+    expected = {"radians, unit in astropy's Parquet metadata": ("rad", "rad"), "hours and arcsec, FITS TUNIT":
+                ("h", "arcsec"), "sexagesimal text": (None, None), "hours, unit named by the workflow": ("hourangle",
+                                                                                                       None)}
+    assert (recorded.get("ra_unit"), recorded.get("dec_unit")) == expected[convention]
 
 
 def test_coordinates_on_no_image_at_all_are_refused_with_their_range_before_writing(tmp_path):
