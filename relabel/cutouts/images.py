@@ -85,6 +85,89 @@ def band_path(image: str, band: str) -> str:
     return image.replace(BAND_FIELD, band)
 
 
+def split_hdu(path: Path) -> tuple[Path, str | None]:
+    """A file and its image extension from cfitsio's ``file.fits[N]`` / ``file.fits[EXTNAME]`` notation.
+
+    Survey products that hold one image per CCD (DECam, HSC) name a CCD by its
+    extension: ``c4d_..._ooi_r.fits.fz[S4]`` or ``...[12]``. A name whose file exists as
+    written is never split (a file may have brackets in its name).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A file, optionally followed by ``[extension number or EXTNAME]``.
+
+    Returns
+    -------
+    file : pathlib.Path
+    extension : str or None
+        None when no extension is named (the first image holding data is used).
+
+    Examples
+    --------
+    >>> split_hdu(Path("ccds_r.fits.fz[S4]"))
+    (PosixPath('ccds_r.fits.fz'), 'S4')
+    >>> split_hdu(Path("coadd_r.fits"))
+    (PosixPath('coadd_r.fits'), None)
+    """
+    match = re.match(r"^(.*)\[([^\[\]]+)\]$", path.name)
+    if match is None or path.exists():
+        return path, None
+    return path.with_name(match.group(1)), match.group(2).strip()
+
+
+def select_image_hdu(fits, extension: str | None):
+    """The image HDU of an open ``fitsio.FITS`` that ``extension`` names (number or EXTNAME), or its first image.
+
+    Parameters
+    ----------
+    fits : fitsio.FITS
+    extension : str or None
+        ``"3"`` (the HDU number, 0 the primary) or an EXTNAME (any case); None: the first image holding data.
+
+    Returns
+    -------
+    fitsio.ImageHDU or None
+        None when no such image HDU exists.
+    """
+    from relabel.cutouts.pixels import image_hdu
+
+    if extension is None:
+        return image_hdu(fits)
+    if extension.isdigit():
+        number = int(extension)
+        if number >= len(fits):
+            return None
+        hdu = fits[number]
+        return hdu if hdu.get_exttype() == "IMAGE_HDU" and hdu.get_dims() else None
+    return image_hdu(fits, extension)
+
+
+def image_extensions(fits) -> list[str]:
+    """Names of the image HDUs of a file that hold data with a celestial WCS: EXTNAME, or the number without one.
+
+    Parameters
+    ----------
+    fits : fitsio.FITS
+
+    Returns
+    -------
+    list of str
+        In file order; one entry for a plain (single-image) file.
+    """
+    names = []
+    for hdu in fits:
+        if hdu.get_exttype() != "IMAGE_HDU" or len(hdu.get_dims()) != 2:
+            continue
+        try:
+            celestial = header_wcs(hdu).has_celestial
+        except (ValueError, MemoryError, KeyError):
+            celestial = False
+        if celestial:
+            names.append(hdu.get_extname().strip() or str(hdu.get_extnum()))
+    return names
+
+
 def header_wcs(hdu, header=None):
     """The celestial :class:`astropy.wcs.WCS` of a fitsio image HDU (compressed ones included).
 
@@ -293,7 +376,8 @@ def open_survey_image(path: Path) -> tuple[SurveyImage | None, str | None]:
     Parameters
     ----------
     path : pathlib.Path
-        One band's FITS file (tile-compressed ``.fits.fz`` included).
+        One band's FITS file (tile-compressed ``.fits.fz`` included), optionally with
+        ``[extension]`` (:func:`split_hdu`) for a file of several images.
 
     Returns
     -------
@@ -304,13 +388,12 @@ def open_survey_image(path: Path) -> tuple[SurveyImage | None, str | None]:
     """
     import fitsio
 
-    from relabel.cutouts.sources import _first_image
-
+    path, extension = split_hdu(Path(path))
     if not path.is_file():
         return None, st.MISSING_FILE
     try:
         fits = fitsio.FITS(str(path))
-        hdu = _first_image(fits)
+        hdu = select_image_hdu(fits, extension)
         if hdu is None:
             fits.close()
             return None, st.EMPTY_HDU
@@ -554,6 +637,8 @@ def find_footprints(spec: CutoutSpec) -> list[Footprint]:
 
     ``*`` in the pattern matches any part of a file name (as in a shell), ``{band}`` the
     band name; ``images/*_{band}.fits*`` finds ``images/f00_r.fits`` and its ``_g`` twin.
+    A file of several images with a celestial WCS (CCD-level products) gives one image
+    per extension, named ``file[EXTNAME]`` (:func:`split_hdu`).
 
     Parameters
     ----------
@@ -580,8 +665,21 @@ def find_footprints(spec: CutoutSpec) -> list[Footprint]:
             if not (spec.root / band_path(image, band)).is_file():
                 raise ConfigError(f"cutouts.image_pattern {pattern!r}: image {image} has no {band}-band "
                                   f"file {band_path(image, band)} under {spec.root}")
-        footprints.append(image_footprint(spec, image))
+        footprints += [image_footprint(spec, name) for name in _images_in(spec, image)]
     return footprints
+
+
+def _images_in(spec: CutoutSpec, image: str) -> list[str]:
+    """The images of one matched file: itself, or ``image[EXT]`` per CCD of a multi-extension file."""
+    import fitsio
+
+    path = spec.root / band_path(image, spec.bands[0])
+    try:
+        with fitsio.FITS(str(path)) as fits:
+            extensions = image_extensions(fits)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"survey image {path} is not readable FITS ({exc})") from None
+    return [f"{image}[{ext}]" for ext in extensions] if len(extensions) > 1 else [image]
 
 
 def image_footprint(spec: CutoutSpec, image: str) -> Footprint:
@@ -592,7 +690,8 @@ def image_footprint(spec: CutoutSpec, image: str) -> Footprint:
     spec : relabel.config.CutoutSpec
         The workflow's ``cutouts`` (``root``, ``bands``).
     image : str
-        The image's path template (``{band}`` for several bands), relative to ``spec.root``.
+        The image's path template (``{band}`` for several bands), relative to ``spec.root``,
+        optionally with ``[extension]`` (:func:`split_hdu`).
 
     Returns
     -------
@@ -605,12 +704,11 @@ def image_footprint(spec: CutoutSpec, image: str) -> Footprint:
     """
     import fitsio
 
-    from relabel.cutouts.sources import _first_image
-
     name = band_path(image, spec.bands[0])
+    path, extension = split_hdu(spec.root / name)
     try:
-        with fitsio.FITS(str(spec.root / name)) as fits:
-            hdu = _first_image(fits)
+        with fitsio.FITS(str(path)) as fits:
+            hdu = select_image_hdu(fits, extension)
             dims = tuple(hdu.get_dims()) if hdu is not None else ()
             wcs = header_wcs(hdu) if len(dims) == 2 else None
     except (OSError, ValueError) as exc:

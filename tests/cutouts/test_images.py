@@ -439,3 +439,68 @@ def test_images_in_other_sky_frames_or_axis_orders_cut_stamps_on_their_galaxies(
         np.testing.assert_array_equal(got.images[k, 0], data[y0:y0 + 24, x0:x0 + 24])
     pattern = CutoutSpec(layout="images", root=tmp_path, size=24, bands=["r"], image_pattern="img_{band}.fits")
     assert assign_images(find_footprints(pattern), sky.ra.deg, sky.dec.deg).tolist() == ["img_{band}.fits"] * 3
+
+
+def _write_ccd_file(path, ccds):
+    """A multi-extension file as CCD-level survey products are: an empty primary HDU, then one image per CCD."""
+    with fitsio.FITS(str(path), "rw", clobber=True) as fits:
+        fits.write(None)
+        for name, data, wcs in ccds:
+            header = [{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards if c.keyword]
+            fits.write(data, header=header, extname=name)
+
+
+def test_a_file_of_several_ccds_gives_each_its_own_image(tmp_path):
+    from relabel.cutouts.images import image_extensions, split_hdu
+
+    left, right = make_wcs(crpix=(50.5, 50.5)), make_wcs(crpix=(-59.5, 50.5))  # S2 starts 10 pixels after S1 ends
+    s1 = blobs((100, 100), [(20.2, 30.7)]) + 1.0
+    s2 = blobs((100, 100), [(70.4, 60.1)]) + 2.0
+    _write_ccd_file(tmp_path / "exp_r.fits", [("S1", s1, left), ("S2", s2, right)])
+    with fitsio.FITS(str(tmp_path / "exp_r.fits")) as fits:
+        assert image_extensions(fits) == ["S1", "S2"]
+    assert split_hdu(tmp_path / "exp_r.fits[S2]") == (tmp_path / "exp_r.fits", "S2")
+    rows = pd.concat([rows_at(left, [(20.2, 30.7)]), rows_at(right, [(70.4, 60.1)]),
+                      rows_at(left, [(105.0, 50.0)])])  # the last one falls in the gap between the CCDs
+    # Found by footprint: one image per CCD, named file[EXTNAME].
+    by_footprint = CutoutSpec(layout="images", root=tmp_path, size=8, bands=["r"], image_pattern="exp_{band}.fits")
+    assert assign_images(find_footprints(by_footprint), rows["RA"].to_numpy(), rows["DEC"].to_numpy()).tolist() == [
+        "exp_{band}.fits[S1]", "exp_{band}.fits[S2]", ""]
+    with ImageSource(by_footprint) as source:
+        cut = source.read(rows.reset_index(drop=True))
+    assert list(cut.status) == [st.OK, st.OK, st.OUTSIDE_IMAGE]
+    np.testing.assert_array_equal(cut.images[0, 0], s1[27:35, 17:25])  # corner floor(x - 3.5 + 0.5)
+    np.testing.assert_array_equal(cut.images[1, 0], s2[57:65, 67:75])
+    # Named in the image column, by EXTNAME or by HDU number (the primary is 0); a CCD the file lacks is a status.
+    named = rows.iloc[:2].assign(IMAGE=["exp_{band}.fits[s1]", "exp_{band}.fits[2]"])
+    named = pd.concat([named, rows.iloc[:1].assign(IMAGE="exp_{band}.fits[S9]")]).reset_index(drop=True)
+    by_column = CutoutSpec(layout="images", root=tmp_path, size=8, bands=["r"], image_column="IMAGE")
+    with ImageSource(by_column) as source:
+        cut2 = source.read(named)
+    assert list(cut2.status) == [st.OK, st.OK, st.EMPTY_HDU]
+    np.testing.assert_array_equal(cut2.images[:2], cut.images[:2])
+
+
+def test_a_run_over_ccd_files_plans_and_cuts_each_ccd(tmp_path):
+    import yaml
+
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    scale = [[-0.396 / 3600, 0.0], [0.0, 0.396 / 3600]]
+    left, right = make_wcs(crpix=(50.5, 50.5), cd=scale), make_wcs(crpix=(-59.5, 50.5), cd=scale)
+    rng = np.random.default_rng(2)
+    _write_ccd_file(tmp_path / "exp_r.fits", [("S1", rng.normal(size=(100, 100)).astype(np.float32), left),
+                                              ("S2", rng.normal(size=(100, 100)).astype(np.float32), right)])
+    table = pd.concat([rows_at(left, [(20.2, 30.7), (80.0, 20.0)]), rows_at(right, [(70.4, 60.1)])])
+    table["OBJID"] = np.arange(3) + 1
+    raw = write_images_catalog(tmp_path, table.reset_index(drop=True),
+                               lambda n: np.full(n, 0.5, np.float32), size=8)
+    raw["cutouts"] = {"layout": "images", "root": ".", "image_pattern": "exp_{band}.fits", "size": 8,
+                      "bands": ["r"], "pixel_scale": 0.396}
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(raw))
+    model = write_untrained_checkpoint(tmp_path / "model.pt", size=8, workflow=raw)
+    run_catalog(tmp_path / "catalog.parquet", model, tmp_path / "out", workflow=tmp_path / "images.yaml",
+                cluster=ClusterOptions(kind="none"), shard_size=2, bias=False, progress=False)
+    out = pd.read_parquet(tmp_path / "out").sort_values("row")
+    assert out["status"].tolist() == [st.OK] * 3 and out["p_spiral"].notna().all()
