@@ -153,14 +153,14 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
+    trained = float(meta.workflow.get("cutouts", {}).get("pixel_scale", wf.cutouts.pixel_scale))
     if wf.cutouts.layout == "images":
         from relabel.cutouts.images import check_pixel_scales
 
         check_rows_on_images(shards, cat, wf)
-
-        trained = meta.workflow.get("cutouts", {}).get("pixel_scale", wf.cutouts.pixel_scale)
-        check_pixel_scales({i for s in shards for i in s.image_names}, wf.cutouts, float(trained),
-                           f"checkpoint {model}")
+        check_pixel_scales({i for s in shards for i in s.image_names}, wf.cutouts, trained, f"checkpoint {model}")
+    else:
+        check_stated_pixel_scale(wf, trained, f"checkpoint {model}")
     t_plan = time.perf_counter() - t0
     record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
     record["plan"] = plan_digest(shards)
@@ -568,3 +568,33 @@ def output_bias(out_dir: Path, wf: Workflow, classes: list[str]) -> dict:
         except RelabelError as exc:
             out[key] = {"error": str(exc)}
     return out
+
+
+def check_stated_pixel_scale(wf: Workflow, trained: float, what: str) -> None:
+    """Refuse stamps whose stated pixel scale (``cutouts.pixel_scale`` in the workflow file) is not the model's.
+
+    Tile cubes and per-galaxy files carry no WCS relabel reads, so the workflow's word is
+    all there is; a workflow that does not state a scale is not checked (the default is
+    the simulator's 0.396 arcsec). A network sees a galaxy's size in pixels: stamps at
+    half the model's scale show every galaxy twice as large, and its labels follow.
+
+    Parameters
+    ----------
+    wf : Workflow
+        The run's workflow (``raw`` says whether the scale was stated).
+    trained : float
+        The checkpoint's pixel scale, arcsec / pixel.
+    what : str
+        Whose scale ``trained`` is, for the message.
+
+    Raises
+    ------
+    ConfigError
+        Naming both scales and the tolerance.
+    """
+    stated = (wf.raw.get("cutouts") or {}).get("pixel_scale")
+    tolerance = wf.cutouts.pixel_scale_tolerance
+    if stated is not None and abs(float(stated) / trained - 1.0) > tolerance:
+        raise ConfigError(f"workflow {wf.source or wf.name} states cutouts.pixel_scale {float(stated):.4f} arcsec "
+                          f"where {what} was trained on {trained:.4f} (tolerance {tolerance:.1%}, key "
+                          "cutouts.pixel_scale_tolerance): resample the stamps or use a model trained at this scale")

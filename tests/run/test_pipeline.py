@@ -177,6 +177,30 @@ def test_checkpoint_for_another_cutout_size_is_refused(tiny_run):
         _run(root, model, root / "out")
 
 
+@pytest.mark.parametrize("stated, refused", [(0.2, True), (0.8, True), (0.399, False), (None, False)])
+def test_stamps_at_another_stated_pixel_scale_are_refused_before_writing(tiny_run, stated, refused):
+    from relabel.errors import ConfigError
+
+    root, _, _, _ = tiny_run
+    raw = yaml.safe_load((root / "workflow.yaml").read_text())
+    trained = 0.396  # the model records the scale it was trained at, as relabel train writes it
+    model = write_untrained_checkpoint(root / "model_0396.pt", workflow={
+        **raw, "cutouts": {**raw["cutouts"], "pixel_scale": trained}})
+    raw["cutouts"].pop("pixel_scale", None)
+    if stated is not None:
+        raw["cutouts"]["pixel_scale"] = stated
+    (root / "scaled.yaml").write_text(yaml.safe_dump(raw))
+    run = dict(workflow=root / "scaled.yaml", cluster=NONE, bias=False, progress=False)
+    if refused:
+        with pytest.raises(ConfigError, match=rf"states cutouts.pixel_scale {stated:.4f} arcsec where checkpoint "
+                                              rf".* was trained on {trained:.4f} \(tolerance 2.0%"):
+            run_catalog(root / "catalog.fits", model, root / "out", **run)
+        assert not (root / "out").exists()
+    else:  # within the tolerance, or not stated (stamps carry no scale relabel could check)
+        run_catalog(root / "catalog.fits", model, root / "out", **run)
+        assert len(pd.read_parquet(root / "out")) == 40
+
+
 def test_a_collapsed_model_runs_with_a_warning(tiny_run):
     root, _, _, _ = tiny_run
     said = []
