@@ -151,3 +151,46 @@ def linear_8bit(n_bands: int) -> dict:
     """
     return {"name": LINEAR_8BIT, "offset": [127.5] * n_bands, "scale": [127.5] * n_bands,
             "estimated_from": "8-bit stamps (every pixel a whole number in 0..255): fixed linear map onto [-1, 1]"}
+
+
+#: Sky noise of a run's stamps, as a multiple of the training's, beyond which the run warns (either way).
+SKY_NOISE_RATIO = 3.0
+
+
+def sky_mismatch(images: np.ndarray, normalisation: dict, bands) -> list[str]:
+    """How the sky of some stamps differs from the training's, in words (empty when it does not, or cannot say).
+
+    The network sees pixels through the training's offset and noise scale
+    (:func:`estimate_normalisation`): stamps whose sky noise is many times the
+    training's (images in other units, another zero-point, a survey far deeper or
+    shallower) or whose sky level sits many noise units off are read as galaxies of
+    another brightness, and their labels are not the model's on its own survey.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, bands, H, W)
+        A sample of a run's cutouts in the survey's pixel units (usable ones).
+    normalisation : dict
+        The checkpoint's (``arcsinh``; 8-bit stamps are not compared).
+    bands : sequence of str
+        Band names, for the messages.
+
+    Returns
+    -------
+    list of str
+        One sentence per band that differs: its noise ratio, or its sky offset in training noise units.
+    """
+    if normalisation.get("name") != "arcsinh" or len(images) == 0 or is_eight_bit(images):
+        return []
+    here = estimate_normalisation(images)
+    problems = []
+    for b, band in enumerate(bands):
+        trained_scale, scale = float(normalisation["scale"][b]), float(here["scale"][b])
+        shift = (float(here["offset"][b]) - float(normalisation["offset"][b])) / trained_scale
+        ratio = scale / trained_scale
+        if not 1 / SKY_NOISE_RATIO <= ratio <= SKY_NOISE_RATIO:
+            problems.append(f"band {band}: sky noise {scale:.4g} where the model was trained on {trained_scale:.4g} "
+                            f"({ratio:.3g}x)")
+        elif abs(shift) > 5:
+            problems.append(f"band {band}: sky level {shift:+.1f} training noise units from the training's")
+    return problems

@@ -32,7 +32,7 @@ from relabel.catalog.missing import missing_mask
 from relabel.catalog.reader import Catalog, open_catalog
 from relabel.config import JOB_QUEUES, Workflow
 from relabel.cutouts.root import check_cutout_root
-from relabel.errors import CatalogError, ConfigError, ModelWarning
+from relabel.errors import CatalogError, ConfigError, DataWarning, ModelWarning
 from relabel.model.checkpoint import read_checkpoint
 from relabel.output_columns import probability_column, spread_column
 from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
@@ -161,6 +161,7 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
         check_pixel_scales({i for s in shards for i in s.image_names}, wf.cutouts, trained, f"checkpoint {model}")
     else:
         check_stated_pixel_scale(wf, trained, f"checkpoint {model}")
+    _warn_about_sky(cat, wf, meta, shards, model, echo)
     t_plan = time.perf_counter() - t0
     record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
     record["plan"] = plan_digest(shards)
@@ -216,6 +217,37 @@ def _warn_about_training(model: Path, meta, echo) -> None:
             warnings.warn(text, ModelWarning, stacklevel=3)
             if echo:
                 echo(f"warning: {text}")
+
+
+#: Stamps of the first shard whose sky the run compares with the training's before it starts.
+SKY_SAMPLE = 256
+
+
+def _warn_about_sky(cat: Catalog, wf: Workflow, meta, shards: list, model: Path, echo) -> None:
+    """Warn (the user may mean it) when the stamps' sky noise or level is far from the training's.
+
+    Images in other units or at another zero-point are otherwise read without any sign
+    of trouble, and every label would be that of a brighter or fainter galaxy.
+    """
+    import relabel.status as st
+    from relabel.cutouts.sources import open_cutout_source
+    from relabel.model.normalisation import sky_mismatch
+
+    shard = next((s for s in shards if s.image != ""), None)  # layout images: a shard of rows on an image
+    if shard is None:
+        return
+    numbers = shard.row_numbers()[:SKY_SAMPLE]
+    image = pd.Series(shard.row_images()[:SKY_SAMPLE], index=numbers) if wf.cutouts.layout == "images" else None
+    with open_cutout_source(wf, meta.size, len(meta.bands), image=image) as source:
+        cut = source.read(cat.read_rows(list(source.columns), numbers))
+    problems = sky_mismatch(cut.images[np.isin(cut.status, (st.OK, st.NAN_FILLED))], meta.normalisation, meta.bands)
+    if problems:
+        text = (f"the sky of {len(numbers)} stamps of this catalog is not that of {model}'s training survey ("
+                + "; ".join(problems) + "): images in other units, at another zero-point or depth are read as "
+                "galaxies of another brightness; check the images, or train on this survey")
+        warnings.warn(text, DataWarning, stacklevel=3)
+        if echo:
+            echo(f"warning: {text}")
 
 
 def _run_context(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, record: dict, out_dir: Path,

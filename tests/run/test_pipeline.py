@@ -1,6 +1,7 @@
 """`relabel run` end to end on real files: in-process, and on a LocalCluster bound to 127.0.0.1."""
 
 import json
+import re
 
 import fitsio
 import numpy as np
@@ -199,6 +200,34 @@ def test_stamps_at_another_stated_pixel_scale_are_refused_before_writing(tiny_ru
     else:  # within the tolerance, or not stated (stamps carry no scale relabel could check)
         run_catalog(root / "catalog.fits", model, root / "out", **run)
         assert len(pd.read_parquet(root / "out")) == 40
+
+
+@pytest.mark.parametrize("factor, offset, said", [
+    (1000.0, 0.0, r"band r: sky noise 99\d\.\d where the model was trained on 1 \(1e\+03x\)"),  # other units
+    (0.1, 0.0, r"band r: sky noise 0\.0999\d where the model was trained on 1 \(0\.1x\)"),   # far deeper
+    (1.0, 40.0, r"band r: sky level \+40\.0 training noise units"),                         # sky not subtracted
+    (1.2, 0.5, None),                                                                     # close enough: silent
+])
+def test_stamps_whose_sky_is_not_the_trainings_are_warned_about(tiny_run, factor, offset, said):
+    import warnings as w
+
+    from relabel.errors import DataWarning
+
+    root, _, images, model = tiny_run  # the model was trained on sky noise 1 around 0
+    for t in range(0, len(images), 16):
+        fitsio.write(str(root / "tiles" / f"tile_{t // 16:05d}.fits"), images[t:t + 16] * factor + offset,
+                     clobber=True)
+    echoed = []
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        _run(root, model, root / "out", echo=echoed.append)
+    texts = [str(c.message) for c in caught if issubclass(c.category, DataWarning)]
+    if said is None:
+        assert texts == [] and not any("stamps of this catalog" in e for e in echoed)
+    else:
+        assert len(texts) == 1 and re.search(said, texts[0]) and "stamps of this catalog" in texts[0]
+        assert any(re.search(said, e) for e in echoed)
+    assert len(pd.read_parquet(root / "out")) == 40  # a warning: the run goes on
 
 
 def test_a_collapsed_model_runs_with_a_warning(tiny_run):
