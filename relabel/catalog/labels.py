@@ -268,9 +268,41 @@ def _probability_column(values: Any, name: str) -> np.ndarray:
     if n_out:
         raise CatalogError(
             f"probability column {name} has {n_out} value(s) of {len(col)} outside [0, 1] "
-            f"(min {col.min()}, max {col.max()}): is it a probability or vote fraction?"
+            f"(min {col.min()}, max {col.max()}): is it a probability or vote fraction?{fraction_hint(col)}"
         )
     return col
+
+
+def fraction_hint(values: np.ndarray) -> str:
+    """What a column of would-be vote fractions looks like instead: vote counts, or percentages ("" if neither).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The column's values (NaN ignored).
+
+    Returns
+    -------
+    str
+        A sentence to append to an error message, starting with a space.
+
+    Examples
+    --------
+    >>> fraction_hint(np.array([0.0, 12.5, 87.5, 100.0]))
+    ' Its values lie in [0, 100]: percentages? Divide them by 100.'
+    >>> fraction_hint(np.array([0, 3, 41, 7]))
+    ' Its values are whole numbers up to 41: vote counts? Give fractions (votes for the answer / all votes).'
+    """
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size or finite.min() < 0 or finite.max() <= 1:
+        return ""
+    if (finite == np.round(finite)).all() and finite.max() != 100:
+        return (f" Its values are whole numbers up to {finite.max():.0f}: vote counts? Give fractions (votes for the "
+                "answer / all votes).")
+    if finite.max() <= 100:
+        return " Its values lie in [0, 100]: percentages? Divide them by 100."
+    return ""
 
 
 def _clean(value: Any) -> Any:

@@ -28,6 +28,7 @@ import pandas as pd
 from relabel import __version__
 from relabel.catalog.coordinates import resolve_coordinate_units
 from relabel.catalog.ids import check_ids
+from relabel.catalog.labels import fraction_hint
 from relabel.catalog.missing import missing_mask
 from relabel.catalog.reader import Catalog, open_catalog
 from relabel.config import JOB_QUEUES, Workflow
@@ -461,7 +462,7 @@ def validate_catalog(cat: Catalog, wf: Workflow, classes) -> None:
                 first = chunk.index[np.flatnonzero(bad)[:3]].tolist()
                 raise CatalogError(
                     f"{cat.path}: column {col} holds {int(bad.sum())} value(s) outside [0, 1] "
-                    f"(first at rows {first}); label probabilities must be vote fractions"
+                    f"(first at rows {first}); label probabilities must be vote fractions.{fraction_hint(values)}"
                 )
         ids_seen.append(chunk[wf.catalog.id])
     if ids_seen:

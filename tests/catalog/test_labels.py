@@ -103,3 +103,30 @@ def test_table_labels_follows_the_workflow_spec():
     assert codes.tolist() == [0, 1, 2] and names == ["elliptical", "spiral", "uncertain"]
     codes, names = table_labels(table, LabelSpec(label_column="CLASS", classes=["e", "s"]))
     assert codes.tolist() == [1, 0, 1] and names == ["e", "s"]
+
+
+@pytest.mark.parametrize("values, hint", [
+    ([0.0, 12.5, 87.5, 100.0], r"Its values lie in \[0, 100\]: percentages\? Divide them by 100\."),
+    ([0, 3, 41, 7], r"whole numbers up to 41: vote counts\? Give fractions"),
+    ([0.2, 1.5, -0.1, 0.4], r"is it a probability or vote fraction\?$"),  # neither: no guess
+])
+def test_vote_fractions_given_as_percentages_or_counts_are_refused_with_what_they_look_like(values, hint):
+    with pytest.raises(CatalogError, match=r"probability column P_CS has \d value\(s\) of 4 outside \[0, 1\].*" + hint):
+        hard_labels({"P_CS": np.asarray(values)}, [0.8])
+
+
+def test_a_run_names_percentage_vote_fractions_before_writing(tiny_run):
+    import fitsio
+
+    from relabel.run.clusters import ClusterOptions
+    from relabel.run.pipeline import run_catalog
+
+    root, data, _, model = tiny_run
+    data = data.copy()
+    data["P_CS"] = data["P_CS"] * 100
+    data["P_EL"] = data["P_EL"] * 100
+    fitsio.write(str(root / "catalog.fits"), data, extname="CATALOG", clobber=True)
+    with pytest.raises(CatalogError, match=r"column P_\w+ holds \d+ value\(s\) outside \[0, 1\] .* percentages\?"):
+        run_catalog(root / "catalog.fits", model, root / "out", workflow=root / "workflow.yaml",
+                    cluster=ClusterOptions(kind="none"), bias=False, progress=False)
+    assert not (root / "out").exists()
