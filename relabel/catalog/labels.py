@@ -201,8 +201,11 @@ def labels_from_column(values: Any, classes: Sequence[Any], column: str | None =
         found = pd.Series(arr[unknown], dtype=object).fillna("<missing>").value_counts()
         shown = ", ".join(f"{v!r} ({c})" for v, c in found.head(10).items())
         more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        codes_text = ", ".join(repr(v) for v in found.head(3).index)
+        declare = f"catalog: {{missing: {{{column}: [{codes_text}]}}}}" if column else "catalog.missing"
         raise CatalogError(
-            f"{name} has {int(unknown.sum())} value(s) not among the classes {classes}: {shown}{more}"
+            f"{name} has {int(unknown.sum())} value(s) not among the classes {classes}: {shown}{more}; "
+            f"if they mean no label (uncertain, not classified), declare them in the workflow: {declare}"
         )
     return codes
 

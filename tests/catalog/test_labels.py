@@ -130,3 +130,30 @@ def test_a_run_names_percentage_vote_fractions_before_writing(tiny_run):
         run_catalog(root / "catalog.fits", model, root / "out", workflow=root / "workflow.yaml",
                     cluster=ClusterOptions(kind="none"), bias=False, progress=False)
     assert not (root / "out").exists()
+
+
+def test_a_label_value_that_is_no_class_is_named_with_how_to_declare_it(tiny_survey, capsys):
+    import fitsio
+    import yaml
+
+    from relabel.cli import main
+
+    root, data, _ = tiny_survey
+    morph = np.where(data["P_CS"] >= 0.5, "spiral", "elliptical").astype("U10")
+    morph[:6] = "UNCERTAIN"
+    table = pd.DataFrame({name: data[name].astype(data[name].dtype.newbyteorder("="))
+                          for name in data.dtype.names})
+    table["MORPH"] = morph
+    fitsio.write(str(root / "labelled.fits"), table.to_records(index=False), clobber=True)
+    raw = yaml.safe_load((root / "workflow.yaml").read_text())
+    raw["labels"] = {"label_column": "MORPH", "classes": ["elliptical", "spiral"]}
+    (root / "categorical.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(CatalogError, match=r"label column MORPH has 6 value\(s\) not among the classes "
+                                           r"\['elliptical', 'spiral'\]: 'UNCERTAIN' \(6\); if they mean no label .* "
+                                           r"catalog: \{missing: \{MORPH: \['UNCERTAIN'\]\}\}"):
+        labels_from_column(table["MORPH"].to_numpy(), ["elliptical", "spiral"], "MORPH")
+    raw["catalog"]["missing"] = {"MORPH": ["UNCERTAIN"]}  # as the message says
+    raw["bias"] = {**raw.get("bias", {}), "log2_bins_int": 1, "bins_obs": 2}  # 34 labelled rows of a tiny survey
+    (root / "declared.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["bias", str(root / "labelled.fits"), "--config", str(root / "declared.yaml")]) == 0
+    assert "dropped 6 of 40 rows: 6 missing MORPH" in capsys.readouterr().out
