@@ -96,7 +96,7 @@ def plot_comparison(comparison: dict, path: Path) -> str:
         rel.set_xlabel("mean confidence (top probability) in the bin")
         rel.set_ylabel("share whose top class is the true one")
         rel.grid(alpha=0.3)
-        _excess_and_ece(bars, rows, colours)
+        _excess_and_ece(bars, rows, colours, (comparison.get("truth_L") or {}).get("excess_L"))
         fig.tight_layout()
     return (f"The methods on the same {comparison['n']} held-out galaxies ({comparison['bins']} bins). Top left: the "
             f"share whose label is the true class, per quartile of {observable} from the worst observed (1) to the "
@@ -107,11 +107,12 @@ def plot_comparison(comparison: dict, path: Path) -> str:
             f"correction's probabilities are their vote fractions normalised over the classes, the models' are "
             f"calibrated by their checkpoint's temperature. Bottom right: excess L (L minus the null L of shuffled "
             f"observables: 0 is the noise floor; error bars: the bootstrap spreads of L and of the null L in "
-            f"quadrature) and the expected calibration error (ECE) against the truth.")
+            f"quadrature) and the expected calibration error (ECE) against the truth; the dotted line is the true "
+            f"classes' own excess L on the same galaxies, what an unbiased classifier keeps.")
 
 
-def _excess_and_ece(ax, rows: list[dict], colours: dict) -> None:
-    """Horizontal bars: excess L (filled) and ECE (hatched) per method."""
+def _excess_and_ece(ax, rows: list[dict], colours: dict, truth_excess: float | None = None) -> None:
+    """Horizontal bars: excess L (filled) and ECE (hatched) per method; a dotted line at the truth's own excess L."""
     import numpy as np
 
     y = np.arange(len(rows))
@@ -124,6 +125,8 @@ def _excess_and_ece(ax, rows: list[dict], colours: dict) -> None:
     ax.set_yticks(y, [r["method"] for r in rows])
     ax.invert_yaxis()
     ax.axvline(0.0, color="black", lw=0.8)
+    if truth_excess is not None:  # comparisons written before it was measured have none
+        ax.axvline(truth_excess, color="black", lw=1.2, ls=":", label="true classes' excess L")
     ax.set_xlabel("excess L  /  expected calibration error")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3, axis="x")
