@@ -205,7 +205,8 @@ class Catalog:
                     f"{what} needs one number per row"
                 )
             kind = getattr(self.dtype(col), "kind", "O")
-            if kind not in "biuf":
+            # Arrow decimals (database exports) are numbers too: read as float64 where a number is needed.
+            if kind not in "biuf" and not is_decimal(self.dtype(col)):
                 raise CatalogError(
                     f"{self.path}: column {col} must be numeric for {what}, but it holds {self.dtype(col)} values"
                 )
@@ -215,6 +216,23 @@ class Catalog:
         if not 0 <= start <= stop <= self.nrows:
             raise CatalogError(f"{self.path}: row range {start}:{stop} is outside the table's {self.nrows} rows")
         return start, stop
+
+
+def is_decimal(dtype) -> bool:
+    """An Arrow decimal column (``decimal128(12, 6)[pyarrow]``), which relabel reads as float64 where it needs a number.
+
+    Parameters
+    ----------
+    dtype : numpy.dtype or pandas.api.extensions.ExtensionDtype
+        A column's dtype (:meth:`Catalog.dtype`).
+
+    Returns
+    -------
+    bool
+    """
+    import pyarrow as pa
+
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_decimal(dtype.pyarrow_dtype)
 
 
 def _case_siblings(name: str, names: Sequence[str]) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from relabel.catalog.base import is_decimal
 from relabel.errors import ConfigError, DataWarning
 
 
@@ -72,6 +73,8 @@ def missing_mask(values: pd.Series, codes: Sequence = ()) -> np.ndarray:
     """
     if values.dtype == object and any(isinstance(v, np.ndarray) for v in values):
         return np.array([v is None or (np.ndim(v) == 0 and pd.isna(v)) for v in values], dtype=bool)
+    if is_decimal(values.dtype):  # exact decimals: their codes compare as the float64 relabel reads them as
+        values = pd.Series(values.to_numpy(dtype=np.float64, na_value=np.nan), index=values.index)
     mask = np.array(pd.isna(values), dtype=bool)
     kind = getattr(values.dtype, "kind", "O")
     if kind == "f":
@@ -182,7 +185,8 @@ def _warn_about_suspect_codes(frame: pd.DataFrame, columns: Sequence[str], codes
 
 
 def as_numpy_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``frame`` with nullable integer columns (no nulls left) as plain NumPy integers, for array code.
+    """``frame`` with nullable integer columns (no nulls left) as plain NumPy integers, and Arrow decimals
+    (database exports) as float64, for array code.
 
     Parameters
     ----------
@@ -200,6 +204,8 @@ def as_numpy_columns(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFram
         dtype = out[column].dtype
         if hasattr(dtype, "numpy_dtype") and dtype.kind in "iub" and not out[column].isna().any():
             out[column] = out[column].to_numpy(dtype=dtype.numpy_dtype)
+        elif is_decimal(dtype):
+            out[column] = out[column].to_numpy(dtype=np.float64, na_value=np.nan)
     return out
 
 

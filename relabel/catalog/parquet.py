@@ -97,6 +97,8 @@ def arrow_to_pandas(table) -> pd.DataFrame:
         kind = column.type
         if pa.types.is_integer(kind):
             columns[name] = column.to_pandas(types_mapper=_nullable_integers().get)
+        elif pa.types.is_decimal(kind):  # exact decimals, as dtype() says; float64 where a number is needed
+            columns[name] = column.to_pandas(types_mapper=pd.ArrowDtype)
         elif pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
             out = np.empty(len(column), dtype=object)
             for i, row in enumerate(column.to_pylist()):

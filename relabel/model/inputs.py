@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from relabel.catalog.base import is_decimal
 from relabel.model.network import catalog_inputs
 
 
@@ -42,7 +43,10 @@ def input_values(table: pd.DataFrame, columns) -> np.ndarray:
     """
     values = np.empty((len(table), len(columns)), dtype=np.float32)
     for j, column in enumerate(columns):
-        values[:, j] = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        column_values = table[column]
+        if not is_decimal(column_values.dtype):  # pandas' to_numeric fails on Arrow decimals with nulls
+            column_values = pd.to_numeric(column_values, errors="coerce")
+        values[:, j] = column_values.to_numpy(dtype=np.float64, na_value=np.nan)
     values[~np.isfinite(values)] = np.nan
     return values
 
