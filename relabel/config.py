@@ -90,7 +90,7 @@ class CatalogSpec:
     """Where the catalog is and which columns identify and place each galaxy."""
 
     path: Path | None = setting(None, "default catalog for commands that take one")
-    hdu: int | str = setting(1, "FITS extension number or EXTNAME")
+    hdu: int | str | None = setting(None, "FITS extension number or EXTNAME (default: the first table HDU)")
     id: str = setting("OBJID", "galaxy id column")
     ra: str = setting("RA", "right ascension column (deg)")
     dec: str = setting("DEC", "declination column (deg)")

@@ -268,3 +268,23 @@ def test_cli_run_and_error_message(tiny_run, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("relabel: error: output folder") and "Traceback" not in err
+
+
+def test_a_catalog_whose_table_is_not_the_first_extension_is_found_unless_the_workflow_names_one(tiny_run):
+    from astropy.io import fits
+    from astropy.table import Table
+
+    root, _, _, model = tiny_run
+    table = Table.read(root / "catalog.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((8, 8), np.float32), name="PREVIEW"),
+                  fits.table_to_hdu(table)]).writeto(root / "catalog.fits", overwrite=True)
+    raw = yaml.safe_load((root / "workflow.yaml").read_text())
+    raw["catalog"].pop("hdu")  # not stated: the first table HDU
+    (root / "first_table.yaml").write_text(yaml.safe_dump(raw))
+    run_catalog(root / "catalog.fits", model, root / "out", workflow=root / "first_table.yaml", cluster=NONE,
+                bias=False, progress=False)
+    assert len(pd.read_parquet(root / "out")) == 40
+    with pytest.raises(CatalogError, match=r"HDU 1 is not a table \(IMAGE_HDU\); HDUs: .*1 \(PREVIEW, IMAGE_HDU\); "
+                                           r"2 \(CATALOG, BINARY_TBL\)"):
+        _run(root, model, root / "out_stated")  # workflow.yaml states hdu: 1
+    assert not (root / "out_stated").exists()
