@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -89,7 +91,7 @@ class LabelSpec:
 class CatalogSpec:
     """Where the catalog is and which columns identify and place each galaxy."""
 
-    path: Path | None = setting(None, "default catalog for commands that take one")
+    path: Path | None = setting(None, "default catalog for commands that take one (~ and $VARIABLES expand)")
     hdu: int | str | None = setting(None, "FITS extension number or EXTNAME (default: the first table HDU)")
     id: str = setting("OBJID", "galaxy id column")
     ra: str = setting("RA", "right ascension column (deg)")
@@ -110,7 +112,8 @@ class CutoutSpec:
 
     layout: str = setting("tiles", "cutouts packed in tile cubes, one file per galaxy (FITS, PNG, JPEG), "
                           "or cut from survey images", choices=LAYOUTS)
-    root: Path = setting(Path("."), "folder the tile / file paths in the catalog are relative to")
+    root: Path = setting(Path("."), "folder the tile / file paths in the catalog are relative to (~ and "
+                         "$VARIABLES expand, e.g. $SCRATCH/cutouts)")
     tile_column: str = setting("TILE", "layout tiles: tile path column")
     index_column: str = setting("TILE_INDEX", "layout tiles: the cutout's index in the tile's cube")
     path_column: str = setting("CUTOUT", "layout files: one FITS file per galaxy")
@@ -303,8 +306,8 @@ class Workflow:
         catalog = parsed.catalog
         catalog.missing = parse_missing_codes(catalog.missing, where)
         if catalog.path is not None:
-            catalog.path = base / catalog.path
-        parsed.cutouts.root = base / parsed.cutouts.root
+            catalog.path = base / _expanded(catalog.path, "catalog.path", where)
+        parsed.cutouts.root = base / _expanded(parsed.cutouts.root, "cutouts.root", where)
         _check_cutouts(parsed.cutouts, where)
         cluster = as_mapping(parsed.cluster)
         # Only the queue sections the file gives are kept: unset keys must fall through to dask's config.
@@ -338,6 +341,16 @@ class Workflow:
         """A stable digest of the mapping, to refuse resuming a run made with another workflow."""
         text = json.dumps(self.raw, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _expanded(path: Path, key: str, where: str) -> Path:
+    """``~`` and ``$VARIABLE`` / ``${VARIABLE}`` in a workflow path, as a shell would expand them (``$SCRATCH/...``
+    on a cluster); a variable that is not set is an error, never a folder literally named ``$SCRATCH``."""
+    text = os.path.expandvars(os.path.expanduser(str(path)))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
+    if unset:
+        raise ConfigError(f"{where}: key '{key}' ({path}) uses ${unset[0]}, which is not set in this environment")
+    return Path(text)
 
 
 def load_workflow(path: str | Path) -> Workflow:

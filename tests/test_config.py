@@ -33,6 +33,22 @@ def test_loads_mapping_and_resolves_paths_against_the_file(tmp_path):
     assert wf.bias["log2_bins_int"] == 4 and wf.run["shard_size"] == 2048
 
 
+def test_paths_expand_home_and_environment_variables_as_a_shell_would(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURVEY_SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    data = _base()
+    data["catalog"]["path"] = "~/catalogs/gz1.fits"
+    data["cutouts"]["root"] = "${SURVEY_SCRATCH}/cutouts"
+    wf = load_workflow(_write(tmp_path, data))
+    assert wf.catalog.path == tmp_path / "home" / "catalogs" / "gz1.fits"
+    assert wf.cutouts.root == tmp_path / "scratch" / "cutouts"
+    data["cutouts"]["root"] = "$NOT_SET_HERE/cutouts"
+    with pytest.raises(ConfigError, match=r"wf.yaml: key 'cutouts.root' \(\$NOT_SET_HERE/cutouts\) uses "
+                                          r"\$NOT_SET_HERE, which is not set in this environment"):
+        load_workflow(_write(tmp_path, data))
+
+
 def test_keep_uncertain_adds_a_class():
     data = _base()
     data["labels"]["keep_uncertain"] = True
