@@ -30,6 +30,7 @@ from relabel.cutouts.sources import open_cutout_source
 from relabel.errors import CatalogError, ConfigError
 from relabel.model.checkpoint import load_checkpoint
 from relabel.model.device import choose_device
+from relabel.model.normalisation import warn_if_sky_differs
 from relabel.quartiles import observable_quartiles
 from relabel.run.inference import predict_rows
 from relabel.run.workflow import resolve_workflow
@@ -143,7 +144,10 @@ def _evaluated_rows(catalog_path, model_path, model, meta, workflow: Workflow, a
         table = table[held_out].reset_index(drop=True)
 
     workflow = catalog_coordinate_units(catalog_path, workflow)  # RA/Dec in the catalog's units
+    meta.check_pixel_scale(workflow, f"checkpoint {model_path}")
     with open_cutout_source(workflow) as source:
+        sample = source.read(table.iloc[:SKY_SAMPLE])
+        warn_if_sky_differs(sample.images, sample.status, meta.normalisation, meta.bands, str(model_path))
         predictions = predict_rows(table, source, model, meta, batch_size=batch_size)
     usable = np.isin(predictions.status, st.PREDICTED)
     for name, count in pd.Series(predictions.status[~usable]).value_counts().items():
@@ -320,6 +324,9 @@ def _truth_classes(truth, ids: pd.Series, id_column: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- comparison with the baselines
 
+#: Held-out stamps whose sky is compared with each model's training survey before evaluating.
+SKY_SAMPLE = 256
+
 #: Row names of :func:`compare_methods`, in table order (models follow under the names given).
 LABELS_ROW, CORRECTION_ROW = "labels", "catalog-level correction"
 
@@ -474,7 +481,10 @@ def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_
     usable = np.ones(len(table), dtype=bool)
     workflow = catalog_coordinate_units(catalog_path, workflow)  # RA/Dec in the catalog's units
     with open_cutout_source(workflow) as source:
+        sample = source.read(table.iloc[:SKY_SAMPLE])
         for name, (model, meta) in loaded.items():
+            meta.check_pixel_scale(workflow, f"checkpoint {name}")
+            warn_if_sky_differs(sample.images, sample.status, meta.normalisation, meta.bands, name)
             meta.check_columns(table.columns, source=f"the workflow of {describe_catalog(catalog_path)} (intrinsic "
                                f"columns {workflow.intrinsic})")
             predictions = predict_rows(table, source, model, meta, batch_size=batch_size)

@@ -121,6 +121,50 @@ class CheckpointMeta:
         """Catalog columns the network takes beside the cutouts (empty: images only)."""
         return list(self.architecture.get("catalog_inputs", []))
 
+    def pixel_scale(self, workflow) -> float:
+        """The pixel scale the model was trained at, arcsec / pixel (the workflow's when the checkpoint records none).
+
+        Parameters
+        ----------
+        workflow : relabel.config.Workflow
+            The data's workflow, whose ``cutouts.pixel_scale`` stands in for an old checkpoint's.
+
+        Returns
+        -------
+        float
+        """
+        return float((self.workflow.get("cutouts") or {}).get("pixel_scale", workflow.cutouts.pixel_scale))
+
+    def check_pixel_scale(self, workflow, what: str) -> None:
+        """Refuse stamps whose stated pixel scale (``cutouts.pixel_scale`` in the workflow file) is not the model's.
+
+        A network sees a galaxy's size in pixels: stamps at half the model's scale show
+        every galaxy twice as large, and its labels follow. Tile cubes and per-galaxy files
+        carry no WCS relabel reads, so the workflow's word is all there is (survey images
+        are also checked through their WCS, :func:`relabel.cutouts.images.check_pixel_scales`);
+        a workflow that does not state a scale is not checked (the default is the
+        simulator's 0.396 arcsec).
+
+        Parameters
+        ----------
+        workflow : relabel.config.Workflow
+            The data's workflow (``raw`` says whether the scale was stated).
+        what : str
+            The checkpoint, for the message.
+
+        Raises
+        ------
+        CheckpointError
+            Naming both scales and the tolerance.
+        """
+        stated = (workflow.raw.get("cutouts") or {}).get("pixel_scale")
+        trained, tolerance = self.pixel_scale(workflow), workflow.cutouts.pixel_scale_tolerance
+        if stated is not None and abs(float(stated) / trained - 1.0) > tolerance:
+            raise CheckpointError(
+                f"workflow {workflow.source or workflow.name} states cutouts.pixel_scale {float(stated):.4f} arcsec "
+                f"where {what} was trained on {trained:.4f} (tolerance {tolerance:.1%}, key "
+                "cutouts.pixel_scale_tolerance): resample the stamps or use a model trained at this scale")
+
     def check_columns(self, columns, source: str = "the catalog") -> None:
         """Refuse a catalog that lacks a column the network takes as input.
 

@@ -194,3 +194,44 @@ def sky_mismatch(images: np.ndarray, normalisation: dict, bands) -> list[str]:
         elif abs(shift) > 5:
             problems.append(f"band {band}: sky level {shift:+.1f} training noise units from the training's")
     return problems
+
+
+def warn_if_sky_differs(images: np.ndarray, status: np.ndarray, normalisation: dict, bands, what: str,
+                        echo=None) -> str | None:
+    """Warn (:class:`relabel.errors.DataWarning`, and through ``echo``) when sampled stamps' sky is not the training's.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, bands, H, W)
+        A sample of cutouts as read (survey pixel units).
+    status : numpy.ndarray of str, shape (n,)
+        Their statuses; only whole stamps (``ok``, ``nan_filled``) are compared.
+    normalisation : dict
+        The checkpoint's.
+    bands : sequence of str
+        Band names.
+    what : str
+        The model, for the message.
+    echo : callable, optional
+        Also given the message (the CLI prints it).
+
+    Returns
+    -------
+    str or None
+        The warning's text, or None when the sky agrees (:func:`sky_mismatch`).
+    """
+    import warnings
+
+    from relabel import status as st
+    from relabel.errors import DataWarning
+
+    problems = sky_mismatch(images[np.isin(status, (st.OK, st.NAN_FILLED))], normalisation, bands)
+    if not problems:
+        return None
+    text = (f"the sky of {len(images)} stamps of this catalog is not that of {what}'s training survey ("
+            + "; ".join(problems) + "): images in other units, at another zero-point or depth are read as "
+            "galaxies of another brightness; check the images, or train on this survey")
+    warnings.warn(text, DataWarning, stacklevel=3)
+    if echo:
+        echo(f"warning: {text}")
+    return text

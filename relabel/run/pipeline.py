@@ -33,7 +33,7 @@ from relabel.catalog.missing import missing_mask
 from relabel.catalog.reader import Catalog, open_catalog
 from relabel.config import JOB_QUEUES, Workflow
 from relabel.cutouts.root import check_cutout_root
-from relabel.errors import CatalogError, ConfigError, DataWarning, ModelWarning
+from relabel.errors import CatalogError, ConfigError, ModelWarning
 from relabel.model.checkpoint import read_checkpoint
 from relabel.output_columns import probability_column, spread_column
 from relabel.run.clusters import ClusterOptions, no_cluster, start_cluster
@@ -154,14 +154,13 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
-    trained = float(meta.workflow.get("cutouts", {}).get("pixel_scale", wf.cutouts.pixel_scale))
+    meta.check_pixel_scale(wf, f"checkpoint {model}")
     if wf.cutouts.layout == "images":
         from relabel.cutouts.images import check_pixel_scales
 
         check_rows_on_images(shards, cat, wf)
-        check_pixel_scales({i for s in shards for i in s.image_names}, wf.cutouts, trained, f"checkpoint {model}")
-    else:
-        check_stated_pixel_scale(wf, trained, f"checkpoint {model}")
+        check_pixel_scales({i for s in shards for i in s.image_names}, wf.cutouts, meta.pixel_scale(wf),
+                           f"checkpoint {model}")
     _warn_about_sky(cat, wf, meta, shards, model, echo)
     t_plan = time.perf_counter() - t0
     record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
@@ -230,9 +229,8 @@ def _warn_about_sky(cat: Catalog, wf: Workflow, meta, shards: list, model: Path,
     Images in other units or at another zero-point are otherwise read without any sign
     of trouble, and every label would be that of a brighter or fainter galaxy.
     """
-    import relabel.status as st
     from relabel.cutouts.sources import open_cutout_source
-    from relabel.model.normalisation import sky_mismatch
+    from relabel.model.normalisation import warn_if_sky_differs
 
     shard = next((s for s in shards if s.image != ""), None)  # layout images: a shard of rows on an image
     if shard is None:
@@ -241,14 +239,7 @@ def _warn_about_sky(cat: Catalog, wf: Workflow, meta, shards: list, model: Path,
     image = pd.Series(shard.row_images()[:SKY_SAMPLE], index=numbers) if wf.cutouts.layout == "images" else None
     with open_cutout_source(wf, meta.size, len(meta.bands), image=image) as source:
         cut = source.read(cat.read_rows(list(source.columns), numbers))
-    problems = sky_mismatch(cut.images[np.isin(cut.status, (st.OK, st.NAN_FILLED))], meta.normalisation, meta.bands)
-    if problems:
-        text = (f"the sky of {len(numbers)} stamps of this catalog is not that of {model}'s training survey ("
-                + "; ".join(problems) + "): images in other units, at another zero-point or depth are read as "
-                "galaxies of another brightness; check the images, or train on this survey")
-        warnings.warn(text, DataWarning, stacklevel=3)
-        if echo:
-            echo(f"warning: {text}")
+    warn_if_sky_differs(cut.images, cut.status, meta.normalisation, meta.bands, str(model), echo)
 
 
 def _run_context(catalog: Path, cat: Catalog, model: Path, meta, wf: Workflow, record: dict, out_dir: Path,
@@ -601,33 +592,3 @@ def output_bias(out_dir: Path, wf: Workflow, classes: list[str]) -> dict:
         except RelabelError as exc:
             out[key] = {"error": str(exc)}
     return out
-
-
-def check_stated_pixel_scale(wf: Workflow, trained: float, what: str) -> None:
-    """Refuse stamps whose stated pixel scale (``cutouts.pixel_scale`` in the workflow file) is not the model's.
-
-    Tile cubes and per-galaxy files carry no WCS relabel reads, so the workflow's word is
-    all there is; a workflow that does not state a scale is not checked (the default is
-    the simulator's 0.396 arcsec). A network sees a galaxy's size in pixels: stamps at
-    half the model's scale show every galaxy twice as large, and its labels follow.
-
-    Parameters
-    ----------
-    wf : Workflow
-        The run's workflow (``raw`` says whether the scale was stated).
-    trained : float
-        The checkpoint's pixel scale, arcsec / pixel.
-    what : str
-        Whose scale ``trained`` is, for the message.
-
-    Raises
-    ------
-    ConfigError
-        Naming both scales and the tolerance.
-    """
-    stated = (wf.raw.get("cutouts") or {}).get("pixel_scale")
-    tolerance = wf.cutouts.pixel_scale_tolerance
-    if stated is not None and abs(float(stated) / trained - 1.0) > tolerance:
-        raise ConfigError(f"workflow {wf.source or wf.name} states cutouts.pixel_scale {float(stated):.4f} arcsec "
-                          f"where {what} was trained on {trained:.4f} (tolerance {tolerance:.1%}, key "
-                          "cutouts.pixel_scale_tolerance): resample the stamps or use a model trained at this scale")

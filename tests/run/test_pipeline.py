@@ -180,8 +180,6 @@ def test_checkpoint_for_another_cutout_size_is_refused(tiny_run):
 
 @pytest.mark.parametrize("stated, refused", [(0.2, True), (0.8, True), (0.399, False), (None, False)])
 def test_stamps_at_another_stated_pixel_scale_are_refused_before_writing(tiny_run, stated, refused):
-    from relabel.errors import ConfigError
-
     root, _, _, _ = tiny_run
     raw = yaml.safe_load((root / "workflow.yaml").read_text())
     trained = 0.396  # the model records the scale it was trained at, as relabel train writes it
@@ -193,7 +191,7 @@ def test_stamps_at_another_stated_pixel_scale_are_refused_before_writing(tiny_ru
     (root / "scaled.yaml").write_text(yaml.safe_dump(raw))
     run = dict(workflow=root / "scaled.yaml", cluster=NONE, bias=False, progress=False)
     if refused:
-        with pytest.raises(ConfigError, match=rf"states cutouts.pixel_scale {stated:.4f} arcsec where checkpoint "
+        with pytest.raises(CheckpointError, match=rf"states cutouts.pixel_scale {stated:.4f} arcsec where checkpoint "
                                               rf".* was trained on {trained:.4f} \(tolerance 2.0%"):
             run_catalog(root / "catalog.fits", model, root / "out", **run)
         assert not (root / "out").exists()
@@ -288,3 +286,27 @@ def test_a_catalog_whose_table_is_not_the_first_extension_is_found_unless_the_wo
                                            r"2 \(CATALOG, BINARY_TBL\)"):
         _run(root, model, root / "out_stated")  # workflow.yaml states hdu: 1
     assert not (root / "out_stated").exists()
+
+
+def test_evaluate_checks_the_pixel_scale_and_the_sky_as_a_run_does(tiny_run):
+    import warnings as w
+
+    from relabel.errors import DataWarning
+    from relabel.evaluate import evaluate_model
+
+    root, data, images, _ = tiny_run
+    raw = yaml.safe_load((root / "workflow.yaml").read_text())
+    model = write_untrained_checkpoint(root / "model_0396.pt", workflow={
+        **raw, "cutouts": {**raw["cutouts"], "pixel_scale": 0.396}})
+    for t in range(0, len(images), 16):  # the survey's images in other units
+        fitsio.write(str(root / "tiles" / f"tile_{t // 16:05d}.fits"), images[t:t + 16] * 1000, clobber=True)
+    raw["bias"] = {"log2_bins_int": 1, "bins_obs": 2, "n_boot": 3, "n_null": 3}
+    (root / "evaluate.yaml").write_text(yaml.safe_dump(raw))
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        evaluate_model(root / "catalog.fits", model, workflow=root / "evaluate.yaml", all_rows=True, device="cpu")
+    assert any(issubclass(c.category, DataWarning) and "sky noise" in str(c.message) for c in caught)
+    raw["cutouts"]["pixel_scale"] = 0.2
+    (root / "evaluate.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(CheckpointError, match=r"states cutouts.pixel_scale 0.2000 arcsec where checkpoint"):
+        evaluate_model(root / "catalog.fits", model, workflow=root / "evaluate.yaml", all_rows=True, device="cpu")
