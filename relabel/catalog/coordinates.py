@@ -61,8 +61,12 @@ def angle_unit(text: str | None, column: str, source: str, right_ascension: bool
         return None
     name = SEXAGESIMAL_UNITS.get(str(text).strip().lower(), str(text).strip())
     unit = u.Unit(name, parse_strict="silent")
-    if right_ascension and unit.is_equivalent(u.hour):
-        return u.hourangle
+    # Units as catalogs write them outside the standard: DEG, Degrees, RADIANS, hours.
+    for variant in (name.lower(), name.lower().rstrip(".").removesuffix("s")):
+        if isinstance(unit, u.UnrecognizedUnit):
+            unit = u.Unit(variant, parse_strict="silent")
+    if right_ascension and unit.is_equivalent(u.hour):  # time units of right ascension: h, min, s
+        return u.hourangle if unit == u.hour else unit.to(u.hour) * u.hourangle
     if isinstance(unit, u.UnrecognizedUnit) or not unit.is_equivalent(u.deg):
         what = "an angle" if not isinstance(unit, u.UnrecognizedUnit) else "a unit astropy knows"
         raise CatalogError(f"{source}: coordinate column {column} has unit {text!r}, which is not {what}; "

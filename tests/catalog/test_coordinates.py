@@ -32,6 +32,11 @@ RA_DEG, DEC_DEG = 149.934848, -2.225333  # 09h59m44.3635s, -02d13m31.2s
     ([149.934848 * 3600], "arcsec"),
     ([149.934848 / 15], "hourangle"),
     ([149.934848 / 15], "h"),         # hours of time, as catalogs write an RA in hours
+    ([149.934848], "DEG"),            # units as catalogs write them outside the standard
+    ([149.934848], "Degrees"),
+    ([np.radians(149.934848)], "RADIANS"),
+    ([149.934848 / 15], "hours"),
+    ([149.934848 / 15 * 3600], "s"),  # seconds of time of right ascension
 ])
 def test_right_ascension_in_every_notation_is_the_same_degrees(values, unit):
     assert to_degrees(pd.Series(values), unit, True)[0] == pytest.approx(RA_DEG, abs=2e-6)
