@@ -144,7 +144,8 @@ def _evaluated_rows(catalog_path, model_path, model, meta, workflow: Workflow, a
         table = table[held_out].reset_index(drop=True)
 
     workflow = catalog_coordinate_units(catalog_path, workflow)  # RA/Dec in the catalog's units
-    meta.check_pixel_scale(workflow, f"checkpoint {model_path}")
+    if workflow.cutouts.layout != "images":  # survey images: their WCS says their scale
+        meta.check_pixel_scale(workflow, f"checkpoint {model_path}")
     with open_cutout_source(workflow) as source:
         sample = source.read(table.iloc[:SKY_SAMPLE])
         warn_if_sky_differs(sample.images, sample.status, meta.normalisation, meta.bands, str(model_path))
@@ -483,7 +484,8 @@ def _method_probabilities(catalog_path, loaded: dict, workflow: Workflow, batch_
     with open_cutout_source(workflow) as source:
         sample = source.read(table.iloc[:SKY_SAMPLE])
         for name, (model, meta) in loaded.items():
-            meta.check_pixel_scale(workflow, f"checkpoint {name}")
+            if workflow.cutouts.layout != "images":
+                meta.check_pixel_scale(workflow, f"checkpoint {name}")
             warn_if_sky_differs(sample.images, sample.status, meta.normalisation, meta.bands, name)
             meta.check_columns(table.columns, source=f"the workflow of {describe_catalog(catalog_path)} (intrinsic "
                                f"columns {workflow.intrinsic})")

@@ -141,7 +141,7 @@ class CheckpointMeta:
         A network sees a galaxy's size in pixels: stamps at half the model's scale show
         every galaxy twice as large, and its labels follow. Tile cubes and per-galaxy files
         carry no WCS relabel reads, so the workflow's word is all there is (survey images
-        are also checked through their WCS, :func:`relabel.cutouts.images.check_pixel_scales`);
+        are checked through their WCS instead, :func:`relabel.cutouts.images.check_pixel_scales`);
         a workflow that does not state a scale is not checked (the default is the
         simulator's 0.396 arcsec).
 

@@ -154,13 +154,14 @@ def _run(catalog: Path, staged: Path | None, model: Path, out_dir: Path, *, work
     shard_size = shard_size or (_recorded_shard_size(out_dir) if resume else None) or int(wf.run["shard_size"])
     batch_size = batch_size or int(wf.run["batch_size"])
     shards = plan_shards(cat, wf, shard_size)
-    meta.check_pixel_scale(wf, f"checkpoint {model}")
-    if wf.cutouts.layout == "images":
+    if wf.cutouts.layout == "images":  # the images' own WCS says their scale
         from relabel.cutouts.images import check_pixel_scales
 
         check_rows_on_images(shards, cat, wf)
         check_pixel_scales({i for s in shards for i in s.image_names}, wf.cutouts, meta.pixel_scale(wf),
                            f"checkpoint {model}")
+    else:
+        meta.check_pixel_scale(wf, f"checkpoint {model}")
     _warn_about_sky(cat, wf, meta, shards, model, echo)
     t_plan = time.perf_counter() - t0
     record = _run_record(catalog, cat, model, meta, wf, shard_size, len(shards))
