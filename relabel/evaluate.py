@@ -30,7 +30,7 @@ from relabel.cutouts.sources import open_cutout_source
 from relabel.errors import CatalogError, ConfigError
 from relabel.model.checkpoint import load_checkpoint
 from relabel.model.device import choose_device
-from relabel.model.normalisation import warn_if_sky_differs
+from relabel.model.normalisation import SKY_SAMPLE, warn_if_sky_differs
 from relabel.quartiles import observable_quartiles
 from relabel.run.inference import predict_rows
 from relabel.run.workflow import resolve_workflow
@@ -324,9 +324,6 @@ def _truth_classes(truth, ids: pd.Series, id_column: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- comparison with the baselines
-
-#: Held-out stamps whose sky is compared with each model's training survey before evaluating.
-SKY_SAMPLE = 256
 
 #: Row names of :func:`compare_methods`, in table order (models follow under the names given).
 LABELS_ROW, CORRECTION_ROW = "labels", "catalog-level correction"

@@ -89,8 +89,8 @@ class FitsCatalog(Catalog):
             info = fits[self.hdu]
             self.nrows = info.get_nrows()
             ascii_table = info.get_exttype() == "ASCII_TBL"
-            _refuse_truncated(path, info)
             header = info.read_header()
+            _refuse_truncated(path, info, header)
             self.plans = {p.name: p for p in plan_columns(header, ascii_table)}
             self.columns = list(self.plans)
             self._units = {name: str(header.get(f"TUNIT{i}", "")).strip() for i, name in enumerate(self.columns, 1)}
@@ -228,11 +228,10 @@ class FitsCatalog(Catalog):
         return {c: finish_values(rec[c], None, nullable=False) for c in columns}
 
 
-def _refuse_truncated(path: Path, info) -> None:
+def _refuse_truncated(path: Path, info, header) -> None:
     """A file cut short (an interrupted copy or download) holds fewer bytes than its table header promises."""
     if str(path).lower().endswith(".gz"):
         return  # the compressed size says nothing; gzip itself reports a stream cut short
-    header = info.read_header()
     # The data proper, without the padding to 2880 bytes that some writers leave off the last HDU.
     end = int(info.get_offsets()["data_start"]) + int(header.get("NAXIS1", 0)) * int(header.get("NAXIS2", 0)) + \
         int(header.get("PCOUNT", 0))

@@ -20,8 +20,9 @@ from relabel.catalog.fits import finish_values
 class FrameCatalog(Catalog):
     """A pandas DataFrame (rows in order; its index is ignored) seen through the Catalog interface."""
 
-    def __init__(self, frame: pd.DataFrame, name: str = "<DataFrame>"):
+    def __init__(self, frame: pd.DataFrame, name: str = "<DataFrame>", units: dict[str, str] | None = None):
         self.path = Path(name)
+        self._units = dict(units or {})  # an astropy Table's column units (a DataFrame has none)
         self.frame = _decoded_text(frame.reset_index(drop=True))
         self.nrows = len(self.frame)
         self.columns = [str(c) for c in self.frame.columns]

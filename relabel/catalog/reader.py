@@ -56,10 +56,8 @@ def open_catalog(path, hdu: int | str | None = None) -> Catalog:
     if isinstance(path, pd.DataFrame):
         return FrameCatalog(path)
     if type(path).__name__ in ("Table", "QTable") and hasattr(path, "colnames"):
-        catalog = FrameCatalog(table_to_frame(path), name="<astropy Table>")
-        catalog._units = {name: str(path[name].unit) for name in path.colnames
-                          if getattr(path[name], "unit", None) is not None}
-        return catalog
+        units = {name: str(path[name].unit) for name in path.colnames if getattr(path[name], "unit", None) is not None}
+        return FrameCatalog(table_to_frame(path), name="<astropy Table>", units=units)
     path = Path(path)
     if not path.exists():
         raise CatalogError(f"catalog {path} does not exist")

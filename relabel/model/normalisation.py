@@ -155,6 +155,8 @@ def linear_8bit(n_bands: int) -> dict:
 
 #: Sky noise of a run's stamps, as a multiple of the training's, beyond which the run warns (either way).
 SKY_NOISE_RATIO = 3.0
+#: Stamps whose sky a run or an evaluation compares with the training's before it starts.
+SKY_SAMPLE = 256
 
 
 def sky_mismatch(images: np.ndarray, normalisation: dict, bands) -> list[str]:

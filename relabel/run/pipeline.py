@@ -220,10 +220,6 @@ def _warn_about_training(model: Path, meta, echo) -> None:
                 echo(f"warning: {text}")
 
 
-#: Stamps of the first shard whose sky the run compares with the training's before it starts.
-SKY_SAMPLE = 256
-
-
 def _warn_about_sky(cat: Catalog, wf: Workflow, meta, shards: list, model: Path, echo) -> None:
     """Warn (the user may mean it) when the stamps' sky noise or level is far from the training's.
 
@@ -231,7 +227,7 @@ def _warn_about_sky(cat: Catalog, wf: Workflow, meta, shards: list, model: Path,
     of trouble, and every label would be that of a brighter or fainter galaxy.
     """
     from relabel.cutouts.sources import open_cutout_source
-    from relabel.model.normalisation import warn_if_sky_differs
+    from relabel.model.normalisation import SKY_SAMPLE, warn_if_sky_differs
 
     shard = next((s for s in shards if s.image != ""), None)  # layout images: a shard of rows on an image
     if shard is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from relabel.catalog.coordinates import to_degrees
+from relabel.catalog.coordinates import sky_degrees, to_degrees
 from relabel.catalog.reader import Catalog
 from relabel.config import Workflow
 from relabel.errors import CatalogError
@@ -253,7 +253,6 @@ def _rows_by_image(catalog: Catalog, workflow: Workflow) -> tuple[np.ndarray, np
     return codes, pixel_row, {code: name for name, code in names.items()}
 
 
-
 #: Rows whose images are opened to see whether any lies on its image, when a column names each row's image.
 ON_IMAGE_SAMPLE = 200
 
@@ -290,18 +289,17 @@ def check_rows_on_images(shards: list[Shard], catalog: Catalog, workflow: Workfl
     if cut.image_column:
         rows = np.unique(np.linspace(0, catalog.nrows - 1, min(catalog.nrows, ON_IMAGE_SAMPLE)).astype(np.int64))
         sample = catalog.read_rows([spec.ra, spec.dec, cut.image_column], rows)
-        footprints = _sample_on_images(sample, workflow)
+        ra, dec = sky_degrees(sample, workflow)
+        footprints = _sample_on_images(sample[cut.image_column], ra, dec, cut)
         if footprints is None:
             return
         what = f"its image (column {cut.image_column}; {len(rows)} rows spread over the catalog tried)"
     else:
         if any(s.image or s.images for s in shards):
             return
-        sample = catalog.read([spec.ra, spec.dec], 0, min(catalog.nrows, 100_000))
+        ra, dec = sky_degrees(catalog.read([spec.ra, spec.dec], 0, min(catalog.nrows, 100_000)), workflow)
         footprints = find_footprints(cut)
         what = f"any survey image matching {cut.image_pattern!r}"
-    ra = to_degrees(sample[spec.ra], spec.ra_unit, True, spec.ra)
-    dec = to_degrees(sample[spec.dec], spec.dec_unit, False, spec.dec)
     centres = np.array([f.centre for f in footprints]).reshape(-1, 2)
     span = (f"RA {np.nanmin(ra):.4g} to {np.nanmax(ra):.4g}, Dec {np.nanmin(dec):.4g} to {np.nanmax(dec):.4g} deg"
             if np.isfinite(ra).any() and np.isfinite(dec).any() else "no readable RA/Dec")
@@ -314,16 +312,13 @@ def check_rows_on_images(shards: list[Shard], catalog: Catalog, workflow: Workfl
         "in the workflow")
 
 
-def _sample_on_images(sample, workflow: Workflow):
-    """None when a row of ``sample`` lies on its named image (or none of their images could be read);
-    else the footprints of the images read."""
+def _sample_on_images(images: pd.Series, ra: np.ndarray, dec: np.ndarray, cut):
+    """None when a sampled row (its image name, RA/Dec in degrees) lies on its named image, or none of
+    their images could be read; else the footprints of the images read."""
     from relabel.cutouts.images import image_footprint, stamp_corners
     from relabel.errors import ConfigError
 
-    spec, cut = workflow.catalog, workflow.cutouts
-    ra = to_degrees(sample[spec.ra], spec.ra_unit, True, spec.ra)
-    dec = to_degrees(sample[spec.dec], spec.dec_unit, False, spec.dec)
-    names = np.array([str(v).rstrip() for v in sample[cut.image_column].to_numpy()], dtype=object)
+    names = np.array([str(v).rstrip() for v in images.to_numpy()], dtype=object)
     footprints = []
     for name in pd.unique(names):
         try:
