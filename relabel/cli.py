@@ -207,6 +207,9 @@ def _add_bias(sub) -> None:
     p.add_argument("--n-per-bin", type=int, metavar="N", help="subsample N x 2^L x B objects per repetition")
     p.add_argument("--seed", type=int, metavar="S", help="seed of the subsamples, bootstrap and null shuffles")
     p.add_argument("--null", type=int, metavar="R", help="shuffles for the null L")
+    p.add_argument("--mc-error", type=float, metavar="E",
+                   help="add repetitions until the Monte-Carlo error of the excess L is under E "
+                        "(default: the workflow's bias.mc_error, 0.0005; 0: exactly --n-boot and --null)")
     p.add_argument("--compare", choices=[">=", ">"],
                    help="a vote fraction passes its threshold when P >= t (default, or the workflow's "
                         "labels.compare) or P > t (Galaxy Zoo 1's flags)")
@@ -217,7 +220,7 @@ def _add_bias(sub) -> None:
 
 
 BIAS_OPTIONS = ("labels", "thresholds", "classes", "label_column", "intrinsic", "observables", "best", "log2_bins_int",
-                "bins_obs", "n_boot", "n_per_bin", "seed", "null", "keep_uncertain", "hdu", "compare")
+                "bins_obs", "n_boot", "n_per_bin", "seed", "null", "mc_error", "keep_uncertain", "hdu", "compare")
 
 
 def _bias(args) -> int:

@@ -147,6 +147,11 @@ class BiasSettings:
     n_boot: int = setting(20, "bootstrap repetitions", minimum=0)
     n_per_bin: int | None = setting(None, "subsample n x 2^l x B objects per repetition (null: all)", above=0)
     n_null: int = setting(10, "shuffles for the null L", minimum=0)
+    mc_error: float | None = setting(
+        0.0005, "target Monte-Carlo error of the excess L: repetitions are added beyond n_boot and n_null "
+        "until it is met (null or 0: exactly n_boot and n_null)", minimum=0)
+    max_repetitions: int = setting(2000, "most bootstrap and null repetitions together that mc_error may ask for",
+                                   above=0)
     seed: int = setting(0, "random seed", minimum=0)
 
 

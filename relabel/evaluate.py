@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from relabel import status as st
-from relabel.bias.metric import BiasError, bias_with_errors
+from relabel.bias.metric import BiasError, bias_with_errors, repetition_options
 from relabel.catalog.coordinates import catalog_coordinate_units
 from relabel.catalog.labels import NO_CLASS, table_labels
 from relabel.catalog.reader import catalog_folder, describe_catalog
@@ -66,8 +66,10 @@ def evaluate_model(catalog_path, model_path, truth=None, all_rows: bool = False,
         ``classes``; ``L_labels``, ``null_L_labels`` (confident subset),
         ``L_model``, ``null_L_model`` (argmax, all objects), ``L_model_soft``,
         ``null_L_model_soft`` (probabilities), ``L_model_confident`` (argmax on the
-        confident subset), ``L_truth_confident``, ``L_truth``, each with ``_std``
-        and ``excess_`` (L minus null L) companions; ``accuracy_labels`` (model vs
+        confident subset), ``L_truth_confident``, ``L_truth``, each with ``_std``,
+        ``excess_`` (L minus null L), ``excess_..._mc_error`` (its Monte-Carlo error,
+        :func:`relabel.bias.bias_with_errors`) and ``_repetitions`` ([bootstrap, null])
+        companions; ``accuracy_labels`` (model vs
         confident labels), ``accuracy_truth`` (model vs truth, all objects),
         ``accuracy_truth_labels`` (confident labels vs truth); per quartile of the
         first observable (worst first): ``accuracy_truth_by_quartile``,
@@ -176,7 +178,7 @@ def _bias_fields(table: pd.DataFrame, workflow: Workflow, rows: np.ndarray, labe
     except BiasError as exc:
         return {"error": str(exc)}
     return {"L": result.L, "L_std": result.L_std, "null_L": result.null_L, "null_L_std": result.null_L_std,
-            "excess": result.excess}
+            "excess": result.excess, "mc_error": result.mc_error, "repetitions": [result.n_boot, result.n_null]}
 
 
 def _bias_of_rows(table: pd.DataFrame, workflow: Workflow, rows: np.ndarray, labels: np.ndarray,
@@ -185,8 +187,8 @@ def _bias_of_rows(table: pd.DataFrame, workflow: Workflow, rows: np.ndarray, lab
     params = workflow.bias
     return bias_with_errors(table[workflow.intrinsic][rows], table[workflow.observable_columns][rows], labels,
                             n_classes, params["log2_bins_int"], params["bins_obs"],
-                            [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
-                            n_null=params["n_null"], classes=names)
+                            [o.best for o in workflow.observables], **repetition_options(params),
+                            classes=names)
 
 
 def _truth_fields(truth, table: pd.DataFrame, workflow: Workflow, classes: list[str], codes: np.ndarray,
@@ -269,6 +271,8 @@ def _put(out: dict, name: str, values: dict | None) -> None:
     out[f"null_L_{name}"] = values.get("null_L")
     out[f"null_L_{name}_std"] = values.get("null_L_std")
     out[f"excess_L_{name}"] = values.get("excess")
+    out[f"excess_L_{name}_mc_error"] = values.get("mc_error")
+    out[f"L_{name}_repetitions"] = values.get("repetitions")
     if "error" in values:
         out[f"L_{name}_error"] = values["error"]
 
@@ -398,8 +402,8 @@ def compare_methods(catalog_path, models: dict, truth, *, workflow=None, device:
     true_fractions = _fractions(truth_codes, quartile, truth_classes)
     true_L = bias_with_errors(table[workflow.intrinsic], table[workflow.observable_columns], truth_codes,
                               len(truth_classes), params["log2_bins_int"], params["bins_obs"],
-                              [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
-                              n_null=params["n_null"], classes=truth_classes)
+                              [o.best for o in workflow.observables], **repetition_options(params),
+                              classes=truth_classes)
     rows, reliability = [], {}
     for name, (probs, hard) in methods.items():
         row, reliability[name] = _method_row(name, probs, hard, truth_codes, quartile, true_fractions, table,
@@ -571,8 +575,8 @@ def _method_row(name, probs, hard, truth_codes, quartile, true_fractions, table,
     params = workflow.bias
     result = bias_with_errors(table[workflow.intrinsic][labelled], table[workflow.observable_columns][labelled],
                               predicted[labelled], len(classes), params["log2_bins_int"], params["bins_obs"],
-                              [o.best for o in workflow.observables], n_boot=params["n_boot"], seed=params["seed"],
-                              n_null=params["n_null"], classes=classes)
+                              [o.best for o in workflow.observables], **repetition_options(params),
+                              classes=classes)
     right = predicted == truth_codes
     fractions = {}
     for k, cls in enumerate(classes):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from relabel.baselines import catalog_level_correction, debias_catalog, quantile_map
-from relabel.bias.metric import labeling_bias
+from relabel.bias.metric import labeling_bias, repetition_options
 from relabel.cli import main
 from relabel.errors import ConfigError, OutputError
 
@@ -183,7 +183,7 @@ def test_comparison_table_measures_every_method_on_the_same_galaxies(small_surve
     params = workflow.bias
     expected = bias_with_errors(held[workflow.intrinsic], held[workflow.observable_columns], codes, 2,
                                 params["log2_bins_int"], params["bins_obs"], [o.best for o in workflow.observables],
-                                n_boot=params["n_boot"], seed=params["seed"], n_null=params["n_null"])
+                                **repetition_options(params))
     assert len(held) == result["n"]
     assert result["truth_L"]["L"] == pytest.approx(expected.L)
     assert result["truth_L"]["excess_L"] == pytest.approx(expected.excess)

@@ -161,6 +161,21 @@ def test_bias_of_a_run_folder_measures_original_and_new_labels(tiny_output, caps
     assert new["L"] == both["new"]["L"] and new["n_objects"] == 40  # every row has a new label
 
 
+def test_bias_adds_repetitions_for_its_monte_carlo_target_unless_told_not_to(tiny_output, capsys):
+    root, _ = tiny_output
+    out = root / "out"
+    small = ["--log2-bins-int", "1", "--bins-obs", "2", "--n-boot", "3", "--null", "2"]
+    assert main(["bias", str(out), *small, "--mc-error", "0", "--json"]) == 0
+    exact = json.loads(capsys.readouterr().out)["original"]
+    assert (exact["n_boot"], exact["n_null"]) == (3, 2) and exact["mc_error"] > 0.001
+    assert main(["bias", str(out), *small, "--mc-error", "0.001", "--json"]) == 0
+    aimed = json.loads(capsys.readouterr().out)["original"]
+    assert aimed["n_boot"] > 3 and aimed["n_null"] > 2 and aimed["mc_error"] < exact["mc_error"]
+    assert main(["bias", str(out), *small, "--mc-error", "0.001"]) == 0
+    text = capsys.readouterr().out
+    assert f"Monte-Carlo error of the excess {aimed['mc_error']:.4f} ({aimed['n_boot']} bootstrap" in text
+
+
 def test_summary_task_seconds_are_never_negative(tiny_output):
     root, _ = tiny_output
     summary = json.loads((root / "out" / "_summary.json").read_text())

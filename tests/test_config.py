@@ -81,6 +81,8 @@ def test_hash_changes_with_mapping():
         (lambda d: d.__setitem__("cutouts", {"size": -3}), "'cutouts.size' must be an integer > 0, got -3"),
         (lambda d: d.__setitem__("bias", {"bins_obs": 0}), "'bias.bins_obs' must be an integer > 0, got 0"),
         (lambda d: d.__setitem__("bias", {"bins": 5}), "unknown key 'bias.bins'"),
+        (lambda d: d.__setitem__("bias", {"mc_error": -0.001}), "'bias.mc_error' must be"),
+        (lambda d: d.__setitem__("bias", {"max_repetitions": 0}), "'bias.max_repetitions' must be"),
         (lambda d: d.__setitem__("intrinsinc", ["X"]), "unknown key 'intrinsinc'"),
         (lambda d: d["catalog"].__setitem__("hdu", [1]), "'catalog.hdu'"),
     ],

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from relabel.bias.metric import BiasError, BiasResult, bias_with_errors
+from relabel.bias.metric import BiasError, BiasResult, bias_with_errors, repetition_options
 from relabel.catalog.base import Catalog
 from relabel.catalog.labels import NO_CLASS, check_threshold, table_labels
 from relabel.catalog.missing import as_numpy_columns, drop_missing
@@ -46,7 +46,8 @@ def bias_of_table(
         ``label_column``), ``label_column``, ``keep_uncertain`` (True turns it
         on), ``intrinsic``, ``observables``, ``best`` (one per observable, or
         one for all), ``log2_bins_int``, ``bins_obs``, ``n_boot``,
-        ``n_per_bin``, ``seed``, ``null`` (or ``n_null``), ``hdu``, ``workers``.
+        ``n_per_bin``, ``seed``, ``null`` (or ``n_null``), ``mc_error`` (0: exactly
+        ``n_boot`` and ``null`` repetitions), ``hdu``, ``workers``.
 
     Rows missing a used value (:mod:`relabel.catalog.missing`: nulls, NaN, inf, the workflow's
     ``catalog.missing`` codes), and, with probability columns,
@@ -89,8 +90,8 @@ def bias_of_table(
 
     result = bias_with_errors(
         frame[intrinsic], frame[observables], codes, len(class_names), params["log2_bins_int"], params["bins_obs"],
-        best, n_boot=params["n_boot"], n_per_bin=params["n_per_bin"], seed=params["seed"],
-        n_null=params["n_null"], classes=class_names, workers=opts.get("workers"),
+        best, n_per_bin=params["n_per_bin"], **repetition_options(params), classes=class_names,
+        workers=opts.get("workers"),
     )
     result.table = str(path)
     result.n_table = n_table
@@ -123,7 +124,7 @@ def _bias_params(workflow: Any, opts: dict[str, Any]) -> dict[str, Any]:
         params.update(workflow.bias)
     if "null" in opts:
         opts["n_null"] = opts["null"]
-    for key in ("log2_bins_int", "bins_obs", "n_boot", "n_per_bin", "n_null", "seed"):
+    for key in ("log2_bins_int", "bins_obs", "n_boot", "n_per_bin", "n_null", "seed", "mc_error"):
         if key in opts:
             params[key] = opts[key]
     return params
@@ -357,6 +358,9 @@ def format_result(result: BiasResult) -> str:
     inside.append(f"N = {result.n_objects}")
     inside.append(f"{1 << result.log2_bins_int} x {result.bins_obs} bins")
     line = f"{main} ({', '.join(inside)})"
+    if result.mc_error:
+        line += (f"\nMonte-Carlo error of the excess {result.mc_error:.4f} "
+                 f"({result.n_boot} bootstrap, {result.n_null} null)")
     if result.dropped:
         total = (result.n_table - result.n_objects) if result.n_table is not None else sum(result.dropped.values())
         reasons = ", ".join(f"{count} {reason}" for reason, count in result.dropped.items())

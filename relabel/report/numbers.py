@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from relabel.bias.metric import bias_with_errors, fraction_curves
+from relabel.bias.metric import bias_with_errors, fraction_curves, repetition_options
 from relabel.bias.table import bias_of_run
 from relabel.catalog.missing import drop_missing
 from relabel.config import Workflow
@@ -131,8 +131,8 @@ def bias_numbers(out_dir: Path, wf: Workflow, classes: list[str], frame: pd.Data
         try:
             out["truth"] = bias_with_errors(
                 rows[wf.intrinsic], rows[wf.observable_columns], codes.astype(np.int64), len(classes),
-                opts["log2_bins_int"], opts["bins_obs"], wf.best_ends, n_boot=opts["n_boot"],
-                n_per_bin=opts["n_per_bin"], seed=opts["seed"], n_null=opts["n_null"], classes=classes,
+                opts["log2_bins_int"], opts["bins_obs"], wf.best_ends, n_per_bin=opts["n_per_bin"],
+                **repetition_options(opts), classes=classes,
             ).to_dict()
         except RelabelError as exc:
             out["truth"] = {"error": str(exc)}

@@ -281,6 +281,52 @@ def test_null_matches_l_without_dependence_and_excess_grows_with_it():
     assert excess[-1] > 4 * excess[1] > 0
 
 
+def test_monte_carlo_target_adds_repetitions_until_the_excess_is_that_precise():
+    rng = np.random.default_rng(12)
+    intrinsic, observables, labels = _dependent_table(rng, 3000, 0.2)
+    args = (intrinsic, observables, labels, 2, 3, 5, ["high"])
+    fixed = bias_with_errors(*args, n_boot=20, n_null=10, seed=3)
+    spread = [fixed.L_std, fixed.null_L_std]
+    # 20 + 10 repetitions leave a Monte-Carlo error several times the target
+    assert fixed.mc_error == pytest.approx(math.sqrt(sum(
+        (s * math.sqrt(r / (r - 1))) ** 2 / r for s, r in zip(spread, (20, 10)))))
+    assert fixed.mc_error > 0.002
+    aimed = bias_with_errors(*args, n_boot=20, n_null=10, seed=3, mc_error=0.001)
+    assert aimed.n_boot > 20 and aimed.n_null > 10
+    assert aimed.mc_error < 0.0012  # the target, up to the first round's estimate of the spreads
+    # Neyman allocation: the counts follow the spreads of the two terms
+    assert aimed.n_boot / aimed.n_null == pytest.approx(spread[0] / spread[1], rel=0.5)
+    # repetition r keeps its seed: the same as asking for the final counts at once
+    same = bias_with_errors(*args, n_boot=aimed.n_boot, n_null=aimed.n_null, seed=3)
+    assert (aimed.L, aimed.null_L, aimed.L_std) == (same.L, same.null_L, same.L_std)
+    # and other seeds agree within the stated error (before: a few times the target apart)
+    other = bias_with_errors(*args, n_boot=20, n_null=10, seed=4, mc_error=0.001)
+    assert abs(other.excess - aimed.excess) < 4 * math.hypot(aimed.mc_error, other.mc_error)
+
+
+def test_monte_carlo_target_respects_the_cap_and_the_asked_counts():
+    rng = np.random.default_rng(13)
+    intrinsic, observables, labels = _dependent_table(rng, 1500, 0.2)
+    args = (intrinsic, observables, labels, 2, 3, 5, ["high"])
+    capped = bias_with_errors(*args, n_boot=20, n_null=10, mc_error=1e-5, max_repetitions=80)
+    assert 70 <= capped.n_boot + capped.n_null <= 80 and capped.n_boot >= 20 and capped.n_null >= 10
+    assert capped.mc_error > 1e-5  # the cap won: the error says so
+    loose = bias_with_errors(*args, n_boot=20, n_null=10, mc_error=1.0)
+    assert (loose.n_boot, loose.n_null) == (20, 10)
+    off = bias_with_errors(*args, n_boot=20, n_null=10, mc_error=0)
+    assert (off.n_boot, off.n_null, off.mc_error) == (20, 10, loose.mc_error)
+    # L exact (n_boot = 0): only the null has a Monte-Carlo error, and only it grows
+    exact = bias_with_errors(*args, n_boot=0, n_null=5, mc_error=0.001)
+    assert exact.n_boot == 0 and exact.n_null > 5 and exact.L_std is None
+    assert exact.mc_error == pytest.approx(np.std([0.0]) + exact.null_L_std * math.sqrt(
+        1 / (exact.n_null - 1)), rel=1e-9)
+    for bad in (-0.1, "0.1", True):
+        with pytest.raises(BiasError, match="mc_error"):
+            bias_with_errors(*args, n_boot=2, n_null=2, mc_error=bad)
+    with pytest.raises(BiasError, match="max_repetitions"):
+        bias_with_errors(*args, n_boot=2, n_null=2, mc_error=0.01, max_repetitions=0)
+
+
 def test_null_keeps_the_intrinsic_leaves():
     # Labels fixed by the intrinsic leaf alone: any shuffle that stayed inside leaves finds L = 0 exactly.
     rng = np.random.default_rng(8)

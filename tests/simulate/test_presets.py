@@ -51,10 +51,13 @@ def test_default_preset_writes_the_recorded_survey(tmp_path):
         third = fitsio.read(paths.root / "tiles/tile_00002.fits")
         cutouts = np.stack([first[0], first[4], third[1]])
         assert cutouts.tobytes() == reference["cutouts"].tobytes()
-        # train.catalog_inputs (default intrinsic) was added after both references were written
+        # train.catalog_inputs (default intrinsic) and bias.mc_error / max_repetitions were
+        # added after both references were written
         written = paths.workflow.read_text()
-        assert "  catalog_inputs: intrinsic\n" in written
-        written = written.replace("  catalog_inputs: intrinsic\n", "")
+        added = ("  catalog_inputs: intrinsic\n", "  mc_error: 0.0005\n", "  max_repetitions: 2000\n")
+        for line in added:
+            assert line in written
+            written = written.replace(line, "")
         assert written == str(reference["workflow"])
         # train.lambda's default became automatic (issue 15) after the first reference was written
         assert written == str(before_presets["workflow"]).replace("lambda: 10.0", "lambda: automatic")
