@@ -23,13 +23,21 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
 
 
+def _mc(res: dict) -> str:
+    """The excess's Monte-Carlo error and repetition counts, for results that carry them."""
+    if not res.get("mc_error"):
+        return ""
+    return (f" &plusmn; {_fmt(res['mc_error'], 4)} <small>(Monte-Carlo; {res['n_boot']} bootstrap, "
+            f"{res['n_null']} null)</small>")
+
+
 def _bias_table(bias: dict) -> list[str]:
     parts = ["<table><tr><th>labels</th><th>L</th><th>null L</th><th>excess L</th><th>galaxies</th></tr>"]
     for key, res in bias.items():
         if "L" in res:
             parts.append(f"<tr><td>{html.escape(key)}</td><td>{_fmt(res['L'], 4)} &plusmn; {_fmt(res['L_std'], 4)}</td>"
                          f"<td>{_fmt(res['null_L'], 4)} &plusmn; {_fmt(res['null_L_std'], 4)}</td>"
-                         f"<td>{_fmt(res['excess'], 4)}</td><td>{res['n_objects']}</td></tr>")
+                         f"<td>{_fmt(res['excess'], 4)}{_mc(res)}</td><td>{res['n_objects']}</td></tr>")
         else:
             parts.append(f"<tr><td>{html.escape(key)}</td><td colspan=4>{html.escape(res.get('error', ''))}</td></tr>")
     parts.append("</table>")

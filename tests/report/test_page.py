@@ -39,6 +39,11 @@ def test_report_files_and_html_references_every_figure(small_output, small_surve
     # like for like: on all galaxies the original labels' uncertain ones count as wrong
     assert everyone["accuracy"]["original"] <= 1 - everyone["uncertain_original"] + 1e-12
     assert set(numbers["labeling_bias"]) == {"original", "new", "truth"}
+    for res in numbers["labeling_bias"].values():
+        # the excess is stated with its Monte-Carlo error and the repetitions that reached it
+        assert res["mc_error"] > 0 and res["n_boot"] >= 20 and res["n_null"] >= 10
+        assert (f"{res['excess']:.4f} &plusmn; {res['mc_error']:.4f} <small>(Monte-Carlo; {res['n_boot']} "
+                f"bootstrap, {res['n_null']} null)") in html
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert saved["labeling_bias"] == numbers["labeling_bias"]
 
@@ -59,7 +64,7 @@ def test_report_numbers_match_relabel_bias(small_output, capsys):
     assert main(["bias", str(small_output), "--config", str(workflow), "--label-column", "label",
                  "--classes", "elliptical", "spiral", "--json"]) == 0
     new = json.loads(capsys.readouterr().out)
-    for key in ("L", "L_std", "null_L", "null_L_std", "n_objects"):
+    for key in ("L", "L_std", "null_L", "null_L_std", "n_objects", "mc_error", "n_boot", "n_null"):
         assert report["labeling_bias"]["original"][key] == original[key]
         assert report["labeling_bias"]["new"][key] == new[key]
 
