@@ -37,6 +37,7 @@ import pandas as pd
 from relabel import status as st
 from relabel.catalog.coordinates import to_degrees
 from relabel.config import CutoutSpec
+from relabel.cutouts.pixels import blank_value, image_plane, read_rows
 from relabel.cutouts.sources import Cutouts, CutoutSource
 from relabel.errors import ConfigError
 
@@ -157,7 +158,7 @@ def image_extensions(fits) -> list[str]:
     """
     names = []
     for hdu in fits:
-        if hdu.get_exttype() != "IMAGE_HDU" or len(hdu.get_dims()) != 2:
+        if hdu.get_exttype() != "IMAGE_HDU" or image_plane(hdu.get_dims()) is None:
             continue
         try:
             celestial = header_wcs(hdu).has_celestial
@@ -273,7 +274,9 @@ class SurveyImage:
     """One band file: its WCS, shape (ny, nx) and pixels (a memory map, or fitsio HDU sections).
 
     ``block_rows``: rows per decompressed block of a compressed image (a multiple of its
-    compression tiles' height); the whole image for a memory map.
+    compression tiles' height); the whole image for a memory map. ``lead``: indices of the
+    length-1 axes before the image's two (NAXIS3 = 1 ...); ``blank``: the stored integer of
+    undefined pixels (read as NaN), None for float images or without BLANK.
     """
 
     path: Path
@@ -284,6 +287,8 @@ class SurveyImage:
     memmap: np.ndarray | None
     block_rows: int = 0
     blocks: OrderedDict = field(default_factory=OrderedDict)
+    lead: tuple[int, ...] = ()
+    blank: int | None = None
 
     def __post_init__(self) -> None:
         if self.memmap is not None or self.block_rows <= 0:
@@ -354,7 +359,7 @@ class SurveyImage:
             self.blocks.move_to_end(k)
             return self.blocks[k]
         rows = self.block_rows
-        block = self.hdu[k * rows:min((k + 1) * rows, self.shape[0]), :]
+        block = read_rows(self.hdu, self.lead, k * rows, min((k + 1) * rows, self.shape[0]), self.blank)
         self.blocks[k] = block
         keep = max(2, BLOCK_CACHE_BYTES // max(block.nbytes, 1))
         while len(self.blocks) > keep:
@@ -398,17 +403,19 @@ def open_survey_image(path: Path) -> tuple[SurveyImage | None, str | None]:
             fits.close()
             return None, st.EMPTY_HDU
         dims = tuple(hdu.get_dims())
-        if len(dims) != 2:
+        plane = image_plane(dims)
+        if plane is None:
             fits.close()
             return None, st.WRONG_SHAPE
         parsed = _parsed_header(path, hdu)
+        blank = blank_value(hdu)
     except (OSError, ValueError):
         return None, st.CORRUPT_FILE
-    wcs, map_dtype, block_rows = parsed
+    (lead, shape), (wcs, map_dtype, block_rows) = plane, parsed
     memmap = None
     if map_dtype is not None:
-        memmap = np.memmap(path, dtype=map_dtype, mode="r", offset=hdu.get_offsets()["data_start"], shape=dims)
-    return SurveyImage(path, wcs, dims, fits, hdu, memmap, block_rows), None
+        memmap = np.memmap(path, dtype=map_dtype, mode="r", offset=hdu.get_offsets()["data_start"], shape=dims)[lead]
+    return SurveyImage(path, wcs, shape, fits, hdu, memmap, block_rows, lead=lead, blank=blank), None
 
 
 _HEADERS: OrderedDict[tuple, tuple] = OrderedDict()
@@ -427,7 +434,7 @@ def _parsed_header(path: Path, hdu) -> tuple:
         return wcs.deepcopy(), map_dtype, block_rows
     header = hdu.read_header()
     wcs = header_wcs(hdu, header)
-    parsed = (wcs, _map_dtype(hdu, header), _block_rows(header, int(hdu.get_dims()[1])))
+    parsed = (wcs, _map_dtype(hdu, header), _block_rows(header, int(hdu.get_dims()[-1])))
     _HEADERS[key] = parsed
     while len(_HEADERS) > HEADER_CACHE_SIZE:
         _HEADERS.popitem(last=False)
@@ -709,13 +716,13 @@ def image_footprint(spec: CutoutSpec, image: str) -> Footprint:
     try:
         with fitsio.FITS(str(path)) as fits:
             hdu = select_image_hdu(fits, extension)
-            dims = tuple(hdu.get_dims()) if hdu is not None else ()
-            wcs = header_wcs(hdu) if len(dims) == 2 else None
+            plane = image_plane(hdu.get_dims()) if hdu is not None else None
+            wcs = header_wcs(hdu) if plane is not None else None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"survey image {spec.root / name} is not readable FITS ({exc})") from None
-    if wcs is None or not wcs.has_celestial:
+    if plane is None or wcs is None or not wcs.has_celestial:
         raise ConfigError(f"survey image {spec.root / name} has no 2-D image with a celestial WCS")
-    return _footprint(image, wcs, dims)
+    return _footprint(image, wcs, plane[1])
 
 
 def _matching_images(root: Path, pattern: str, band: str) -> set[str]:

@@ -91,6 +91,52 @@ def read_section(hdu, lo: int, hi: int) -> np.ndarray:
     return _read_blanked(hdu, section, blank)
 
 
+def image_plane(dims) -> tuple[tuple[int, ...], tuple[int, int]] | None:
+    """Where the 2-D image of an HDU lies: (leading indices, (ny, nx)), or None when it is not one image.
+
+    An image whose axes beyond the first two all have length 1 (NAXIS3 = 1, as radio and
+    some optical pipelines write a single frequency or Stokes plane) is one image.
+
+    Parameters
+    ----------
+    dims : sequence of int
+        ``fitsio``'s ``get_dims()``: the axes in C order, slowest first (NAXISn ... NAXIS1).
+
+    Returns
+    -------
+    tuple or None
+        ``((0,) * (len(dims) - 2), (ny, nx))``; None for fewer than 2 axes or a longer extra axis.
+    """
+    dims = tuple(int(d) for d in dims)
+    if len(dims) < 2 or any(d != 1 for d in dims[:-2]):
+        return None
+    return (0,) * (len(dims) - 2), (dims[-2], dims[-1])
+
+
+def read_rows(hdu, lead: tuple[int, ...], lo: int, hi: int, blank: int | None) -> np.ndarray:
+    """Rows ``lo:hi`` (every column) of the image plane ``lead`` of an HDU, as physical values.
+
+    Parameters
+    ----------
+    hdu : fitsio.ImageHDU
+        An open image HDU, tile-compressed or not.
+    lead : tuple of int
+        Indices of the length-1 axes before the image's two (:func:`image_plane`).
+    lo, hi : int
+        First and one-past-last row, 0-based.
+    blank : int or None
+        The HDU's :func:`blank_value`: those stored integers become NaN.
+
+    Returns
+    -------
+    numpy.ndarray, shape (hi - lo, nx)
+        float32 (or the stored float type) with NaN at BLANK pixels.
+    """
+    section = tuple(lead) + (slice(lo, hi), slice(None))
+    values = hdu[section] if blank is None else _read_blanked(hdu, section, blank)
+    return values.reshape(hi - lo, -1)
+
+
 def read_image(hdu) -> np.ndarray:
     """The whole image of an HDU as physical values, NaN at BLANK pixels.
 

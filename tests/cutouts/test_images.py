@@ -504,3 +504,63 @@ def test_a_run_over_ccd_files_plans_and_cuts_each_ccd(tmp_path):
                 cluster=ClusterOptions(kind="none"), shard_size=2, bias=False, progress=False)
     out = pd.read_parquet(tmp_path / "out").sort_values("row")
     assert out["status"].tolist() == [st.OK] * 3 and out["p_spiral"].notna().all()
+
+
+def _write_survey_image(path, kind: str, physical: np.ndarray, wcs: WCS, blank_at: tuple) -> None:
+    """One survey image as pipelines write it: ``kind`` names the axes and the pixel storage."""
+    header = [{"name": c.keyword, "value": c.value} for c in wcs.to_header().cards if c.keyword]
+    data = physical
+    if kind.startswith("int16"):
+        data = np.round((physical - 5.0) / 1e-3).astype(np.int16)
+        data[blank_at] = -32768
+        header += [{"name": "BSCALE", "value": 1e-3}, {"name": "BZERO", "value": 5.0},
+                   {"name": "BLANK", "value": -32768}]
+    extra = {"float, NAXIS3 = 1": 1, "float, NAXIS4 = NAXIS3 = 1": 2, "int16 BLANK, NAXIS3 = 1, compressed": 1}
+    for axis in range(3, 3 + extra.get(kind, 0)):  # a frequency, then a Stokes axis, as radio images carry
+        ctype, crval = ("FREQ", 1.4e9) if axis == 3 else ("STOKES", 1.0)
+        header += [{"name": f"CTYPE{axis}", "value": ctype}, {"name": f"CRVAL{axis}", "value": crval},
+                   {"name": f"CRPIX{axis}", "value": 1.0}, {"name": f"CDELT{axis}", "value": 1.0}]
+        data = data[np.newaxis]
+    fitsio.write(str(path), data, header=header, clobber=True,
+                 compress="RICE" if kind.endswith("compressed") else None)
+
+
+@pytest.mark.parametrize("kind", ["float", "float, NAXIS3 = 1", "float, NAXIS4 = NAXIS3 = 1", "int16 BLANK",
+                                  "int16 BLANK, NAXIS3 = 1, compressed"])
+def test_images_with_length_one_axes_or_blank_pixels_cut_their_physical_values(tmp_path, kind):
+    wcs = make_wcs(crpix=(35.5, 30.5), cd=[[-0.396 / 3600, 0.0], [0.0, 0.396 / 3600]])
+    centres = [(31.2, 30.4), (10.3, 12.1)]
+    physical = (blobs((60, 70), centres) + np.arange(60 * 70).reshape(60, 70) * 1e-3 + 5.0).astype(np.float32)
+    blank_at = (slice(20, 40), slice(30, 33))  # 3 of the first stamp's 16 columns: 19 % of its pixels
+    _write_survey_image(tmp_path / "img_r.fits", kind, physical, wcs, blank_at)
+    spec = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["r"], image_pattern="img_{band}.fits")
+    rows = rows_at(wcs, centres)
+    assert assign_images(find_footprints(spec), rows["RA"], rows["DEC"]).tolist() == ["img_{band}.fits"] * 2
+    with ImageSource(spec) as source:
+        got = source.read(rows.assign(IMAGE="img_{band}.fits"))
+    blanked = kind.startswith("int16")
+    assert list(got.status) == ([st.NAN_FILLED] if blanked else [st.OK]) + [st.OK]
+    expected = physical.copy()
+    if blanked:
+        expected = (np.round((physical - 5.0) / 1e-3) * 1e-3 + 5.0).astype(np.float32)
+        expected[blank_at] = 0.0  # undefined pixels are NaN, then the background a NaN-filled cutout holds
+    for k, (x, y) in enumerate(centres):
+        x0, y0 = int(np.floor(x - 7.5 + 0.5)), int(np.floor(y - 7.5 + 0.5))
+        np.testing.assert_allclose(got.images[k, 0], expected[y0:y0 + 16, x0:x0 + 16], rtol=1e-6, atol=1e-6)
+    assert got.images.min() >= 0  # no BLANK x BSCALE + BZERO (-27.8) reaches the network
+
+
+def test_a_cube_of_several_planes_is_not_taken_for_one_image(tmp_path):
+    from astropy.io import fits
+
+    wcs = make_wcs(crpix=(35.5, 30.5))
+    header = wcs.to_header()
+    header["CTYPE3"], header["CRVAL3"], header["CRPIX3"], header["CDELT3"] = "FREQ", 1.4e9, 1.0, 1e6
+    fits.PrimaryHDU(np.ones((2, 60, 70), np.float32), header).writeto(tmp_path / "cube_r.fits")
+    pattern = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["r"], image_pattern="cube_{band}.fits")
+    with pytest.raises(ConfigError, match="cube_r.fits has no 2-D image with a celestial WCS"):
+        find_footprints(pattern)
+    column = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["r"], image_column="IMAGE")
+    with ImageSource(column) as source:
+        got = source.read(rows_at(wcs, [(30.0, 30.0)], "cube_{band}.fits"))
+    assert list(got.status) == [st.WRONG_SHAPE]
