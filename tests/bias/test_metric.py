@@ -231,7 +231,10 @@ def test_bias_with_errors_without_repetitions_is_the_plain_value():
     assert result.L_std is None and result.null_L is None and result.excess is None
 
 
-def test_repetitions_are_seeded_and_do_not_depend_on_threads():
+def test_repetitions_are_seeded_and_do_not_depend_on_threads(monkeypatch):
+    import relabel.bias.metric as metric
+
+    monkeypatch.setattr(metric, "THREADS_MIN_OBJECTS", 0)  # threads even on this small table
     rng = np.random.default_rng(4)
     intrinsic, observables, labels = random_table(rng, 2000, 2, 2, 2, "float32")
     args = (intrinsic, observables, labels, 2, 3, 4, ["low", "high"])
