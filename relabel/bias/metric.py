@@ -101,6 +101,8 @@ class BiasResult:
     Monte-Carlo target added some); ``mc_error`` is the Monte-Carlo standard
     error of ``excess`` (of ``L`` without a null): how far the means could move
     with other repetition seeds, not the sampling spread ``L_std``.
+    ``dropped_repetitions``: added repetitions left out because a resample had
+    a leaf with fewer objects than bins.
     ``dropped`` maps a reason to the number of table rows it removed.
     """
 
@@ -123,6 +125,7 @@ class BiasResult:
     seed: int
     soft: bool = False
     mc_error: float | None = None
+    dropped_repetitions: int = 0
     table: str | None = None
     n_table: int | None = None
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -347,6 +350,10 @@ def bias_with_errors(
     standard error ``sqrt(L_std^2 / n_boot + null_L_std^2 / n_null)`` is
     expected to be under ``mc_error``. Repetition ``r`` has the same seed
     whatever the total, so the result equals a run asking for the final counts.
+    An added repetition whose resample has a leaf with fewer objects than bins
+    (ties at a median can make one, about 1 in 1,000 on a few hundred objects
+    with repeated values) is left out and counted in ``dropped_repetitions``,
+    instead of failing a measurement the asked repetitions already made.
 
     Parameters
     ----------
@@ -388,7 +395,8 @@ def bias_with_errors(
     n_sample = _sample_size(n, depth, n_bins, n_boot, n_null, seed, n_per_bin)
     names = _class_names(classes, table.n_classes)
     target = _mc_target(mc_error, max_repetitions, n_boot + n_null)
-    values, null_values = _repetitions(table, depth, n_bins, n_sample, n_boot, n_null, seed, workers, target)
+    values, null_values, dropped = _repetitions(table, depth, n_bins, n_sample, n_boot, n_null, seed, workers,
+                                                target)
     L = float(np.mean(values))
     null_L = float(np.mean(null_values)) if null_values else None
     n_boot = len(values) if n_boot else 0
@@ -400,6 +408,7 @@ def bias_with_errors(
         intrinsic=list(table.intrinsic_names), observables=list(table.observable_names), best=list(table.best),
         n_boot=int(n_boot), n_per_bin=None if n_per_bin is None else int(n_per_bin), n_null=len(null_values),
         seed=int(seed), soft=table.soft, mc_error=_mc_standard_error(values if n_boot else [], null_values),
+        dropped_repetitions=dropped,
     )
 
 
@@ -569,11 +578,13 @@ def _more_repetitions(values: list[float], null_values: list[float], target: tup
 def _repetitions(
     table: _Table, depth: int, n_bins: int, n_sample: int, n_boot: int, n_null: int, seed: int, workers: int | None,
     target: tuple[float, int] | None = None,
-) -> tuple[list[float], list[float]]:
-    """L of each bootstrap repetition (or of the full table when ``n_boot`` is 0) and of each null shuffle.
+) -> tuple[list[float], list[float], int]:
+    """L of each bootstrap repetition (or of the full table when ``n_boot`` is 0), of each null shuffle,
+    and the number of added repetitions dropped.
 
     With a Monte-Carlo ``target``, a second round adds repetitions (:func:`_more_repetitions`);
     their seeds continue the first round's children, so the draws do not depend on the rounds.
+    An added repetition with a leaf too small is dropped; one of the first round is an error.
     """
     n = table.n
     boot_seeds, null_seeds = np.random.SeedSequence(seed).spawn(2)
@@ -595,23 +606,37 @@ def _repetitions(
     if n_sample < THREADS_MIN_OBJECTS:
         workers = 1
 
-    def run(first_boot: int, k_boot: int, first_null: int, k_null: int) -> tuple[list[float], list[float]]:
+    def run(first_boot: int, k_boot: int, first_null: int, k_null: int, tolerant: bool = False):
         # SeedSequence.spawn continues its numbering, so child r is the same in any round.
         tasks = [(bootstrap, first_boot + r, child) for r, child in enumerate(boot_seeds.spawn(k_boot))]
         tasks += [(null, first_null + r, child) for r, child in enumerate(null_seeds.spawn(k_null))]
+        if tolerant:
+            tasks = [(_nan_on_small_leaf(func), r, child) for func, r, child in tasks]
         done = _run_tasks(tasks, workers)
         return done[:k_boot], done[k_boot:]
 
     values, null_values = run(0, n_boot, 0, n_null)
+    dropped = 0
     if target is not None:
         add_boot, add_null = _more_repetitions(values, null_values, target)
-        add_boot = add_boot if n_boot else 0
-        more = run(n_boot, add_boot, n_null, add_null if n_null else 0)
-        values, null_values = values + more[0], null_values + more[1]
+        more = run(n_boot, add_boot if n_boot else 0, n_null, add_null if n_null else 0, tolerant=True)
+        kept = [[v for v in part if not math.isnan(v)] for part in more]
+        dropped = len(more[0]) + len(more[1]) - len(kept[0]) - len(kept[1])
+        values, null_values = values + kept[0], null_values + kept[1]
     if n_boot:
-        return values, null_values
+        return values, null_values, dropped
     assert full is not None  # made above whenever n_boot == 0
-    return [full.L], null_values
+    return [full.L], null_values, dropped
+
+
+def _nan_on_small_leaf(func):
+    """``func`` returning NaN where its resample has a leaf with fewer objects than bins."""
+    def tolerant(r: int, child: np.random.SeedSequence) -> float:
+        try:
+            return func(r, child)
+        except BiasError:
+            return math.nan
+    return tolerant
 
 
 # --- internals: columns -------------------------------------------------------------------

@@ -360,7 +360,11 @@ def format_result(result: BiasResult) -> str:
     line = f"{main} ({', '.join(inside)})"
     if result.mc_error:
         line += (f"\nMonte-Carlo error of the excess {result.mc_error:.4f} "
-                 f"({result.n_boot} bootstrap, {result.n_null} null)")
+                 f"({result.n_boot} bootstrap, {result.n_null} null")
+        if result.dropped_repetitions:
+            k = result.dropped_repetitions
+            line += f"; {k} added repetition{'s' if k != 1 else ''} dropped: a leaf with fewer objects than bins"
+        line += ")"
     if result.dropped:
         total = (result.n_table - result.n_objects) if result.n_table is not None else sum(result.dropped.values())
         reasons = ", ".join(f"{count} {reason}" for reason, count in result.dropped.items())

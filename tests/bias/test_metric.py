@@ -330,6 +330,22 @@ def test_monte_carlo_target_respects_the_cap_and_the_asked_counts():
         bias_with_errors(*args, n_boot=2, n_null=2, mc_error=0.01, max_repetitions=0)
 
 
+def test_an_added_repetition_with_a_leaf_too_small_is_dropped_and_counted():
+    # Repeated values (a catalog's rounded magnitudes) make ties at the medians, and now and
+    # then a resample's leaf holds fewer objects than bins: about 1 repetition in 250 here.
+    rng = np.random.default_rng(2)
+    intrinsic = [np.round(rng.normal(size=240) * 20), np.round(rng.normal(size=240) * 20)]
+    args = (intrinsic, [rng.uniform(size=240)], (rng.uniform(size=240) < 0.5).astype(int), 2, 4, 5, ["high"])
+    aimed = bias_with_errors(*args, n_boot=20, n_null=10, mc_error=0.0005)
+    assert aimed.dropped_repetitions > 0
+    assert aimed.n_boot + aimed.n_null + aimed.dropped_repetitions <= 2000
+    assert f"{aimed.dropped_repetitions} added repetitions dropped: a leaf with fewer objects than bins" in \
+        format_result(aimed)
+    # asked for, the same repetitions are an error naming the one that failed
+    with pytest.raises(BiasError, match="repetition [0-9]+: intrinsic leaf"):
+        bias_with_errors(*args, n_boot=aimed.n_boot + aimed.dropped_repetitions, n_null=aimed.n_null + 10)
+
+
 def test_null_keeps_the_intrinsic_leaves():
     # Labels fixed by the intrinsic leaf alone: any shuffle that stayed inside leaves finds L = 0 exactly.
     rng = np.random.default_rng(8)
