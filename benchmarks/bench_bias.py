@@ -28,8 +28,8 @@ import numpy as np
 from relabel.bias import bias_with_errors, bin_fractions, labeling_bias
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-from test_bias import reference_L  # noqa: E402  (the plain implementation lives with the tests)
+sys.path.insert(0, str(HERE.parent / "tests" / "bias"))
+from test_metric import reference_L  # noqa: E402  (the plain implementation lives with the tests)
 
 N = 1_000_000
 DEPTH = 9
