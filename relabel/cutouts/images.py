@@ -413,9 +413,25 @@ def open_survey_image(path: Path) -> tuple[SurveyImage | None, str | None]:
         return None, st.CORRUPT_FILE
     (lead, shape), (wcs, map_dtype, block_rows) = plane, parsed
     memmap = None
-    if map_dtype is not None:
-        memmap = np.memmap(path, dtype=map_dtype, mode="r", offset=hdu.get_offsets()["data_start"], shape=dims)[lead]
+    if map_dtype is not None and _is_plain_fits(path):
+        try:
+            memmap = np.memmap(path, dtype=map_dtype, mode="r", offset=hdu.get_offsets()["data_start"],
+                               shape=dims)[lead]
+        except ValueError:  # the header promises more pixels than the file holds: truncated
+            fits.close()
+            return None, st.CORRUPT_FILE
     return SurveyImage(path, wcs, shape, fits, hdu, memmap, block_rows, lead=lead, blank=blank), None
+
+
+def _is_plain_fits(path: Path) -> bool:
+    """Whether the file's bytes are FITS as written, so that its pixels may be memory-mapped.
+
+    A whole file compressed by gzip or bzip2 (``.fits.gz``, ``.fits.bz2``, as archives ship
+    survey frames) is read by cfitsio, which inflates it; its header's data offset is in
+    the inflated stream, not in the bytes on disk.
+    """
+    with open(path, "rb") as f:
+        return f.read(9) == b"SIMPLE  ="
 
 
 _HEADERS: OrderedDict[tuple, tuple] = OrderedDict()

@@ -564,3 +564,41 @@ def test_a_cube_of_several_planes_is_not_taken_for_one_image(tmp_path):
     with ImageSource(column) as source:
         got = source.read(rows_at(wcs, [(30.0, 30.0)], "cube_{band}.fits"))
     assert list(got.status) == [st.WRONG_SHAPE]
+
+
+@pytest.mark.parametrize("packing", ["gzip", "bzip2"])
+def test_a_whole_file_compressed_image_gives_the_same_stamps_as_the_plain_file(tmp_path, packing):
+    import bz2
+    import gzip
+
+    wcs = make_wcs(crpix=(35.5, 30.5))
+    centres = [(31.2, 30.4), (10.3, 12.1), (68.0, 5.0)]
+    data = blobs((60, 70), centres) + np.arange(60 * 70, dtype=np.float32).reshape(60, 70) * 1e-3
+    write_image(tmp_path / "img_r.fits", data, wcs)
+    opener, suffix = (gzip.open, ".gz") if packing == "gzip" else (bz2.open, ".bz2")
+    with opener(tmp_path / f"packed_r.fits{suffix}", "wb") as out:
+        out.write((tmp_path / "img_r.fits").read_bytes())
+    spec = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["r"], image_column="IMAGE")
+    rows = rows_at(wcs, centres)
+    with ImageSource(spec) as source:
+        plain = source.read(rows.assign(IMAGE="img_{band}.fits"))
+        packed = source.read(rows.assign(IMAGE=f"packed_{{band}}.fits{suffix}"))
+        assert source._open[f"packed_r.fits{suffix}"][0].memmap is None  # cfitsio inflates it
+    assert list(packed.status) == list(plain.status) == [st.OK, st.OK, st.PARTIAL_EDGE]
+    np.testing.assert_array_equal(packed.images, plain.images)
+    by_pattern = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["r"],
+                            image_pattern=f"packed_{{band}}.fits{suffix}")
+    assert assign_images(find_footprints(by_pattern), rows["RA"], rows["DEC"]).tolist() == [
+        f"packed_{{band}}.fits{suffix}"] * 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_a_truncated_image_is_a_status_not_a_crash(tmp_path, dtype):
+    wcs = make_wcs(crpix=(35.5, 30.5))
+    write_image(tmp_path / "img_r.fits", np.ones((60, 70), dtype), wcs)
+    whole = (tmp_path / "img_r.fits").read_bytes()
+    (tmp_path / "cut_r.fits").write_bytes(whole[:len(whole) // 2])  # a transfer that stopped halfway
+    spec = CutoutSpec(layout="images", root=tmp_path, size=16, bands=["r"], image_column="IMAGE")
+    with ImageSource(spec) as source:
+        got = source.read(rows_at(wcs, [(20.0, 10.0), (30.0, 50.0)], "cut_{band}.fits"))
+    assert list(got.status) == [st.CORRUPT_FILE] * 2
