@@ -37,7 +37,7 @@ import pandas as pd
 from relabel import status as st
 from relabel.catalog.coordinates import to_degrees
 from relabel.config import CutoutSpec
-from relabel.cutouts.pixels import blank_value, image_plane, read_rows
+from relabel.cutouts.pixels import blank_value, image_hdu, image_plane, read_rows
 from relabel.cutouts.sources import Cutouts, CutoutSource
 from relabel.errors import ConfigError
 
@@ -131,8 +131,6 @@ def select_image_hdu(fits, extension: str | None):
     fitsio.ImageHDU or None
         None when no such image HDU exists.
     """
-    from relabel.cutouts.pixels import image_hdu
-
     if extension is None:
         return image_hdu(fits)
     if extension.isdigit():
@@ -156,17 +154,23 @@ def image_extensions(fits) -> list[str]:
     list of str
         In file order; one entry for a plain (single-image) file.
     """
-    names = []
+    return [name for _, name, _, _ in _celestial_images(fits)]
+
+
+def _celestial_images(fits) -> list[tuple[int, str, Any, tuple[int, int]]]:
+    """(HDU number, name, celestial WCS, (ny, nx)) of each image HDU of a file holding a 2-D image with one."""
+    found = []
     for hdu in fits:
-        if hdu.get_exttype() != "IMAGE_HDU" or image_plane(hdu.get_dims()) is None:
+        plane = image_plane(hdu.get_dims()) if hdu.get_exttype() == "IMAGE_HDU" else None
+        if plane is None:
             continue
         try:
-            celestial = header_wcs(hdu).has_celestial
+            wcs = header_wcs(hdu)
         except (ValueError, MemoryError, KeyError):
-            celestial = False
-        if celestial:
-            names.append(hdu.get_extname().strip() or str(hdu.get_extnum()))
-    return names
+            continue
+        if wcs.has_celestial:
+            found.append((hdu.get_extnum(), hdu.get_extname().strip() or str(hdu.get_extnum()), wcs, plane[1]))
+    return found
 
 
 def header_wcs(hdu, header=None):
@@ -688,21 +692,28 @@ def find_footprints(spec: CutoutSpec) -> list[Footprint]:
             if not (spec.root / band_path(image, band)).is_file():
                 raise ConfigError(f"cutouts.image_pattern {pattern!r}: image {image} has no {band}-band "
                                   f"file {band_path(image, band)} under {spec.root}")
-        footprints += [image_footprint(spec, name) for name in _images_in(spec, image)]
+        footprints += _file_footprints(spec, image)
     return footprints
 
 
-def _images_in(spec: CutoutSpec, image: str) -> list[str]:
-    """The images of one matched file: itself, or ``image[EXT]`` per CCD of a multi-extension file."""
+def _file_footprints(spec: CutoutSpec, image: str) -> list[Footprint]:
+    """The footprints of one matched file, from one open of it: the file's image, or ``image[EXT]`` per CCD
+    of a multi-extension file (each with its own WCS)."""
     import fitsio
 
     path = spec.root / band_path(image, spec.bands[0])
     try:
         with fitsio.FITS(str(path)) as fits:
-            extensions = image_extensions(fits)
+            found = _celestial_images(fits)
+            first = image_hdu(fits)  # what a name without [extension] reads (open_survey_image)
+            first_number = first.get_extnum() if first is not None else None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"survey image {path} is not readable FITS ({exc})") from None
-    return [f"{image}[{ext}]" for ext in extensions] if len(extensions) > 1 else [image]
+    if len(found) > 1:
+        return [_footprint(f"{image}[{name}]", wcs, shape) for _, name, wcs, shape in found]
+    if not found or found[0][0] != first_number:
+        raise ConfigError(f"survey image {path} has no 2-D image with a celestial WCS")
+    return [_footprint(image, found[0][2], found[0][3])]
 
 
 def image_footprint(spec: CutoutSpec, image: str) -> Footprint:
