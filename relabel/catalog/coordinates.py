@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import os
 
 import numpy as np
 import pandas as pd
@@ -143,9 +142,8 @@ def catalog_coordinate_units(catalog_path, workflow):
     """
     from relabel.catalog.reader import open_catalog
 
-    hdu = workflow.catalog.hdu if isinstance(catalog_path, (str, os.PathLike)) and not str(catalog_path).lower(
-    ).endswith((".parquet", ".pq")) and not os.path.isdir(catalog_path) else None
-    return resolve_coordinate_units(open_catalog(catalog_path, hdu), workflow)
+    # open_catalog uses the HDU for FITS files only (Parquet, folders and tables in memory have none).
+    return resolve_coordinate_units(open_catalog(catalog_path, workflow.catalog.hdu), workflow)
 
 
 def sky_degrees(rows: pd.DataFrame, workflow) -> tuple[np.ndarray, np.ndarray]:

@@ -67,7 +67,8 @@ def predict_frame(df: pd.DataFrame, model: str | Path, workflow: str | Path | Wo
         net, meta = cached_model(model, None, device)
         wf = resolve_workflow(workflow, meta, Path.cwd(), model)
         rows = df.reset_index(drop=True)
-        wf = catalog_coordinate_units(rows, wf)  # the units the workflow names (a DataFrame states none)
+        # A DataFrame states no units: only the workflow's count, so no copy of the partition is needed.
+        wf = catalog_coordinate_units(rows.iloc[:0], wf)
         status = np.full(len(rows), st.OK, dtype=object)
         status[~_valid_coordinates(rows, wf)] = st.BAD_COORDINATES
         meta.check_columns(rows.columns, source="the DataFrame")
