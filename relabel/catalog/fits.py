@@ -230,8 +230,10 @@ class FitsCatalog(Catalog):
 
 def _refuse_truncated(path: Path, info, header) -> None:
     """A file cut short (an interrupted copy or download) holds fewer bytes than its table header promises."""
-    if str(path).lower().endswith(".gz"):
-        return  # the compressed size says nothing; gzip itself reports a stream cut short
+    from relabel.catalog.reader import whole_file_compression
+
+    if whole_file_compression(path):
+        return  # the compressed size says nothing; gzip and bzip2 themselves report a stream cut short
     # The data proper, without the padding to 2880 bytes that some writers leave off the last HDU.
     end = int(info.get_offsets()["data_start"]) + int(header.get("NAXIS1", 0)) * int(header.get("NAXIS2", 0)) + \
         int(header.get("PCOUNT", 0))

@@ -136,11 +136,35 @@ def catalog_folder(catalog) -> Path:
     return Path.cwd() if in_memory(catalog) else Path(catalog).resolve().parent
 
 
+def whole_file_compression(path: Path) -> str | None:
+    """``"gzip"`` or ``"bzip2"`` when a file is compressed whole (by its first bytes, whatever its name), else None.
+
+    cfitsio reads such a FITS file (``.fits.gz``, ``.fits.bz2``, or a gzip stream named ``.fits``)
+    by inflating it; its size on disk then says nothing of the HDUs' sizes.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+
+    Returns
+    -------
+    str or None
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(3)
+    except OSError:
+        return None
+    return "gzip" if head[:2] == b"\x1f\x8b" else "bzip2" if head == b"BZh" else None
+
+
 def _looks_like_fits(path: Path) -> bool:
+    import bz2
     import gzip
 
+    opener = {"gzip": gzip.open, "bzip2": bz2.open}.get(whole_file_compression(path) or "", open)
     try:
-        with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb") as fh:
+        with opener(path, "rb") as fh:
             return fh.read(9) == b"SIMPLE  ="
     except OSError:
         return False

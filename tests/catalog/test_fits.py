@@ -267,6 +267,24 @@ def test_a_truncated_or_unpadded_fits_table_is_refused_naming_the_file(tmp_path)
     assert open_catalog(tmp_path / "unpadded.fits").read_all(["OBJID"])["OBJID"].tolist() == list(range(200))
 
 
+@pytest.mark.parametrize("name, packing", [("c.fits.gz", "gzip"), ("c.fits.bz2", "bzip2"),
+                                           ("gzipped_but_named.fits", "gzip")])
+def test_a_catalog_compressed_whole_is_read_by_its_content_not_its_name(tmp_path, name, packing):
+    import bz2
+    import gzip
+
+    import fitsio
+
+    table = np.array([(i, 0.25 * i) for i in range(300)], [("OBJID", "i8"), ("P", "f8")])
+    fitsio.write(str(tmp_path / "plain.fits"), table)
+    pack = gzip.compress if packing == "gzip" else bz2.compress
+    (tmp_path / name).write_bytes(pack((tmp_path / "plain.fits").read_bytes()))
+    cat = open_catalog(tmp_path / name)
+    assert cat.nrows == 300  # not refused as truncated: the compressed size says nothing of the table's
+    frame = cat.read_all(["OBJID", "P"])
+    assert frame["OBJID"].tolist() == list(range(300)) and frame["P"].tolist() == [0.25 * i for i in range(300)]
+
+
 def test_vector_column_refused_where_a_number_is_needed(tmp_path):
     path = tmp_path / "v.fits"
     fits.BinTableHDU.from_columns([fits.Column(name="MAGS", format="5E", array=np.zeros((3, 5), np.float32))]).writeto(path)
