@@ -162,9 +162,15 @@ def _looks_like_fits(path: Path) -> bool:
     import bz2
     import gzip
 
-    opener = {"gzip": gzip.open, "bzip2": bz2.open}.get(whole_file_compression(path) or "", open)
+    packing = whole_file_compression(path)
     try:
-        with opener(path, "rb") as fh:
+        if packing == "gzip":
+            with gzip.open(path, "rb") as fh:
+                return fh.read(9) == b"SIMPLE  ="
+        if packing == "bzip2":
+            with bz2.open(path, "rb") as fh:
+                return fh.read(9) == b"SIMPLE  ="
+        with open(path, "rb") as fh:
             return fh.read(9) == b"SIMPLE  ="
     except OSError:
         return False
